@@ -1,0 +1,49 @@
+# The two commands a new user needs, on a fresh Debian 12 machine (as root, or with sudo):
+#   make demo   - the main job on the embedded default: local Glance + generated demo image
+#   make test   - the test suite against real parts (Glance, qemu-img)
+# Both install what they need first, and do nothing more when it is already installed.
+
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+INVOKE := $(VENV)/bin/invoke
+# Debian's python3 (not a pyenv one): the hivex bindings come from Debian and only load into it.
+BASE_PYTHON := /usr/bin/python3
+APT_PACKAGES := python3-venv qemu-utils fdisk
+PYTEST_ARGS ?=
+
+.PHONY: test demo bench deps apt venv clean
+
+test: deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: deps
+	$(INVOKE) demo
+
+bench: deps
+	$(PYTHON) benchmarks/bench_measure.py
+	$(PYTHON) benchmarks/bench_publish.py
+
+deps: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:" $$missing; \
+	    sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	    $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+clean:
+	-$(INVOKE) glance-down 2>/dev/null
+	rm -rf $(VENV) .bakery .pytest_cache

@@ -1,0 +1,156 @@
+"""Stage 2: from the manifest's pinned source to the raw image that gets published.
+
+Today the chain takes an existing disk image (raw or qcow2): it fetches it, checks its sha256 pin and
+converts it to a sparse raw file when needed. The bake stages (offline virtio refresh, unattended install)
+plug in here and hand back the same BuiltImage. The source file is only ever read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from pipeline import __version__
+from pipeline.errors import BakeryError, ManifestError
+from pipeline.manifest import Manifest, Source
+from pipeline.measure import DigestMemo, ImageInfo, image_info, sha256_file
+from pipeline.progress import progress, say
+from pipeline.run import run
+
+DOWNLOAD_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    path: Path  # the raw image to publish
+    info: ImageInfo
+    source_path: Path
+    source_sha256: str
+    temporary: bool  # a work file of ours (deleted after publishing), not the user's source
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "format": self.info.format,
+            "virtual_size": self.info.virtual_size,
+            "source": str(self.source_path),
+            "source_sha256": self.source_sha256,
+        }
+
+
+def build_id(manifest: Manifest, *, template_sha256: str) -> str:
+    """Content address of a build: everything that decides what gets published, hashed."""
+    inputs = {
+        "manifest_sha256": manifest.sha256,
+        "release_date": manifest.release_date,
+        "source_sha256": manifest.source.sha256,
+        "properties_template_sha256": template_sha256,
+        "pipeline_version": __version__,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def locate_source(manifest: Manifest, downloads: Path, memo: DigestMemo) -> Path:
+    """The source image as a local file whose sha256 matches the manifest's pin."""
+    source = manifest.source
+    path = _download(source, downloads, manifest) if source.is_url else Path(source.location)
+    if not path.is_file():
+        raise ManifestError(str(manifest.path), "source.path", f"no such file: {path}")
+    verify_pin(path, source.sha256, manifest, memo)
+    return path
+
+
+def verify_pin(path: Path, expected: str, manifest: Manifest, memo: DigestMemo) -> None:
+    actual = memo.get(path).get("sha256")
+    if actual is None:
+        with progress(f"verify {path.name}", path.stat().st_size) as advance:
+            actual = sha256_file(path, on_read=advance)
+        memo.put(path, sha256=actual)
+    if actual != expected:
+        raise ManifestError(
+            str(manifest.path), "source.sha256", f"pin mismatch for {path}: manifest pins {expected}, the file has {actual}"
+        )
+
+
+def _download(source: Source, downloads: Path, manifest: Manifest) -> Path:
+    """Fetch a URL source once into the download cache, named by its pinned sha256."""
+    target = downloads / source.sha256
+    if target.is_file():
+        return target
+    downloads.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".part")
+    url = source.location
+    digest = hashlib.sha256()
+    try:
+        if url.startswith("file://"):
+            local = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+            with open(local, "rb") as src, open(partial, "wb") as dst:
+                with progress(f"fetch {local.name}", local.stat().st_size) as advance:
+                    while chunk := src.read(DOWNLOAD_CHUNK):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                        advance(len(chunk))
+        else:
+            with requests.get(url, stream=True, timeout=60) as response:
+                response.raise_for_status()
+                total = int(response.headers.get("Content-Length") or 0)
+                with open(partial, "wb") as dst, progress(f"fetch {url}", total) as advance:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                        advance(len(chunk))
+    except (OSError, requests.RequestException) as exc:
+        partial.unlink(missing_ok=True)
+        raise ManifestError(str(manifest.path), "source.url", f"cannot fetch {url}: {exc}") from None
+    if digest.hexdigest() != source.sha256:
+        partial.unlink(missing_ok=True)
+        raise ManifestError(
+            str(manifest.path), "source.sha256", f"pin mismatch for {url}: manifest pins {source.sha256}, download has {digest.hexdigest()}"
+        )
+    partial.replace(target)
+    return target
+
+
+def build(manifest: Manifest, source_path: Path, workdir: Path) -> BuiltImage:
+    """The raw image to publish: the source itself when it is raw, else a sparse raw conversion."""
+    planned = preview(manifest, source_path)
+    if planned.info.format == "raw":
+        return planned
+    run(["qemu-img", "check", "-q", source_path], timeout=3600)
+    workdir.mkdir(parents=True, exist_ok=True)
+    target = workdir / "image.raw"
+    partial = workdir / "image.raw.part"
+    say(f"convert {source_path.name} (qcow2) to raw")
+    try:
+        run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", source_path, partial], timeout=6 * 3600)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return BuiltImage(target, image_info(target), source_path, manifest.source.sha256, temporary=True)
+
+
+def discard(image: BuiltImage) -> None:
+    if image.temporary:
+        shutil.rmtree(image.path.parent, ignore_errors=True)
+
+
+def require_raw(image: BuiltImage) -> None:
+    if image.info.format != "raw":
+        raise BakeryError(f"{image.path}: the image to publish must be raw, qemu-img reads {image.info.format}")
+
+
+def preview(manifest: Manifest, source_path: Path) -> BuiltImage:
+    """What build() would hand on, without writing anything (for plan and lint)."""
+    info = image_info(source_path)
+    expected = manifest.source.format
+    if expected and info.format != expected:
+        raise ManifestError(str(manifest.path), "source.format", f"manifest says {expected}, but qemu-img reads {source_path} as {info.format}")
+    if info.format not in ("raw", "qcow2"):
+        raise ManifestError(str(manifest.path), "source", f"{source_path} is {info.format}; expected a raw or qcow2 image")
+    return BuiltImage(source_path, info, source_path, manifest.source.sha256, temporary=False)

@@ -1,0 +1,63 @@
+"""Glue between the Invoke tasks and the pipeline: one error line, a JSON report, exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+
+from invoke.exceptions import Exit
+
+from pipeline.errors import BakeryError
+from pipeline.paths import state_dir
+from pipeline.report import Report, print_summary
+from pipeline.secrets import redact
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def configure_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for noisy in ("keystoneauth", "glanceclient", "urllib3", "stevedore", "openstack"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def execute(command: str, json_path: str | None, action: Callable[[Report], object], *, summary: bool = True) -> Report:
+    """Run one command; errors become one line on stderr (and in the report), never a traceback."""
+    configure_logging()
+    report = Report(command)
+    code = 0
+    try:
+        action(report)
+    except BakeryError as exc:
+        report.error = exc.one_line()
+        code = EXIT_ERROR
+    except KeyboardInterrupt:
+        report.error = "interrupted"
+        code = EXIT_INTERRUPTED
+    except Exception as exc:  # a bug of ours: keep the traceback in a file, show one line
+        log = state_dir() / "logs" / "last-traceback.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(redact(traceback.format_exc()))
+        report.error = f"internal error: {type(exc).__name__}: {redact(str(exc))} (traceback in {log})"
+        code = EXIT_ERROR
+    finally:
+        if json_path:
+            report.write(json_path)
+    if summary and (report.ok or report.target):
+        print_summary(report)
+    if code:
+        print(f"error: {report.error}", file=sys.stderr)
+        raise Exit(code=code)
+    return report

@@ -1,0 +1,345 @@
+"""Stage 1: render a manifest (Jinja-templated YAML) in a sandbox and validate it into typed data.
+
+The render context is deliberately small: the release date and the `--set` variables, nothing from the
+environment, so the same manifest and arguments always render the same text (the build id depends on it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from pipeline.errors import ManifestError
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SOURCE_FORMATS = ("raw", "qcow2")
+PREVIOUS_POLICIES = ("demote", "hide")
+VISIBILITIES = ("public", "community", "shared", "private")
+DEFAULT_FAMILY_KEYS = ("os_distro", "os_distro_major", "os_edition", "architecture")
+MAX_INCLUDE_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class Source:
+    location: str  # an absolute path, or a URL
+    sha256: str
+    format: str | None  # None: detected with qemu-img
+
+    @property
+    def is_url(self) -> bool:
+        return "://" in self.location
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    family_keys: tuple[str, ...]
+    previous: str  # what happens to the releases this one supersedes
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    name: str
+    release_date: str
+    family: dict[str, str]
+    os: dict[str, str]
+    source: Source
+    properties: dict[str, Any]
+    visibility: str
+    min_ram: int
+    min_disk: int | None
+    tags: tuple[str, ...]
+    release: ReleasePolicy
+    upstream_provider: str
+    variables: dict[str, str] = field(default_factory=dict)
+    rendered: str = ""  # canonical JSON of the validated document: what the build id hashes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.rendered.encode()).hexdigest()
+
+    @property
+    def family_filter(self) -> dict[str, str]:
+        return {key: self.family[key] for key in self.release.family_keys}
+
+
+def today() -> str:
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+def parse_release_date(value: str | None) -> str:
+    if value is None:
+        return today()
+    if not ISO_DATE.match(value):
+        raise ManifestError("--release-date", None, f"expected an ISO date YYYY-MM-DD, got {value!r}")
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ManifestError("--release-date", None, f"{value!r} is not a valid date ({exc})") from None
+    return value
+
+
+def parse_variables(pairs: list[str] | None) -> dict[str, str]:
+    """`--set key=value` pairs into the render context."""
+    variables: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not VARIABLE.match(key):
+            raise ManifestError("--set", None, f"expected key=value with an identifier as key, got {pair!r}")
+        if key == "release_date":
+            raise ManifestError("--set", None, "release_date is set with --release-date")
+        variables[key] = value
+    return variables
+
+
+def load_manifest(path: str | Path, *, release_date: str | None = None, variables: dict[str, str] | None = None) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(str(path), None, "no such manifest file")
+    context = {"release_date": parse_release_date(release_date), **(variables or {})}
+    document, positions = _load_with_includes(path, context, depth=0)
+    return _validate(path, document, positions, context)
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+
+
+def _environment(directory: Path) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(directory)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render_text(path: Path, context: dict[str, str]) -> str:
+    env = _environment(path.parent)
+    try:
+        return env.get_template(path.name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ManifestError(str(path), None, f"template syntax error: {exc.message}", line=exc.lineno) from None
+    except jinja2.UndefinedError as exc:
+        line = _template_line(exc, path)
+        raise ManifestError(
+            str(path), None, f"{exc.message}; known variables: {', '.join(sorted(context))} (add --set NAME=VALUE)", line=line
+        ) from None
+    except jinja2.TemplateError as exc:
+        raise ManifestError(str(path), None, f"template error: {exc}", line=_template_line(exc, path)) from None
+    except Exception as exc:  # a sandbox SecurityError and friends: still one line, never a traceback
+        raise ManifestError(str(path), None, f"template error: {exc}", line=_template_line(exc, path)) from None
+
+
+def _template_line(exc: BaseException, path: Path) -> int | None:
+    """Jinja rewrites tracebacks so that template frames carry the template's file name and line."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[tuple, int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError(str(path), None, f"invalid YAML: {problem}", line=mark.line + 1 if mark else None) from None
+    positions: dict[tuple, int] = {}
+    if node is not None:
+        _record_positions(node, (), positions)
+    return document, positions
+
+
+def _record_positions(node: yaml.Node, prefix: tuple, out: dict[tuple, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = prefix + (key_node.value,)
+            out[key] = key_node.start_mark.line + 1
+            _record_positions(value_node, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            out[prefix + (index,)] = item.start_mark.line + 1
+            _record_positions(item, prefix + (index,), out)
+
+
+def _load_with_includes(path: Path, context: dict[str, str], depth: int) -> tuple[dict, dict[tuple, tuple[Path, int]]]:
+    """Render and parse a manifest; `include:` names files (relative to it) whose data it overrides."""
+    document, lines = _parse_yaml(path, render_text(path, context))
+    if not isinstance(document, dict):
+        raise ManifestError(str(path), None, "expected a YAML mapping at the top level")
+    positions = {key: (path, line) for key, line in lines.items()}
+    includes = document.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ManifestError(str(path), "include", "expected a file name or a list of file names", line=lines.get(("include",)))
+    merged: dict = {}
+    merged_positions: dict[tuple, tuple[Path, int]] = {}
+    for name in includes:
+        included = (path.parent / name).resolve()
+        if depth >= MAX_INCLUDE_DEPTH:
+            raise ManifestError(str(path), "include", f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
+        if not included.is_file():
+            raise ManifestError(str(path), "include", f"included file {name!r} not found", line=lines.get(("include",)))
+        data, data_positions = _load_with_includes(included, context, depth + 1)
+        merged = _deep_merge(merged, data)
+        merged_positions.update(data_positions)
+    merged_positions.update(positions)
+    return _deep_merge(merged, document), merged_positions
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _deep_merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+# -- validation -----------------------------------------------------------------------------------------
+
+
+class _Fields:
+    """Typed access to the parsed document that fails with file, line, field and expectation."""
+
+    def __init__(self, path: Path, document: dict, positions: dict[tuple, tuple[Path, int]]):
+        self.path, self.document, self.positions = path, document, positions
+
+    def error(self, keys: tuple, expected: str) -> ManifestError:
+        file, line = self.positions.get(keys, (self.path, None))
+        if line is None:
+            for n in range(len(keys) - 1, 0, -1):  # fall back to the enclosing section's line
+                file, line = self.positions.get(keys[:n], (self.path, None))
+                if line is not None:
+                    break
+        return ManifestError(str(file), ".".join(str(k) for k in keys), expected, line=line)
+
+    def get(self, *keys: str, kind: type | tuple = str, required: bool = True, default: Any = None) -> Any:
+        node: Any = self.document
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict):
+                raise self.error(keys[:depth], "expected a mapping")
+            if key not in node or node[key] is None:
+                if required:
+                    raise self.error(keys, f"required field is missing{_expected(kind)}")
+                return default
+            node = node[key]
+        if kind is str and isinstance(node, (int, float, bool, dt.date)):
+            raise self.error(keys, f"expected a string, got {type(node).__name__} {node!r} (quote it in YAML)")
+        if kind is int and isinstance(node, bool) or not isinstance(node, kind):
+            raise self.error(keys, f"expected {_kind_name(kind)}, got {type(node).__name__} {node!r}")
+        return node
+
+    def choice(self, *keys: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(*keys, required=False, default=default)
+        if value not in choices:
+            raise self.error(keys, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+def _kind_name(kind: type | tuple) -> str:
+    names = {str: "a string", int: "an integer", dict: "a mapping", list: "a list"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _expected(kind: type | tuple) -> str:
+    return f" (expected {_kind_name(kind)})"
+
+
+KNOWN_TOP_LEVEL = {"name", "family", "os", "source", "properties", "image", "release", "upstream_provider", "lint", "bake"}
+
+
+def _validate(path: Path, document: dict, positions: dict, context: dict[str, str]) -> Manifest:
+    fields = _Fields(path, document, positions)
+    for key in document:
+        if key not in KNOWN_TOP_LEVEL:
+            raise fields.error((key,), f"unknown field; expected one of {', '.join(sorted(KNOWN_TOP_LEVEL))}")
+
+    family = fields.get("family", kind=dict)
+    for key in DEFAULT_FAMILY_KEYS:
+        fields.get("family", key)
+    for key in family:
+        fields.get("family", key)  # every family value is a string
+
+    os_info = {key: fields.get("os", key) for key in ("type", "version")}
+    os_info["name"] = fields.get("os", "name", required=False, default="WINDOWS")
+
+    properties = fields.get("properties", kind=dict, required=False, default={})
+    release_keys = fields.get("release", "family_properties", kind=list, required=False, default=list(family))
+    for index, key in enumerate(release_keys):
+        if not isinstance(key, str) or key not in family:
+            raise fields.error(("release", "family_properties", index), f"expected a key of family ({', '.join(family)}), got {key!r}")
+
+    min_disk = fields.get("image", "min_disk", kind=int, required=False)
+    min_ram = fields.get("image", "min_ram", kind=int, required=False, default=0)
+    for keys, value in ((("image", "min_disk"), min_disk), (("image", "min_ram"), min_ram)):
+        if value is not None and value < 0:
+            raise fields.error(keys, f"expected a non-negative integer, got {value}")
+    tags = fields.get("image", "tags", kind=list, required=False, default=[])
+    for index, tag in enumerate(tags):
+        if not isinstance(tag, str) or not tag:
+            raise fields.error(("image", "tags", index), f"expected a non-empty string, got {tag!r}")
+
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return Manifest(
+        path=path,
+        name=fields.get("name"),
+        release_date=context["release_date"],
+        family=dict(family),
+        os=os_info,
+        source=_source(fields, path),
+        properties=dict(properties),
+        visibility=fields.choice("image", "visibility", choices=VISIBILITIES, default="public"),
+        min_ram=min_ram,
+        min_disk=min_disk,
+        tags=tuple(tags),
+        release=ReleasePolicy(
+            family_keys=tuple(release_keys),
+            previous=fields.choice("release", "previous", choices=PREVIOUS_POLICIES, default="demote"),
+        ),
+        upstream_provider=fields.get("upstream_provider", required=False, default=""),
+        variables={k: v for k, v in context.items() if k != "release_date"},
+        rendered=canonical,
+    )
+
+
+def _source(fields: _Fields, manifest_path: Path) -> Source:
+    fields.get("source", kind=dict)
+    location_path = fields.get("source", "path", required=False)
+    location_url = fields.get("source", "url", required=False)
+    if bool(location_path) == bool(location_url):
+        raise fields.error(("source",), "expected exactly one of path or url")
+    sha256 = fields.get("source", "sha256", required=False)
+    if sha256 is None:
+        raise fields.error(("source", "sha256"), "required pin is missing: expected the source's sha256 (64 hex digits)")
+    if not SHA256.match(sha256.lower()):
+        raise fields.error(("source", "sha256"), f"expected 64 hex digits, got {sha256!r}")
+    source_format = fields.get("source", "format", required=False)
+    if source_format is not None and source_format not in SOURCE_FORMATS:
+        raise fields.error(("source", "format"), f"expected one of {', '.join(SOURCE_FORMATS)}, got {source_format!r}")
+    if location_url:
+        if not re.match(r"^(https?|file)://", location_url):
+            raise fields.error(("source", "url"), f"expected an http(s):// or file:// URL, got {location_url!r}")
+        location = location_url
+    else:
+        location = str((manifest_path.parent / location_path).resolve())
+    return Source(location=location, sha256=sha256.lower(), format=source_format)

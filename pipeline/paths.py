@@ -1,0 +1,16 @@
+"""Where the project's data (templates, elements, manifests) and its git-ignored state live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = PROJECT_ROOT / "templates"
+ELEMENTS = PROJECT_ROOT / "elements"
+MANIFESTS = PROJECT_ROOT / "manifests"
+
+
+def state_dir() -> Path:
+    """Generated config, the local Glance's data, memos and work directories (git-ignored)."""
+    return Path(os.environ.get("BAKERY_STATE_DIR", PROJECT_ROOT / ".bakery")).resolve()

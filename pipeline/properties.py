@@ -1,0 +1,103 @@
+"""Stage 4: the Glance property set of a release, rendered from templates/properties.yaml.j2, then linted.
+
+The template maps manifest and image facts to property names; the manifest's `properties:` section then
+overrides or extends it. Glance core attributes (min_disk, disk_format, ...) ride along in the same
+mapping and are split off when the image is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from pipeline import __version__, lint
+from pipeline.build import BuiltImage
+from pipeline.errors import BakeryError, LintFailed, ManifestError
+from pipeline.manifest import Manifest
+from pipeline.paths import PROJECT_ROOT, TEMPLATES
+
+TEMPLATE = TEMPLATES / "properties.yaml.j2"
+# Set by the pipeline itself; a manifest may not override them.
+RESERVED = ("bakery_", "os_glance_", "superseded_by", "supersedes", "recommended")
+CORE_ATTRIBUTES = {"min_disk": int, "min_ram": int, "disk_format": str, "container_format": str}
+# Glance core fields that are not properties at all: they belong in the manifest's image: section.
+NOT_PROPERTIES = ("name", "visibility", "tags", "os_hidden", "protected", "id", "status", "owner",
+                  "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size")
+
+
+@dataclass(frozen=True)
+class PropertySet:
+    properties: dict[str, str]  # custom properties, all strings
+    core: dict[str, int | str]  # min_disk, min_ram, disk_format, container_format
+    findings: tuple[lint.Finding, ...]
+
+    def all(self) -> dict[str, str]:
+        return {**{k: str(v) for k, v in self.core.items()}, **self.properties}
+
+
+def template_sha256(template: Path = TEMPLATE) -> str:
+    return hashlib.sha256(template.read_bytes()).hexdigest()
+
+
+def render(manifest: Manifest, image: BuiltImage, *, build_id: str, template: Path = TEMPLATE) -> PropertySet:
+    """Render, merge overrides, lint; raises LintFailed on any error finding."""
+    rendered = _render_template(template, _context(manifest, image, build_id))
+    _check_overrides(manifest)
+    merged = {**rendered, **manifest.properties}
+    findings = tuple(lint.lint(merged))
+    if lint.errors(list(findings)):
+        raise LintFailed(findings)
+    core = {key: CORE_ATTRIBUTES[key](merged.pop(key)) for key in list(merged) if key in CORE_ATTRIBUTES}
+    return PropertySet(properties=merged, core=core, findings=findings)
+
+
+def _context(manifest: Manifest, image: BuiltImage, build_id: str) -> dict:
+    try:
+        manifest_path = str(manifest.path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        manifest_path = str(manifest.path.resolve())
+    return {
+        "release_date": manifest.release_date,
+        "family": manifest.family,
+        "os": manifest.os,
+        "upstream_provider": manifest.upstream_provider,
+        "image": {
+            "virtual_size": image.info.virtual_size,
+            "min_disk": max(manifest.min_disk or 0, image.info.min_disk_gib),
+            "min_ram": manifest.min_ram,
+        },
+        "provenance": {
+            "build_id": build_id,
+            "manifest": manifest_path,
+            "manifest_sha256": manifest.sha256,
+            "source_sha256": image.source_sha256,
+            "pipeline_version": __version__,
+        },
+    }
+
+
+def _render_template(template: Path, context: dict) -> dict:
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(template.parent)), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
+    try:
+        text = env.get_template(template.name).render(context)
+        data = yaml.safe_load(text)
+    except (jinja2.TemplateError, yaml.YAMLError) as exc:
+        raise BakeryError(f"{template}: cannot render the property set: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise BakeryError(f"{template}: expected the template to render a YAML mapping")
+    return data
+
+
+def _check_overrides(manifest: Manifest) -> None:
+    for key in manifest.properties:
+        if key.startswith(RESERVED[:2]) or key in RESERVED[2:]:
+            raise ManifestError(str(manifest.path), f"properties.{key}", "is set by the pipeline; remove it from the manifest")
+        if key in NOT_PROPERTIES:
+            raise ManifestError(str(manifest.path), f"properties.{key}", "is a Glance core field, not a property; set it under image:")

@@ -1,0 +1,61 @@
+"""Keep credentials out of every line we print or write.
+
+Anything that could carry a secret (cloud config, environment) registers the value here as soon as it is
+read; every log line, error message and JSON report goes through redact() before it leaves the process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+
+# Auth keys that hold secrets in clouds.yaml / keystoneauth option names.
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "token",
+        "application_credential_secret",
+        "secret",
+        "passcode",
+        "totp",
+        "client_secret",
+        "access_token",
+        "auth_token",
+    }
+)
+SECRET_ENV = re.compile(r"^OS_.*(PASSWORD|TOKEN|SECRET|PASSCODE)$")
+MASK = "***"
+
+
+def register(value: object) -> None:
+    """Remember a secret value so redact() can remove it; short values are still masked."""
+    if isinstance(value, str) and value:
+        with _lock:
+            _secrets.add(value)
+
+
+def register_mapping(mapping: dict) -> None:
+    """Register every value stored under a secret-looking key, at any depth."""
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            register_mapping(value)
+        elif str(key).lower() in SECRET_KEYS or str(key).lower().endswith(("password", "secret", "token")):
+            register(value)
+
+
+def register_environment(environ: dict[str, str] | None = None) -> None:
+    for key, value in (environ if environ is not None else os.environ).items():
+        if SECRET_ENV.match(key):
+            register(value)
+
+
+def redact(text: str) -> str:
+    with _lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        text = text.replace(secret, MASK)
+    return text

@@ -1,0 +1,105 @@
+"""Invoke tasks: parse arguments, call pipeline/. No logic lives here.
+
+    invoke build-and-publish --manifest manifests/w10entx64.yaml [--cloud NAME] [--json report.json]
+    invoke plan --manifest manifests/w10entx64.yaml
+    invoke glance-up | glance-down | glance-status
+    invoke demo
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json as jsonlib  # `json` is the name of the report option
+from pathlib import Path
+
+from invoke import task
+
+from pipeline import job
+from pipeline.cli import execute
+from pipeline.localglance import LocalGlance
+from pipeline.progress import say
+
+COMMON_HELP = {
+    "manifest": "the family's manifest, e.g. manifests/w10entx64.yaml",
+    "cloud": "a cloud from clouds.yaml (default: OS_CLOUD / OS_* variables, else the local Glance)",
+    "release-date": "ISO date of this release (default: today, UTC)",
+    "set": "a manifest variable, KEY=VALUE (repeatable)",
+    "json": "also write a machine-readable report to this file",
+    "allow-older": "publish even if the family recommends a newer release (it gets demoted)",
+}
+
+
+def _help(*names: str) -> dict[str, str]:
+    return {name: COMMON_HELP[name] for name in names}
+
+
+def _options(manifest, cloud, release_date, set, allow_older=False) -> job.JobOptions:
+    return job.JobOptions(Path(manifest), cloud=cloud, release_date=release_date, variables=tuple(set or ()), allow_older=allow_older)
+
+
+@task(iterable=["set"], help=COMMON_HELP)
+def build_and_publish(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_older=False):
+    """Build the image of a manifest, publish it verified to Glance, demote the previous release."""
+    options = _options(manifest, cloud, release_date, set, allow_older)
+    execute("build-and-publish", json, lambda report: job.build_and_publish(options, report))
+
+
+@task(iterable=["set"], help=COMMON_HELP)
+def plan(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_older=False):
+    """Dry run: the properties, the target, what would be uploaded and demoted. Changes nothing."""
+    options = _options(manifest, cloud, release_date, set, allow_older)
+    execute("plan", json, lambda report: job.plan(options, report))
+
+
+@task(iterable=["set"], help=_help("manifest", "release-date", "set", "json"))
+def lint(c, manifest, release_date=None, set=None, json=None):
+    """Render a manifest's property set and check it; exits non-zero on errors."""
+    options = _options(manifest, None, release_date, set)
+    report = execute("lint", json, lambda report: job.lint_manifest(options, report), summary=False)
+    print(jsonlib.dumps(report.details["properties"], indent=2, sort_keys=True))
+    for finding in report.lint:
+        say(f"{finding['severity']}: [{finding['rule']}] {finding['property']}: {finding['message']}")
+
+
+@task(help=_help("json"))
+def glance_up(c, json=None):
+    """Start the local Glance on 127.0.0.1 (sqlite + file store) unless it is already up."""
+    execute("glance-up", json, lambda report: _glance_report(report, LocalGlance().up()), summary=False)
+
+
+@task(help=_help("json"))
+def glance_down(c, json=None):
+    """Stop the local Glance; its images and database are kept."""
+    execute("glance-down", json, lambda report: _glance_report(report, LocalGlance().down()), summary=False)
+
+
+@task(help=_help("json"))
+def glance_status(c, json=None):
+    """Say whether the local Glance runs and answers; exits 1 when it does not."""
+    execute("glance-status", json, lambda report: _glance_report(report, LocalGlance().status(), require_healthy=True), summary=False)
+
+
+def _glance_report(report, status, require_healthy=False):
+    from pipeline.errors import BakeryError
+
+    report.details["glance"] = status.to_dict()
+    say(status.message)
+    if require_healthy and not status.healthy:
+        raise BakeryError(status.message)
+    report.ok = True
+
+
+@task(help=_help("json"))
+def demo(c, json=None):
+    """The main job on the embedded default: two monthly releases of a synthetic image, the first demoted."""
+    from pipeline.demo import run_demo
+
+    today = dt.date.today()
+    last_month = (today.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    months = (last_month.isoformat(), today.replace(day=1).isoformat())
+    report = execute("demo", json, lambda report: run_demo(report, months=months))
+    say("the family now:")
+    for member in report.details["family"]:
+        say(f"  {member['release_date']}  recommended={member['recommended']:<5}  {member['name']}  {member['id']}")
+    say("the local Glance keeps running: `invoke glance-status`, `invoke glance-down`")
+
