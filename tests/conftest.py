@@ -1,0 +1,107 @@
+"""Fixtures: a real Glance on loopback for the whole session, and per-test state and projects."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cloud import Target, connect_local
+from pipeline.localglance import LocalGlance
+
+MiB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def session_state(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bakery-state")
+
+
+@pytest.fixture(scope="session")
+def glance_server(session_state) -> LocalGlance:
+    server = LocalGlance(root=session_state / "glance", port=free_port())
+    server.up(timeout=120)
+    yield server
+    server.down()
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path, monkeypatch) -> Path:
+    """Memo, journal and work directories of each test are its own."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("BAKERY_STATE_DIR", str(state))
+    for key in [k for k in os.environ if k.startswith("OS_")]:
+        monkeypatch.delenv(key)
+    return state
+
+
+@pytest.fixture
+def project() -> str:
+    """A project of its own for each test: families and RBAC do not leak between tests."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def target(glance_server, project) -> Target:
+    return connect_local(glance_server, project_id=project)
+
+
+def make_image(path: Path, size: int, *, seed: str = "", sparse_tail: int = 0) -> str:
+    """A raw image with deterministic, non-compressible content (+ an optional sparse tail); its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    block = hashlib.sha512(seed.encode()).digest() * 2048  # 128 KiB
+    with open(path, "wb") as handle:
+        written = 0
+        while written < size:
+            chunk = block[: min(len(block), size - written)]
+            handle.write(chunk)
+            digest.update(chunk)
+            written += len(chunk)
+        if sparse_tail:
+            handle.truncate(size + sparse_tail)
+            zeros = bytes(MiB)
+            for offset in range(0, sparse_tail, MiB):
+                digest.update(zeros[: min(MiB, sparse_tail - offset)])
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, image_path: Path, sha256: str, *, name: str = "manifest.yaml", **overrides) -> Path:
+    """A valid manifest of the test family, with sections replaced or extended by `overrides`."""
+    document = {
+        "name": "Windows 10 - With Apps [{{ release_date }}]",
+        "family": {"os_distro": "windows", "os_distro_major": "w10entx64", "os_edition": "DESKTOP", "architecture": "x86_64"},
+        "os": {"type": "windows", "version": "10"},
+        "source": {"path": str(image_path), "sha256": sha256},
+        "image": {"visibility": "private", "min_ram": 2048},
+        "properties": {"hw_disk_bus": "virtio"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(document.get(key), dict):
+            document[key] = {**document[key], **value}
+        else:
+            document[key] = value
+    path = directory / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def project_images(target: Target) -> list[dict]:
+    """Every image the project owns, hidden ones included."""
+    seen = {}
+    for filters in ({}, {"os_hidden": True}):
+        for image in target.glance.images.list(filters=filters):
+            if image.get("owner") == target.project_id:
+                seen[image["id"]] = dict(image)
+    return list(seen.values())

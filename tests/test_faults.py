@@ -1,0 +1,122 @@
+"""Failures during publish: nothing half-published stays visible, the good release stays recommended."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+from glanceclient import Client as GlanceClient
+from keystoneauth1 import session
+
+from pipeline import job
+from pipeline.cloud import Target, TrustedHeaders, connect_local
+from pipeline.errors import PublishError
+from pipeline.localglance import LocalGlance
+from pipeline.report import Report
+from tests import faults
+from tests.conftest import MiB, free_port, make_image, project_images, write_manifest
+
+BIG = 192 * MiB  # sparse: large enough to interrupt mid-stream, cheap to make
+
+
+def publish(target, manifest, release_date):
+    report = Report("build-and-publish")
+    job.build_and_publish(job.JobOptions(manifest, release_date=release_date), report, target=target)
+    return report
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A Glance of this test's own, since the test kills it."""
+    server = LocalGlance(root=tmp_path / "glance", port=free_port())
+    server.up(timeout=120)
+    yield server
+    server.down()
+
+
+@pytest.fixture
+def releases(tmp_path):
+    """A small first release and a big second one (sparse) that the fault interrupts."""
+    small, big = tmp_path / "small.raw", tmp_path / "big.raw"
+    small_sha = make_image(small, 2 * MiB, seed="small")
+    big_sha = make_image(big, 4 * MiB, seed="big", sparse_tail=BIG - 4 * MiB)
+    return write_manifest(tmp_path, small, small_sha, name="r1.yaml"), write_manifest(tmp_path, big, big_sha, name="r2.yaml")
+
+
+def assert_first_release_untouched(target, first_id):
+    images = project_images(target)
+    assert [i["id"] for i in images] == [first_id], "a partial image was left behind"
+    first = images[0]
+    assert first["recommended"] == "true" and "superseded_by" not in first
+
+
+def test_server_restarted_mid_upload(own_server, project, releases, monkeypatch):
+    monkeypatch.setenv("BAKERY_CLEANUP_RETRY_S", "60")
+    target = connect_local(own_server, project_id=project)
+    r1, r2 = releases
+    first = publish(target, r1, "2026-10-01").image["id"]
+    master = int(own_server.pid_file.read_text())
+    watcher = faults.when_upload_reaches(own_server.root / "images", 16 * MiB, lambda: faults.kill_worker(master))
+
+    with pytest.raises(PublishError) as caught:
+        publish(target, r2, "2026-11-01")
+    assert watcher.fired.is_set()
+
+    message = caught.value.one_line()
+    assert "\n" not in message and "the partial image was deleted" in message and "previous release is untouched" in message
+    assert_first_release_untouched(target, first)
+
+
+def test_server_down_mid_upload_then_next_run_cleans_up(own_server, project, releases, monkeypatch, isolated_state):
+    monkeypatch.setenv("BAKERY_CLEANUP_RETRY_S", "1")
+    target = connect_local(own_server, project_id=project)
+    r1, r2 = releases
+    first = publish(target, r1, "2026-10-01").image["id"]
+    master = int(own_server.pid_file.read_text())
+    watcher = faults.when_upload_reaches(own_server.root / "images", 16 * MiB, lambda: faults.kill_server(master))
+
+    with pytest.raises(PublishError) as caught:
+        publish(target, r2, "2026-11-01")
+    assert watcher.fired.is_set()
+    assert "could not be deleted now" in caught.value.one_line()
+    assert len(list((isolated_state / "journal").iterdir())) == 1
+
+    own_server.up(timeout=120)  # the stale pid file is noticed and replaced
+    leftovers = [i for i in project_images(target) if i["id"] != first]
+    assert leftovers and all(i["os_hidden"] and i["visibility"] == "private" for i in leftovers)  # never visible
+
+    report = publish(target, r1, "2026-10-01")  # any next run sweeps the journal first
+    assert report.cleaned_up == [leftovers[0]["id"]]
+    assert_first_release_untouched(target, first)
+    assert not list((isolated_state / "journal").iterdir())
+
+
+def test_corrupted_stream_is_caught_by_verification(glance_server, project, releases):
+    direct = connect_local(glance_server, project_id=project)
+    r1, r2 = releases
+    first = publish(direct, r1, "2026-10-01").image["id"]
+    proxy = faults.CorruptingProxy(glance_server.port, flip_at=int(2.5 * MiB))
+    try:
+        auth = TrustedHeaders(proxy.url, project, "bakery", ("admin", "member", "reader"))
+        through_proxy = Target(GlanceClient("2", session=session.Session(auth=auth)), "via corrupting proxy", project, True)
+        with pytest.raises(PublishError) as caught:
+            publish(through_proxy, r2, "2026-11-01")
+    finally:
+        proxy.close()
+    assert proxy.flipped.is_set()
+    assert "verification failed" in caught.value.one_line() and "checksum" in caught.value.one_line()
+    assert_first_release_untouched(direct, first)
+
+
+def test_ctrl_c_mid_upload_deletes_the_partial_image(glance_server, project, releases):
+    target = connect_local(glance_server, project_id=project)
+    r1, r2 = releases
+    first = publish(target, r1, "2026-10-01").image["id"]
+    main = threading.main_thread().ident
+    watcher = faults.when_upload_reaches(glance_server.root / "images", 16 * MiB, lambda: signal.pthread_kill(main, signal.SIGINT))
+
+    with pytest.raises(KeyboardInterrupt):
+        publish(target, r2, "2026-11-01")
+    assert watcher.fired.is_set()
+    assert_first_release_untouched(target, first)
