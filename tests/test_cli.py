@@ -1,0 +1,179 @@
+"""The commands as a release engineer runs them: one-line errors, JSON reports, no secret anywhere."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.localglance import LocalGlance
+from pipeline.paths import PROJECT_ROOT
+from tests.conftest import MiB, free_port, make_image, write_manifest
+
+SECRET = "S3cr3t-" + uuid.uuid4().hex
+INVOKE = str(Path(sys.executable).parent / "invoke")
+
+
+def invoke(*args: str, state: Path, port: int, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update({"BAKERY_STATE_DIR": str(state), "BAKERY_GLANCE_PORT": str(port), **(extra_env or {})})
+    return subprocess.run([INVOKE, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture
+def family_manifest(tmp_path):
+    image = tmp_path / "base.raw"
+    sha256 = make_image(image, 3 * MiB, seed="cli")
+    family = f"cli{uuid.uuid4().hex[:8]}"  # the CLI always uses the local project: keep families apart
+    return lambda **overrides: write_manifest(
+        tmp_path, image, sha256, family={"os_distro_major": family}, **overrides
+    )
+
+
+def test_build_and_publish_writes_a_json_report(glance_server, session_state, tmp_path, family_manifest):
+    manifest = family_manifest()
+    report_path = tmp_path / "report.json"
+    args = ("build-and-publish", "--manifest", str(manifest), "--json", str(report_path))
+    first = invoke(*args, "--release-date", "2026-10-01", state=session_state, port=glance_server.port)
+    assert first.returncode == 0, first.stderr
+    first_id = json.loads(report_path.read_text())["image"]["id"]
+
+    second = invoke(*args, "--release-date", "2026-11-01", state=session_state, port=glance_server.port)
+    assert second.returncode == 0, second.stderr
+    report = json.loads(report_path.read_text())
+    assert report["ok"] is True and report["error"] is None
+    image = report["image"]
+    assert image["checksum"] and image["os_hash_value"] and image["size"] == 3 * MiB and image["virtual_size"] == 3 * MiB
+    assert image["properties"]["os_type"] == "windows" and image["properties"]["recommended"] == "true"
+    assert [d["id"] for d in report["demoted"]] == [first_id]
+    assert {"manifest", "source", "build", "properties", "publish", "release"} <= set(report["timings"])
+    assert image["name"] in second.stdout  # the human summary
+
+
+def test_bad_manifest_is_one_line_and_glance_untouched(glance_server, session_state, tmp_path, family_manifest):
+    from pipeline.cloud import connect_local
+
+    before = len(list(connect_local(glance_server).glance.images.list()))
+    manifest = family_manifest(os={"type": "Windows", "version": "10"})
+    report_path = tmp_path / "r.json"
+    proc = invoke("build-and-publish", "--manifest", str(manifest), "--json", str(report_path), state=session_state, port=glance_server.port)
+    assert_one_line_error(proc, "os-type-windows", "os_type", "nothing was published")
+    report = json.loads(report_path.read_text())
+    assert report["ok"] is False and "os-type-windows" in report["error"]
+    assert len(list(connect_local(glance_server).glance.images.list())) == before
+
+
+def test_plan_prints_without_changing(glance_server, session_state, family_manifest):
+    proc = invoke("plan", "--manifest", str(family_manifest()), state=session_state, port=glance_server.port)
+    assert proc.returncode == 0, proc.stderr
+    assert "would publish" in proc.stdout and "would demote" in proc.stdout
+
+
+def test_lint_task_reports_and_fails(glance_server, session_state, family_manifest):
+    good = invoke("lint", "--manifest", str(family_manifest()), state=session_state, port=glance_server.port)
+    assert good.returncode == 0 and json.loads(good.stdout)["os_type"] == "windows"
+    bad = invoke("lint", "--manifest", str(family_manifest(properties={"hw_disk_bus": "virtio-blk"})), state=session_state, port=glance_server.port)
+    assert_one_line_error(bad, "enum-metadefs", "hw_disk_bus")
+
+
+def test_glance_status_when_down(tmp_path):
+    proc = invoke("glance-status", state=tmp_path, port=free_port())
+    assert_one_line_error(proc, "not running")
+
+
+def test_glance_up_on_a_busy_port(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        proc = invoke("glance-up", state=tmp_path, port=busy.getsockname()[1])
+    assert_one_line_error(proc, "is in use", "BAKERY_GLANCE_PORT")
+
+
+def test_stale_pid_file_is_reported_then_replaced(tmp_path):
+    server = LocalGlance(root=tmp_path / "glance", port=free_port())
+    server.root.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    server.pid_file.write_text(f"{dead.pid}\n")
+    status = invoke("glance-status", state=tmp_path, port=server.port)
+    assert_one_line_error(status, "stale pid file")
+    up = invoke("glance-up", state=tmp_path, port=server.port)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "up at" in up.stderr
+        assert invoke("glance-status", state=tmp_path, port=server.port).returncode == 0
+    finally:
+        assert invoke("glance-down", state=tmp_path, port=server.port).returncode == 0
+    assert not server.pid_file.exists()
+
+
+class _EchoingKeystone(http.server.BaseHTTPRequestHandler):
+    """A hostile identity endpoint: its error pages quote the request, password included."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        payload = json.dumps({"error": {"code": 401, "title": "Unauthorized", "message": f"bad credentials in {body.decode()}"}})
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload.encode())
+
+    def do_GET(self):  # version discovery answers normally, so the password really gets sent
+        href = f"http://{self.headers['Host']}/v3/"
+        payload = json.dumps({"version": {"id": "v3.14", "status": "stable", "links": [{"rel": "self", "href": href}],
+                                          "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}]}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def echoing_keystone():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoingKeystone)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v3"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("how", ["clouds.yaml", "environment"])
+def test_no_secret_in_output_or_report(tmp_path, family_manifest, echoing_keystone, how):
+    auth = {"auth_url": echoing_keystone, "username": "release-bot", "password": SECRET, "project_name": "images",
+            "user_domain_name": "Default", "project_domain_name": "Default"}
+    report_path = tmp_path / "report.json"
+    if how == "clouds.yaml":
+        clouds = tmp_path / "clouds.yaml"
+        clouds.write_text(json.dumps({"clouds": {"prod": {"auth": auth, "region_name": "RegionOne"}}}))
+        env = {"OS_CLIENT_CONFIG_FILE": str(clouds), "OS_CLOUD": "prod"}
+    else:
+        env = {f"OS_{k.upper()}": v for k, v in auth.items()}
+    proc = invoke("plan", "--manifest", str(family_manifest()), "--json", str(report_path), state=tmp_path / "state",
+                  port=free_port(), extra_env=env)
+    assert_one_line_error(proc, "authentication failed")
+    everything = proc.stdout + proc.stderr + report_path.read_text()
+    assert SECRET not in everything
+    assert "release-bot" in everything or "***" in everything or "401" in everything  # the error still says what failed
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="replace"), path
