@@ -15,6 +15,7 @@ from pathlib import Path
 from invoke import task
 
 from pipeline import job
+from pipeline.cloud import connect
 from pipeline.cli import execute
 from pipeline.localglance import LocalGlance
 from pipeline.progress import say
@@ -51,14 +52,30 @@ def plan(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_
     execute("plan", json, lambda report: job.plan(options, report))
 
 
-@task(iterable=["set"], help=_help("manifest", "release-date", "set", "json"))
-def lint(c, manifest, release_date=None, set=None, json=None):
-    """Render a manifest's property set and check it; exits non-zero on errors."""
-    options = _options(manifest, None, release_date, set)
-    report = execute("lint", json, lambda report: job.lint_manifest(options, report), summary=False)
-    print(jsonlib.dumps(report.details["properties"], indent=2, sort_keys=True))
-    for finding in report.lint:
-        say(f"{finding['severity']}: [{finding['rule']}] {finding['property']}: {finding['message']}")
+@task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json", "cloud"), "image": "lint a Glance image by id instead"})
+def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, json=None):
+    """Check a manifest's rendered property set, or a Glance image's properties; exits 1 on errors."""
+    from pipeline import audit
+    from pipeline.cli import print_findings
+
+    if image:
+        action = lambda report: audit.lint_image(connect(cloud), image, report)  # noqa: E731
+    else:
+        action = lambda report: job.lint_manifest(_options(manifest, None, release_date, set), report)  # noqa: E731
+    report = execute("lint", json, action, summary=False, on_error=print_findings)
+    print_findings(report)
+    if "properties" in report.details:
+        print(jsonlib.dumps(report.details["properties"], indent=2, sort_keys=True))
+
+
+@task(help=_help("cloud", "json"))
+def audit(c, cloud=None, json=None):
+    """Lint every Windows-looking image of the target Glance and report family health."""
+    from pipeline import audit as audit_stage
+    from pipeline.cli import print_audit
+
+    report = execute("audit", json, lambda report: audit_stage.audit(connect(cloud), report), summary=False)
+    print_audit(report)
 
 
 @task(help=_help("json"))

@@ -28,8 +28,8 @@ DOWNLOAD_CHUNK = 1024 * 1024
 
 @dataclass(frozen=True)
 class BuiltImage:
-    path: Path  # the raw image to publish
-    info: ImageInfo
+    path: Path | None  # the raw image to publish (None: not at hand, e.g. linting a manifest alone)
+    info: ImageInfo | None
     source_path: Path
     source_sha256: str
     temporary: bool  # a work file of ours (deleted after publishing), not the user's source

@@ -33,7 +33,14 @@ def configure_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-def execute(command: str, json_path: str | None, action: Callable[[Report], object], *, summary: bool = True) -> Report:
+def execute(
+    command: str,
+    json_path: str | None,
+    action: Callable[[Report], object],
+    *,
+    summary: bool = True,
+    on_error: Callable[[Report], None] | None = None,
+) -> Report:
     """Run one command; errors become one line on stderr (and in the report), never a traceback."""
     configure_logging()
     report = Report(command)
@@ -58,6 +65,38 @@ def execute(command: str, json_path: str | None, action: Callable[[Report], obje
     if summary and (report.ok or report.target):
         print_summary(report)
     if code:
+        if on_error:
+            on_error(report)
         print(f"error: {report.error}", file=sys.stderr)
         raise Exit(code=code)
     return report
+
+
+def print_findings(report: Report) -> None:
+    """Lint findings for people: what, where, why (the rule's source)."""
+    from pipeline.lint import RULES
+
+    for finding in report.lint:
+        where = f" {finding['property']}:" if finding["property"] else ""
+        line = f"{finding['severity']:<10} [{finding['rule']}]{where} {finding['message']}"
+        if finding.get("reason"):
+            line += f" (suppressed: {finding['reason']})"
+        print(redact(line))
+        if finding["severity"] == "error" and finding["rule"] in RULES:
+            print(f"           why: {RULES[finding['rule']].summary}")
+            print(f"           see: {RULES[finding['rule']].source}")
+    if not report.lint:
+        print("no findings")
+
+
+def print_audit(report: Report) -> None:
+    for image in report.details.get("images", []):
+        errors = [f for f in image["findings"] if f["severity"] == "error"]
+        state = "ok" if not errors else f"{len(errors)} error(s)"
+        print(f"{image['id']}  {image['name']!s:<45} recommended={image['recommended']!s:<5} {state}")
+        for finding in image["findings"]:
+            where = f" {finding['property']}:" if finding["property"] else ""
+            print(f"    {finding['severity']:<8} [{finding['rule']}]{where} {finding['message']}")
+    for family in report.details.get("families", []):
+        health = "; ".join(family["problems"]) or "healthy"
+        print(f"family {family['family']} (owner {family['owner']}): {family['images']} image(s): {health}")

@@ -146,15 +146,26 @@ def plan(options: JobOptions, report: Report, *, target: Target | None = None) -
 
 
 def lint_manifest(options: JobOptions, report: Report) -> Report:
-    """Render the property set of a manifest and report the findings, without touching Glance."""
+    """Render the property set of a manifest and report the findings, without touching Glance.
+
+    The source image is not needed: when it is not at hand, the checks that need its facts
+    (virtual size) are skipped and the report says so.
+    """
+    manifest = load_manifest(options.manifest, release_date=options.release_date, variables=parse_variables(list(options.variables)))
+    report.manifest = {"path": str(manifest.path), "sha256": manifest.sha256, "release_date": manifest.release_date, "name": manifest.name}
+    source = manifest.source
+    if not source.is_url and Path(source.location).is_file():
+        image = build_stage.preview(manifest, Path(source.location))
+    else:
+        image = build_stage.BuiltImage(None, None, None, source.sha256, temporary=False)
+        report.details["skipped"] = f"source {source.location} is not at hand: image facts (virtual size) not checked"
+    build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256())
     try:
-        prepared = _prepare(options, report, convert=False)
+        propset = properties.render(manifest, image, build_id=build_id)
     except BakeryError as exc:
-        findings = getattr(exc, "findings", None)
-        if findings is None:
-            raise
-        report.lint = [f.to_dict() for f in findings]
+        report.lint = [f.to_dict() for f in getattr(exc, "findings", ())]
         raise
-    report.details["properties"] = prepared.propset.all()
+    report.lint = [f.to_dict() for f in propset.findings]
+    report.details["properties"] = propset.all()
     report.ok = True
     return report

@@ -62,6 +62,7 @@ class Manifest:
     tags: tuple[str, ...]
     release: ReleasePolicy
     upstream_provider: str
+    lint_suppress: dict[str, str] = field(default_factory=dict)  # rule id -> why it does not apply
     variables: dict[str, str] = field(default_factory=dict)
     rendered: str = ""  # canonical JSON of the validated document: what the build id hashes
 
@@ -317,9 +318,23 @@ def _validate(path: Path, document: dict, positions: dict, context: dict[str, st
             previous=fields.choice("release", "previous", choices=PREVIOUS_POLICIES, default="demote"),
         ),
         upstream_provider=fields.get("upstream_provider", required=False, default=""),
+        lint_suppress=_suppressions(fields),
         variables={k: v for k, v in context.items() if k != "release_date"},
         rendered=canonical,
     )
+
+
+def _suppressions(fields: _Fields) -> dict[str, str]:
+    from pipeline.lint import RULES
+
+    suppress = fields.get("lint", "suppress", kind=dict, required=False, default={})
+    for rule_id in suppress:
+        if rule_id not in RULES:
+            raise fields.error(("lint", "suppress", rule_id), f"unknown rule; expected one of {', '.join(RULES)}")
+        reason = fields.get("lint", "suppress", rule_id)
+        if not reason.strip():
+            raise fields.error(("lint", "suppress", rule_id), "a suppression needs a reason")
+    return dict(suppress)
 
 
 def _source(fields: _Fields, manifest_path: Path) -> Source:

@@ -49,7 +49,8 @@ def render(manifest: Manifest, image: BuiltImage, *, build_id: str, template: Pa
     rendered = _render_template(template, _context(manifest, image, build_id))
     _check_overrides(manifest)
     merged = {**rendered, **manifest.properties}
-    findings = tuple(lint.lint(merged))
+    facts = {"virtual_size": image.info.virtual_size} if image.info else {}
+    findings = tuple(lint.lint(merged, facts=facts, suppress=manifest.lint_suppress))
     if lint.errors(list(findings)):
         raise LintFailed(findings)
     core = {key: CORE_ATTRIBUTES[key](merged.pop(key)) for key in list(merged) if key in CORE_ATTRIBUTES}
@@ -67,8 +68,8 @@ def _context(manifest: Manifest, image: BuiltImage, build_id: str) -> dict:
         "os": manifest.os,
         "upstream_provider": manifest.upstream_provider,
         "image": {
-            "virtual_size": image.info.virtual_size,
-            "min_disk": max(manifest.min_disk or 0, image.info.min_disk_gib),
+            "virtual_size": image.info.virtual_size if image.info else None,
+            "min_disk": max(manifest.min_disk or 0, image.info.min_disk_gib if image.info else 0),
             "min_ram": manifest.min_ram,
         },
         "provenance": {

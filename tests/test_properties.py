@@ -75,7 +75,7 @@ def test_enum_values_come_from_glance_metadefs(tmp_path):
     with pytest.raises(LintFailed) as caught:
         rendered(tmp_path, properties={"hw_disk_bus": "virtio-blk"})
     finding = caught.value.findings[0]
-    assert finding.rule == "enum-metadefs" and finding.property == "hw_disk_bus"
+    assert finding.rule == "enum-value" and finding.property == "hw_disk_bus"
     assert "virtio" in finding.message and "OS::Compute::LibvirtImage" in finding.message
     assert not lint.errors(lint.lint({"hw_tpm_version": "2.0", "hw_tpm_model": "tpm-crb", "release_date": "2026-11-01"}))
     assert lint.errors(lint.lint({"hw_tpm_version": "2", "release_date": "2026-11-01"}))

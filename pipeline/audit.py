@@ -1,0 +1,83 @@
+"""Lint what is already in Glance: one image, or every Windows-looking image and the health of its family."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from pipeline import lint
+from pipeline.cloud import Target
+from pipeline.errors import BakeryError, LintFailed
+from pipeline.manifest import DEFAULT_FAMILY_KEYS
+from pipeline.report import Report
+
+# Glance's own fields: not properties, except min_disk, which the lint rules check against virtual_size.
+GLANCE_FIELDS = {"id", "name", "status", "visibility", "os_hidden", "protected", "owner", "created_at", "updated_at",
+                 "tags", "file", "schema", "self", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size",
+                 "stores", "locations", "direct_url", "disk_format", "container_format", "min_ram"}
+
+
+def image_properties(image: dict) -> dict:
+    props = {k: v for k, v in image.items() if k not in GLANCE_FIELDS}
+    if "min_disk" in props:
+        props["min_disk"] = str(props["min_disk"])
+    return props
+
+
+def lint_image(target: Target, image_id: str, report: Report) -> Report:
+    from glanceclient import exc as glance_exc
+
+    try:
+        image = dict(target.glance.images.get(image_id))
+    except glance_exc.HTTPNotFound:
+        raise BakeryError(f"image {image_id} not found in {target.description}") from None
+    report.target = target.to_dict()
+    findings = lint.lint(image_properties(image), facts={"virtual_size": image.get("virtual_size")})
+    report.lint = [f.to_dict() for f in findings]
+    report.details["image"] = {"id": image["id"], "name": image.get("name")}
+    if lint.errors(findings):
+        raise LintFailed(findings)
+    report.ok = True
+    return report
+
+
+def looks_windows(image: dict) -> bool:
+    text = " ".join(str(image.get(k) or "") for k in ("os_distro", "os_type", "name")).lower()
+    return "win" in text
+
+
+def audit(target: Target, report: Report) -> Report:
+    """Findings per Windows-looking image, and family health: one recommended image per family."""
+    images: dict[str, dict] = {}
+    for filters in ({}, {"os_hidden": True}):
+        for image in target.glance.images.list(filters=filters):
+            if looks_windows(image):
+                images[image["id"]] = dict(image)
+    entries, families = [], defaultdict(list)
+    for image in sorted(images.values(), key=lambda i: (i.get("name") or "", i["id"])):
+        findings = lint.lint(image_properties(image), facts={"virtual_size": image.get("virtual_size")})
+        entries.append({"id": image["id"], "name": image.get("name"), "owner": image.get("owner"),
+                        "recommended": image.get("recommended"), "hidden": bool(image.get("os_hidden")),
+                        "findings": [f.to_dict() for f in findings]})
+        families[(image.get("owner"), *(image.get(k) or "?" for k in DEFAULT_FAMILY_KEYS))].append(image)
+    report.target = target.to_dict()
+    report.details["images"] = entries
+    report.details["families"] = [_family_health(key, members) for key, members in sorted(families.items(), key=str)]
+    report.ok = True
+    return report
+
+
+def _family_health(key: tuple, members: list[dict]) -> dict:
+    recommended = [m for m in members if m.get("recommended") == "true"]
+    problems = []
+    if not recommended:
+        problems.append("no recommended image")
+    if len(recommended) > 1:
+        problems.append(f"{len(recommended)} recommended images: {', '.join(m['id'] for m in recommended)}")
+    for m in members:
+        if m.get("os_hidden") and m.get("recommended") == "true":
+            problems.append(f"hidden image {m['id']} is still recommended")
+    never_demoted = [m["id"] for m in members if "recommended" not in m]
+    if never_demoted:
+        problems.append(f"images without a recommended property (never demoted): {', '.join(never_demoted)}")
+    return {"owner": key[0], "family": "/".join(key[1:]), "images": len(members), "recommended": [m["id"] for m in recommended],
+            "problems": problems}

@@ -1,0 +1,70 @@
+"""Every lint rule has a case that trips it and a case that passes."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import lint
+from pipeline.errors import ManifestError
+from tests.test_properties import rendered
+
+GiB = 1024**3
+BASE = {"os_distro": "windows", "os_type": "windows", "release_date": "2026-11-01", "os_version": "10"}
+WIN11_OK = {**BASE, "os_version": "11", "os_distro_major": "w11entx64", "hw_firmware_type": "uefi", "hw_machine_type": "q35",
+            "os_secure_boot": "required", "hw_tpm_version": "2.0", "hw_tpm_model": "tpm-crb"}
+
+CASES = [
+    # rule id, failing properties, passing properties, facts
+    ("os-type-windows", {**BASE, "os_type": "Windows"}, BASE, {}),
+    ("os-type-windows", {k: v for k, v in BASE.items() if k != "os_type"}, BASE, {}),
+    ("value-not-string", {**BASE, "hw_pmu": False}, {**BASE, "hw_pmu": "false"}, {}),
+    ("enum-value", {**BASE, "hw_video_model": "std"}, {**BASE, "hw_video_model": "virtio"}, {}),
+    ("enum-value", {**BASE, "os_secure_boot": "yes"}, {**BASE, "os_secure_boot": "optional"}, {}),
+    ("enum-value", {**BASE, "hw_input_bus": "ps2"}, {**BASE, "hw_input_bus": "virtio"}, {}),
+    ("enum-value", {**BASE, "hypervisor_type": "powervm"}, {**BASE, "hypervisor_type": "qemu"}, {}),
+    ("bool-silently-false", {**BASE, "hw_time_hpet": "enabled"}, {**BASE, "hw_time_hpet": "true"}, {}),
+    ("bool-silently-false", {**BASE, "hw_vif_multiqueue_enabled": "enabled"}, {**BASE, "hw_vif_multiqueue_enabled": "yes"}, {}),
+    ("trait-prefix", {**BASE, "traits:COMPUTE_SECURITY_TPM_2_0": "required"}, {**BASE, "trait:COMPUTE_SECURITY_TPM_2_0": "required"}, {}),
+    ("reserved-key", {**BASE, "os_glance_importing_to_stores": "x"}, BASE, {}),
+    ("too-many-properties", {**BASE, **{f"x_{i}": "1" for i in range(130)}}, {**BASE, **{f"x_{i}": "1" for i in range(100)}}, {}),
+    ("unknown-property", {**BASE, "hw_disk_buss": "virtio"}, {**BASE, "hw_disk_bus": "virtio"}, {}),
+    ("secure-boot-needs-uefi-q35", {**BASE, "os_secure_boot": "required", "hw_firmware_type": "bios", "hw_machine_type": "pc"},
+     {**BASE, "os_secure_boot": "required", "hw_firmware_type": "uefi", "hw_machine_type": "pc-q35-7.2"}, {}),
+    ("tpm-model-version", {**BASE, "hw_tpm_model": "tpm-crb", "hw_tpm_version": "1.2"},
+     {**BASE, "hw_tpm_model": "tpm-crb", "hw_tpm_version": "2.0"}, {}),
+    ("windows11-requirements", {**WIN11_OK, "hw_firmware_type": "bios"}, WIN11_OK, {}),
+    ("windows11-requirements", {k: v for k, v in WIN11_OK.items() if not k.startswith("hw_tpm")}, WIN11_OK, {}),
+    ("min-disk-too-small", {**BASE, "min_disk": "20"}, {**BASE, "min_disk": "41"}, {"virtual_size": 40 * GiB + 1}),
+    ("release-date-iso", {**BASE, "release_date": "2026-11"}, BASE, {}),
+]
+
+
+@pytest.mark.parametrize("rule_id,failing,passing,facts", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_rule_trips_and_passes(rule_id, failing, passing, facts):
+    assert rule_id in {f.rule for f in lint.lint(failing, facts)}
+    assert rule_id not in {f.rule for f in lint.lint(passing, facts)}
+
+
+def test_every_rule_has_a_case_and_documentation():
+    assert {c[0] for c in CASES} == set(lint.RULES)
+    for r in lint.RULES.values():
+        assert r.severity in ("error", "warning") and len(r.summary) > 40 and r.source
+
+
+def test_did_you_mean():
+    finding = next(f for f in lint.lint({**BASE, "hw_disk_buss": "virtio"}) if f.rule == "unknown-property")
+    assert "did you mean 'hw_disk_bus'" in finding.message and finding.severity == "warning"
+
+
+def test_a_suppressed_rule_is_reported_but_does_not_stop(tmp_path):
+    manifest, props = rendered(tmp_path, properties={"hw_time_hpet": "enabled"},
+                               lint={"suppress": {"bool-silently-false": "site patch reads 'enabled' as true"}})
+    suppressed = [f for f in props.findings if f.rule == "bool-silently-false"]
+    assert suppressed and suppressed[0].severity == "suppressed" and "site patch" in suppressed[0].reason
+
+
+def test_suppressing_needs_a_known_rule_and_a_reason(tmp_path):
+    with pytest.raises(ManifestError, match="unknown rule"):
+        rendered(tmp_path, lint={"suppress": {"no-such-rule": "because"}})
+    with pytest.raises(ManifestError, match="needs a reason"):
+        rendered(tmp_path, lint={"suppress": {"enum-value": " "}})
