@@ -68,6 +68,24 @@ def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, 
         print(jsonlib.dumps(report.details["properties"], indent=2, sort_keys=True))
 
 
+@task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json", "cloud"), "image": "a Glance image id instead",
+                              "nova": "Nova release: pike, zed, 2024.1, ... (default: master)"})
+def explain(c, manifest=None, image=None, cloud=None, nova="master", release_date=None, set=None, json=None):
+    """Print the libvirt XML Nova would generate for these properties (Hyper-V, clock, firmware, devices)."""
+    from pipeline import explain as explain_stage
+
+    if image:
+        action = lambda report: explain_stage.explain_image(connect(cloud), image, report, nova=nova)  # noqa: E731
+    else:
+        action = lambda report: explain_stage.explain_manifest(_options(manifest, None, release_date, set), report, nova=nova)  # noqa: E731
+    report = execute("explain", json, action, summary=False)
+    shown = report.details["explain"]
+    print(shown["xml"])
+    say(f"Nova {shown['nova']}: Hyper-V enlightenments: {', '.join(shown['enlightenments']) or 'NONE (os_type is not exactly windows)'}")
+    for key, value in shown["recommended_additions"].items():
+        say(f"a recommended Windows set would add: {key}={value}")
+
+
 @task(help=_help("cloud", "json"))
 def audit(c, cloud=None, json=None):
     """Lint every Windows-looking image of the target Glance and report family health."""
