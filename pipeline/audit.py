@@ -8,18 +8,14 @@ from pipeline import lint
 from pipeline.cloud import Target
 from pipeline.errors import BakeryError, LintFailed
 from pipeline.manifest import DEFAULT_FAMILY_KEYS
+from pipeline.publish import GLANCE_FIELDS
 from pipeline.report import Report
 
-# Glance's own fields: not properties, except min_disk, which the lint rules check against virtual_size.
-GLANCE_FIELDS = {"id", "name", "status", "visibility", "os_hidden", "protected", "owner", "created_at", "updated_at",
-                 "tags", "file", "schema", "self", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size",
-                 "stores", "locations", "direct_url", "disk_format", "container_format", "min_ram"}
-
-
 def image_properties(image: dict) -> dict:
+    """Custom properties, plus min_disk (as a string), which the lint rules check against virtual_size."""
     props = {k: v for k, v in image.items() if k not in GLANCE_FIELDS}
-    if "min_disk" in props:
-        props["min_disk"] = str(props["min_disk"])
+    if image.get("min_disk") is not None:
+        props["min_disk"] = str(image["min_disk"])
     return props
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 
 from pipeline import __version__
-from pipeline.errors import BakeryError, ManifestError
+from pipeline.errors import ManifestError
 from pipeline.manifest import Manifest, Source
 from pipeline.measure import DigestMemo, ImageInfo, image_info, sha256_file
 from pipeline.progress import progress, say
@@ -138,11 +138,6 @@ def build(manifest: Manifest, source_path: Path, workdir: Path) -> BuiltImage:
 def discard(image: BuiltImage) -> None:
     if image.temporary:
         shutil.rmtree(image.path.parent, ignore_errors=True)
-
-
-def require_raw(image: BuiltImage) -> None:
-    if image.info.format != "raw":
-        raise BakeryError(f"{image.path}: the image to publish must be raw, qemu-img reads {image.info.format}")
 
 
 def preview(manifest: Manifest, source_path: Path) -> BuiltImage:

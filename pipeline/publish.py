@@ -28,6 +28,12 @@ from pipeline.secrets import redact
 
 log = logging.getLogger(__name__)
 STATE_KEY = "bakery_state"  # present only while an image is not yet verified
+# Glance's own image fields: everything else on an image is a custom property.
+GLANCE_FIELDS = frozenset({
+    "id", "name", "status", "visibility", "os_hidden", "protected", "owner", "created_at", "updated_at", "tags",
+    "file", "schema", "self", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size", "stores",
+    "locations", "direct_url", "min_disk", "min_ram", "disk_format", "container_format",
+})
 
 
 @dataclass(frozen=True)
@@ -200,9 +206,6 @@ def _delete_partial(target: Target, image_id: str, journal: Journal) -> bool:
 
 
 def published_from(image: dict, *, uploaded: bool) -> Published:
-    core = {"id", "name", "checksum", "os_hash_value", "os_hash_algo", "size", "virtual_size", "status", "visibility",
-            "os_hidden", "protected", "owner", "created_at", "updated_at", "tags", "file", "schema", "self",
-            "direct_url", "locations", "stores", "min_disk", "min_ram", "disk_format", "container_format"}
     return Published(
         id=image["id"],
         name=image.get("name") or "",
@@ -210,6 +213,6 @@ def published_from(image: dict, *, uploaded: bool) -> Published:
         os_hash_value=image.get("os_hash_value") or "",
         size=int(image.get("size") or 0),
         virtual_size=image.get("virtual_size"),
-        properties={k: v for k, v in image.items() if k not in core},
+        properties={k: v for k, v in image.items() if k not in GLANCE_FIELDS},
         uploaded=uploaded,
     )

@@ -10,12 +10,11 @@ import pytest
 from pipeline import job
 from pipeline.cloud import connect_local
 from pipeline.errors import BakeryError, ManifestError
+from pipeline.publish import GLANCE_FIELDS
 from pipeline.report import Report
 from tests.conftest import MiB, make_image, project_images, write_manifest
 
-GLANCE_FIELDS = {"id", "name", "status", "visibility", "os_hidden", "protected", "owner", "created_at", "updated_at",
-                 "tags", "file", "schema", "self", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size",
-                 "stores", "locations", "direct_url", "disk_format", "container_format", "min_disk", "min_ram"}
+
 
 
 def publish(target, manifest, release_date, **options):
