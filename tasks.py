@@ -14,9 +14,11 @@ from pathlib import Path
 
 from invoke import task
 
+from pipeline import audit as audit_stage
+from pipeline import explain as explain_stage
 from pipeline import job
+from pipeline.cli import execute, print_audit, print_findings
 from pipeline.cloud import connect
-from pipeline.cli import execute
 from pipeline.localglance import LocalGlance
 from pipeline.progress import say
 
@@ -55,11 +57,8 @@ def plan(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_
 @task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json", "cloud"), "image": "lint a Glance image by id instead"})
 def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, json=None):
     """Check a manifest's rendered property set, or a Glance image's properties; exits 1 on errors."""
-    from pipeline import audit
-    from pipeline.cli import print_findings
-
     if image:
-        action = lambda report: audit.lint_image(connect(cloud), image, report)  # noqa: E731
+        action = lambda report: audit_stage.lint_image(connect(cloud), image, report)  # noqa: E731
     else:
         action = lambda report: job.lint_manifest(_options(manifest, None, release_date, set), report)  # noqa: E731
     report = execute("lint", json, action, summary=False, on_error=print_findings)
@@ -72,8 +71,6 @@ def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, 
                               "nova": "Nova release: pike, zed, 2024.1, ... (default: master)"})
 def explain(c, manifest=None, image=None, cloud=None, nova="master", release_date=None, set=None, json=None):
     """Print the libvirt XML Nova would generate for these properties (Hyper-V, clock, firmware, devices)."""
-    from pipeline import explain as explain_stage
-
     if image:
         action = lambda report: explain_stage.explain_image(connect(cloud), image, report, nova=nova)  # noqa: E731
     else:
@@ -89,9 +86,6 @@ def explain(c, manifest=None, image=None, cloud=None, nova="master", release_dat
 @task(help=_help("cloud", "json"))
 def audit(c, cloud=None, json=None):
     """Lint every Windows-looking image of the target Glance and report family health."""
-    from pipeline import audit as audit_stage
-    from pipeline.cli import print_audit
-
     report = execute("audit", json, lambda report: audit_stage.audit(connect(cloud), report), summary=False)
     print_audit(report)
 

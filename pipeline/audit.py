@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from glanceclient import exc as glance_exc
+
 from pipeline import lint
 from pipeline.cloud import Target
 from pipeline.errors import BakeryError, LintFailed
 from pipeline.manifest import DEFAULT_FAMILY_KEYS
 from pipeline.publish import GLANCE_FIELDS
 from pipeline.report import Report
+
 
 def image_properties(image: dict) -> dict:
     """Custom properties, plus min_disk (as a string), which the lint rules check against virtual_size."""
@@ -19,15 +22,21 @@ def image_properties(image: dict) -> dict:
     return props
 
 
-def lint_image(target: Target, image_id: str, report: Report) -> Report:
-    from glanceclient import exc as glance_exc
-
+def fetch_image(target: Target, image_id: str) -> dict:
     try:
-        image = dict(target.glance.images.get(image_id))
+        return dict(target.glance.images.get(image_id))
     except glance_exc.HTTPNotFound:
         raise BakeryError(f"image {image_id} not found in {target.description}") from None
+
+
+def lint_glance_image(image: dict) -> list[lint.Finding]:
+    return lint.lint(image_properties(image), facts={"virtual_size": image.get("virtual_size")})
+
+
+def lint_image(target: Target, image_id: str, report: Report) -> Report:
+    image = fetch_image(target, image_id)
     report.target = target.to_dict()
-    findings = lint.lint(image_properties(image), facts={"virtual_size": image.get("virtual_size")})
+    findings = lint_glance_image(image)
     report.lint = [f.to_dict() for f in findings]
     report.details["image"] = {"id": image["id"], "name": image.get("name")}
     if lint.errors(findings):
@@ -50,7 +59,7 @@ def audit(target: Target, report: Report) -> Report:
                 images[image["id"]] = dict(image)
     entries, families = [], defaultdict(list)
     for image in sorted(images.values(), key=lambda i: (i.get("name") or "", i["id"])):
-        findings = lint.lint(image_properties(image), facts={"virtual_size": image.get("virtual_size")})
+        findings = lint_glance_image(image)
         entries.append({"id": image["id"], "name": image.get("name"), "owner": image.get("owner"),
                         "recommended": image.get("recommended"), "hidden": bool(image.get("os_hidden")),
                         "findings": [f.to_dict() for f in findings]})

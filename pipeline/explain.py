@@ -110,15 +110,15 @@ def _devices(domain: ET.Element, props: dict) -> None:
 def explain_manifest(options, report, *, nova: str) -> Explanation:
     from pipeline.job import lint_manifest
 
-    lint_manifest(options, report)  # renders the property set; lint errors are reported, not fatal here
+    lint_manifest(options, report, enforce=False)  # a bad set is exactly what explain must show
     return _record(report, explain(report.details["properties"], nova=nova))
 
 
 def explain_image(target, image_id: str, report, *, nova: str) -> Explanation:
-    from pipeline.audit import image_properties
+    from pipeline.audit import fetch_image, image_properties
 
     report.target = target.to_dict()
-    return _record(report, explain(image_properties(dict(target.glance.images.get(image_id))), nova=nova))
+    return _record(report, explain(image_properties(fetch_image(target, image_id)), nova=nova))
 
 
 def _record(report, explanation: Explanation) -> Explanation:

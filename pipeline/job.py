@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import build as build_stage
-from pipeline import properties, publish, release
+from pipeline import lint, properties, publish, release
 from pipeline.cloud import Target, connect
-from pipeline.errors import BakeryError
+from pipeline.errors import LintFailed
 from pipeline.manifest import Manifest, load_manifest, parse_variables
 from pipeline.measure import DigestMemo, measure_file
 from pipeline.paths import state_dir
@@ -42,8 +42,7 @@ def _prepare(options: JobOptions, report: Report, *, convert: bool) -> _Prepared
     state = state_dir()
     memo = DigestMemo(state / "memo")
     with report.stage("manifest"):
-        manifest = load_manifest(options.manifest, release_date=options.release_date, variables=parse_variables(list(options.variables)))
-    report.manifest = {"path": str(manifest.path), "sha256": manifest.sha256, "release_date": manifest.release_date, "name": manifest.name}
+        manifest = _load(options, report)
     with report.stage("source"):
         source_path = build_stage.locate_source(manifest, state / "downloads", memo)
     build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256())
@@ -145,14 +144,13 @@ def plan(options: JobOptions, report: Report, *, target: Target | None = None) -
     return report
 
 
-def lint_manifest(options: JobOptions, report: Report) -> Report:
+def lint_manifest(options: JobOptions, report: Report, *, enforce: bool = True) -> Report:
     """Render the property set of a manifest and report the findings, without touching Glance.
 
     The source image is not needed: when it is not at hand, the checks that need its facts
-    (virtual size) are skipped and the report says so.
+    (virtual size) are skipped and the report says so. With enforce, error findings raise LintFailed.
     """
-    manifest = load_manifest(options.manifest, release_date=options.release_date, variables=parse_variables(list(options.variables)))
-    report.manifest = {"path": str(manifest.path), "sha256": manifest.sha256, "release_date": manifest.release_date, "name": manifest.name}
+    manifest = _load(options, report)
     source = manifest.source
     if not source.is_url and Path(source.location).is_file():
         image = build_stage.preview(manifest, Path(source.location))
@@ -160,12 +158,16 @@ def lint_manifest(options: JobOptions, report: Report) -> Report:
         image = build_stage.BuiltImage(None, None, None, source.sha256, temporary=False)
         report.details["skipped"] = f"source {source.location} is not at hand: image facts (virtual size) not checked"
     build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256())
-    try:
-        propset = properties.render(manifest, image, build_id=build_id)
-    except BakeryError as exc:
-        report.lint = [f.to_dict() for f in getattr(exc, "findings", ())]
-        raise
+    propset = properties.render(manifest, image, build_id=build_id, enforce=False)
     report.lint = [f.to_dict() for f in propset.findings]
     report.details["properties"] = propset.all()
+    if enforce and lint.errors(list(propset.findings)):
+        raise LintFailed(propset.findings)
     report.ok = True
     return report
+
+
+def _load(options: JobOptions, report: Report) -> Manifest:
+    manifest = load_manifest(options.manifest, release_date=options.release_date, variables=parse_variables(list(options.variables)))
+    report.manifest = {"path": str(manifest.path), "sha256": manifest.sha256, "release_date": manifest.release_date, "name": manifest.name}
+    return manifest

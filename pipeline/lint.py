@@ -95,9 +95,14 @@ def errors(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity == "error"]
 
 
-def _looks_windows(props: dict) -> bool:
+def _windows_distro(props: dict) -> bool:
+    """os_distro names Windows in any spelling (windows, Windows, win10, win2k19, ...)."""
     distro = props.get("os_distro")
-    return isinstance(distro, str) and distro.strip().lower().startswith("win") or props.get("os_type") == "windows"
+    return isinstance(distro, str) and distro.strip().lower().startswith("win")
+
+
+def _looks_windows(props: dict) -> bool:
+    return _windows_distro(props) or props.get("os_type") == "windows"
 
 
 def _is_windows_11(props: dict) -> bool:
@@ -117,9 +122,9 @@ def _is_windows_11(props: dict) -> bool:
     "nova/virt/libvirt/driver.py (_set_features, _set_clock, _set_kvm_timers)",
 )
 def _os_type_windows(props: dict, facts: dict):
-    distro = props.get("os_distro")
-    if not (isinstance(distro, str) and distro.strip().lower().startswith("win")):
+    if not _windows_distro(props):
         return
+    distro = props["os_distro"]
     os_type = props.get("os_type")
     if os_type is None:
         yield "os_type", f"missing while os_distro is {distro!r}: Nova adds no Hyper-V enlightenments (Windows guests can blue-screen with CLOCK_WATCHDOG_TIMEOUT); set os_type: windows"

@@ -44,14 +44,14 @@ def template_sha256(template: Path = TEMPLATE) -> str:
     return hashlib.sha256(template.read_bytes()).hexdigest()
 
 
-def render(manifest: Manifest, image: BuiltImage, *, build_id: str, template: Path = TEMPLATE) -> PropertySet:
-    """Render, merge overrides, lint; raises LintFailed on any error finding."""
+def render(manifest: Manifest, image: BuiltImage, *, build_id: str, template: Path = TEMPLATE, enforce: bool = True) -> PropertySet:
+    """Render, merge overrides, lint; raises LintFailed on any error finding unless enforce is False."""
     rendered = _render_template(template, _context(manifest, image, build_id))
     _check_overrides(manifest)
     merged = {**rendered, **manifest.properties}
     facts = {"virtual_size": image.info.virtual_size} if image.info else {}
     findings = tuple(lint.lint(merged, facts=facts, suppress=manifest.lint_suppress))
-    if lint.errors(list(findings)):
+    if enforce and lint.errors(list(findings)):
         raise LintFailed(findings)
     core = {key: CORE_ATTRIBUTES[key](merged.pop(key)) for key in list(merged) if key in CORE_ATTRIBUTES}
     return PropertySet(properties=merged, core=core, findings=findings)

@@ -52,3 +52,10 @@ def test_audit_reports_findings_and_family_health(target):
     assert any(f"hidden image {twin_b} is still recommended" in p for p in twins["problems"])
     assert families[f"windows/w10-{target.project_id}/DESKTOP/x86_64"]["problems"] == []
     assert twin_a in twins["recommended"]
+
+
+def test_explain_image_unknown_id(target):
+    from pipeline.explain import explain_image
+
+    with pytest.raises(BakeryError, match="not found"):
+        explain_image(target, "00000000-0000-0000-0000-000000000000", Report("explain"), nova="master")

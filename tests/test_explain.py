@@ -78,3 +78,16 @@ def test_scsi_bus_and_recommended_additions():
 def test_unknown_release():
     with pytest.raises(BakeryError, match="unknown release"):
         explain(WINDOWS, nova="zebra")
+
+
+def test_a_manifest_with_lint_errors_is_still_explained(tmp_path):
+    from pipeline.explain import explain_manifest
+    from pipeline.job import JobOptions
+    from pipeline.report import Report
+    from tests.conftest import write_manifest
+
+    manifest = write_manifest(tmp_path, tmp_path / "x.raw", "ab" * 32, os={"type": "Windows", "version": "10"})
+    report = Report("explain")
+    explanation = explain_manifest(JobOptions(manifest, release_date="2026-11-01"), report, nova="pike")
+    assert explanation.enlightenments == ()
+    assert "os-type-windows" in {f["rule"] for f in report.lint}
