@@ -1,0 +1,175 @@
+"""Stage 2b: the offline virtio refresh. Source image in, raw image with the pinned virtio drivers out.
+
+1. convert the source (raw or qcow2) into a sparse raw work file: the source itself is only read;
+2. mount the Windows volume of the work file, read what Windows it is from its registry;
+3. select that Windows' drivers from the pinned virtio-win, copy the SYSTEM/SOFTWARE hives out;
+4. run the elements' phases (diskimage-builder format) against the mounted volume and the hive copies;
+5. write the hives back, read the facts again from the result, unmount (flushing everything);
+6. rename the work file to its final name, and only then is it an image a later stage may publish.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import elements
+from pipeline.errors import BakeryError
+from pipeline.inspection import ImageFacts, WindowsVolume, read_facts, windows_facts, windows_volume
+from pipeline.manifest import BakeSpec
+from pipeline.measure import image_info
+from pipeline.progress import say
+from pipeline.run import require_tool, run
+from pipeline.virtio_win import SelectedDriver, VirtioWin
+from pipeline.windows.drivers import BOOT_DRIVERS, STAGING_DIR
+from pipeline.windows.registry import Hive
+
+HIVES = ("SYSTEM", "SOFTWARE")
+GUEST_AGENT_FILES = ("guest-agent/qemu-ga-x86_64.msi", "guest-agent/qemu-ga-i386.msi")
+
+
+@dataclass(frozen=True)
+class BakeResult:
+    raw: Path
+    qcow2: Path | None
+    facts: ImageFacts
+    virtio_win_version: str
+    drivers: tuple[SelectedDriver, ...]
+    elements: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "raw": str(self.raw), "qcow2": str(self.qcow2) if self.qcow2 else None,
+            "virtio_win_version": self.virtio_win_version, "drivers": [d.to_dict() for d in self.drivers],
+            "elements": list(self.elements),
+        }
+
+
+def resolve_elements(spec: BakeSpec) -> list[elements.Element]:
+    return elements.resolve((*elements.DEFAULT_ELEMENTS, *spec.elements), elements.search_path(spec.elements_path))
+
+
+def bake(spec: BakeSpec, source: Path, virtio_win: Path, workdir: Path, *, build_epoch: int) -> BakeResult:
+    """Bake into workdir/image.raw. On any failure workdir is removed: nothing half-done survives."""
+    for tool, package in (("qemu-img", "qemu-utils"), ("qemu-storage-daemon", "qemu-system-common"), ("lowntfs-3g", "ntfs-3g")):
+        require_tool(tool, package)
+    resolved = resolve_elements(spec)
+    if workdir.exists():
+        shutil.rmtree(workdir)  # leftovers of an interrupted bake are never reused
+    workdir.mkdir(parents=True)
+    try:
+        return _bake(spec, source, virtio_win, workdir, resolved, build_epoch)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_epoch: int) -> BakeResult:
+    source_format = image_info(source).format
+    if source_format not in ("raw", "qcow2"):
+        raise BakeryError(f"{source}: {source_format} image; expected raw or qcow2")
+    if source_format == "qcow2":
+        run(["qemu-img", "check", "-q", source], timeout=3600)
+    partial = workdir / "image.raw.part"
+    say(f"convert {source.name} ({source_format}) to a sparse raw work copy")
+    run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "raw", source, partial], timeout=6 * 3600)
+
+    with VirtioWin(virtio_win) as media, windows_volume(partial, "raw", workdir / "mnt", writable=True) as found:
+        windows = _windows(found, partial)
+        say(f"found {windows.product_name} (build {windows.build}, {windows.arch}, {windows.control_set}) on partition {found.partition.number}")
+        selection = media.select(spec.drivers, os_dir=windows.virtio_os_dir, arch=windows.arch, product=windows.product_name)
+        say(f"virtio-win {media.version}: {', '.join(f'{d.name} {d.version}' for d in selection)} for {windows.virtio_os_dir}")
+        drivers_dir = workdir / "drivers"
+        media.extract(selection, drivers_dir)
+        (drivers_dir / "guest-agent").mkdir(parents=True, exist_ok=True)
+        for agent in GUEST_AGENT_FILES:
+            media.extract_file(agent, drivers_dir / agent)
+        hives = _copy_hives_out(found, workdir / "hives")
+        hooks = workdir / "hooks"
+        elements.merge_hooks(resolved, hooks)
+        environment = element_environment(found, windows, hives, drivers_dir, selection, media.version, build_epoch)
+        elements.run_phases(hooks, environment, workdir / "elements.log")
+        _copy_hives_back(hives, found)
+        facts = read_facts(found, image=str(partial), fmt="raw", virtual_size=image_info(partial).virtual_size)
+        version = media.version
+
+    _check_result(facts, selection)
+    target = workdir / "image.raw"
+    partial.replace(target)
+    facts = _renamed(facts, target)
+    qcow2 = _qcow2(target, workdir) if spec.qcow2 else None
+    return BakeResult(target, qcow2, facts, version, tuple(selection), tuple(e.name for e in resolved))
+
+
+def _windows(found: WindowsVolume, image: Path):
+    for hive in (found.system_hive, found.software_hive):
+        if not hive.is_file():
+            raise BakeryError(f"{image}: the Windows volume has no {hive.relative_to(found.root)} hive")
+    with Hive(found.system_hive) as system, Hive(found.software_hive) as software:
+        return windows_facts(system, software, str(image))
+
+
+def element_environment(found, windows, hives: dict[str, Path], drivers_dir: Path, selection, version: str, build_epoch: int) -> dict[str, str]:
+    names = [d.name for d in selection]
+    return {
+        "BAKERY_WINDOWS_ROOT": str(found.root),
+        "BAKERY_HIVE_SYSTEM": str(hives["SYSTEM"]),
+        "BAKERY_HIVE_SOFTWARE": str(hives["SOFTWARE"]),
+        "BAKERY_CONTROL_SET": windows.control_set,
+        "BAKERY_WINDOWS_MAJOR": str(windows.major),
+        "BAKERY_WINDOWS_MINOR": str(windows.minor),
+        "BAKERY_WINDOWS_BUILD": str(windows.build),
+        "BAKERY_WINDOWS_SERVER": "1" if windows.server else "0",
+        "BAKERY_WINDOWS_ARCH": selection[0].arch if selection else windows.arch.lower(),
+        "BAKERY_VIRTIO_OS_DIR": windows.virtio_os_dir,
+        "BAKERY_VIRTIO_WIN_VERSION": version,
+        "BAKERY_DRIVERS_DIR": str(drivers_dir),
+        "BAKERY_DRIVERS": " ".join(names),
+        "BAKERY_BOOT_DRIVERS": " ".join(n for n in names if n in BOOT_DRIVERS),
+        "BAKERY_STAGING_DIR": STAGING_DIR,
+        "BAKERY_BUILD_EPOCH": str(build_epoch),
+    }
+
+
+def _copy_hives_out(found: WindowsVolume, directory: Path) -> dict[str, Path]:
+    """Element scripts edit copies: fast (no FUSE round trips per hivex write) and written back once."""
+    directory.mkdir(parents=True)
+    copies = {}
+    for name, path in (("SYSTEM", found.system_hive), ("SOFTWARE", found.software_hive)):
+        copies[name] = directory / name
+        shutil.copyfile(path, copies[name])
+        with Hive(copies[name]):  # opening it proves it is a hive hivex can edit, before any script runs
+            pass
+    return copies
+
+
+def _copy_hives_back(copies: dict[str, Path], found: WindowsVolume) -> None:
+    for name, path in (("SYSTEM", found.system_hive), ("SOFTWARE", found.software_hive)):
+        if copies[name].read_bytes() != path.read_bytes():
+            shutil.copyfile(copies[name], path)
+
+
+def _check_result(facts: ImageFacts, selection: list[SelectedDriver]) -> None:
+    """The refresh must have left every selected boot driver bootable and every driver staged."""
+    for driver in selection:
+        state = facts.drivers[driver.name]
+        if driver.name in BOOT_DRIVERS and not state.bootable:
+            raise BakeryError(f"bake: after the elements ran, {driver.name} is not bootable (service, file or registration missing)")
+        if state.staged_version != driver.version:
+            raise BakeryError(f"bake: {driver.name} {driver.version} was selected but {state.staged_version or 'nothing'} is staged")
+
+
+def _renamed(facts: ImageFacts, target: Path) -> ImageFacts:
+    from dataclasses import replace
+
+    return replace(facts, image=str(target))
+
+
+def _qcow2(raw: Path, workdir: Path) -> Path:
+    target = workdir / "image.qcow2"
+    say("write the qcow2 copy and compare it with the raw image")
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, target], timeout=6 * 3600)
+    run(["qemu-img", "check", "-q", target], timeout=3600)
+    run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2", raw, target], timeout=6 * 3600)
+    return target

@@ -1,0 +1,205 @@
+"""Synthetic, format-real Windows disks: a real MBR or GPT, a real NTFS volume holding a Windows tree, and
+SYSTEM/SOFTWARE hives in real regf format carrying one Windows generation's version facts.
+
+Built in about a second whatever the virtual size: the image is sparse, mkntfs writes only metadata, and the
+volume is filled through the same qemu-storage-daemon + ntfs-3g path the bake uses (no root, no loop device).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pipeline.run import require_tool, run
+from pipeline.synthetic import virtio_iso
+from pipeline.windows import volume
+from pipeline.windows.drivers import DRIVERS, os_directory
+from pipeline.windows.registry import REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ, REG_SZ, Hive, empty_hive
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+MARKER = "SYNTHETIC Windows tree made by the image bakery for tests and the demo: not Windows, not bootable"
+
+
+@dataclass(frozen=True)
+class WindowsRelease:
+    key: str
+    product_name: str  # as the registry says it (Windows 11 still says "Windows 10 ..." there)
+    edition_id: str
+    installation_type: str  # Client | Server
+    major: int
+    minor: int
+    build: int
+    display_version: str = ""
+    csd_version: str = ""
+    firmware: str = "bios"  # bios: MBR with a System Reserved partition; uefi: GPT with ESP + MSR
+    control_set: int = 1
+    older_virtio: str = ""  # a virtio-win version whose drivers are already installed
+
+    @property
+    def current_version(self) -> str:
+        return f"{self.major}.{self.minor}" if self.major < 10 else "6.3"
+
+    @property
+    def server(self) -> bool:
+        return self.installation_type == "Server"
+
+
+RELEASES = {
+    r.key: r
+    for r in (
+        WindowsRelease("w7", "Windows 7 Enterprise", "Enterprise", "Client", 6, 1, 7601, csd_version="Service Pack 1"),
+        WindowsRelease("2k8r2", "Windows Server 2008 R2 Standard", "ServerStandard", "Server", 6, 1, 7601, csd_version="Service Pack 1"),
+        WindowsRelease("w10", "Windows 10 Enterprise", "Enterprise", "Client", 10, 0, 19045, "22H2"),
+        WindowsRelease("2k19", "Windows Server 2019 Standard", "ServerStandard", "Server", 10, 0, 17763, firmware="uefi", control_set=2),
+        WindowsRelease("2k22", "Windows Server 2022 Standard", "ServerStandard", "Server", 10, 0, 20348, "21H2", firmware="uefi"),
+        WindowsRelease("w11", "Windows 10 Enterprise", "Enterprise", "Client", 10, 0, 22631, "23H2", firmware="uefi"),
+    )
+}
+# The fixture with last year's drivers already installed: the monthly refresh has to replace them.
+RELEASES["w10-oldvirtio"] = replace(RELEASES["w10"], key="w10-oldvirtio", older_virtio="0.1.173")
+
+
+def generate(path: Path, release: str | WindowsRelease, *, size: int = 40 * GiB, fmt: str = "raw") -> Path:
+    """Write a fixture disk to path (raw, or qcow2 converted from it)."""
+    spec = RELEASES[release] if isinstance(release, str) else release
+    require_tool("sfdisk", "fdisk")
+    require_tool("mkntfs", "ntfs-3g")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bakery-fixture-", dir=path.parent) as scratch:
+        scratch = Path(scratch)
+        raw = scratch / "disk.raw"
+        with open(raw, "wb") as disk:
+            disk.truncate(size)
+        run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", raw], input=_partition_script(spec).encode())
+        layout = volume.read_layout(raw, image_size=size, label_for_errors=str(raw))
+        windows_partition = layout.partitions[-1]
+        for partition in layout.partitions:
+            if _is_ntfs_partition(layout, partition):
+                _format_and_fill(raw, partition, spec if partition is windows_partition else None, scratch)
+        partial = path.with_name(path.name + ".part")
+        if fmt == "raw":
+            raw.replace(partial)
+        else:
+            run(["qemu-img", "convert", "-q", "-f", "raw", "-O", fmt, raw, partial], timeout=600)
+        partial.replace(path)
+    return path
+
+
+def _partition_script(spec: WindowsRelease) -> str:
+    if spec.firmware == "uefi":
+        return (
+            "label: gpt\nunit: sectors\n\n"
+            f"size=100MiB, type={volume.ESP_GPT}, name=\"EFI system partition\"\n"
+            f"size=16MiB, type={volume.MSR_GPT}, name=\"Microsoft reserved partition\"\n"
+            f"type={volume.BASIC_DATA_GPT}, name=\"Basic data partition\"\n"
+        )
+    return "label: dos\nunit: sectors\n\nsize=100MiB, type=7, bootable\ntype=7\n"
+
+
+def _is_ntfs_partition(layout: volume.Layout, partition: volume.Partition) -> bool:
+    return partition.type.upper() == volume.BASIC_DATA_GPT if layout.label == "gpt" else partition.type in volume.NTFS_MBR_TYPES
+
+
+def _format_and_fill(raw: Path, partition: volume.Partition, spec: WindowsRelease | None, scratch: Path) -> None:
+    window = scratch / f"part{partition.number}"
+    with volume.exposed(raw, "raw", mountpoint=window, window=partition, writable=True):
+        label = "Windows" if spec else "System Reserved"
+        run(["mkntfs", "-Q", "-F", "-q", "-L", label, "-p", str(partition.start // 512), "-H", "255", "-S", "63", window])
+        with volume.ntfs_mounted(window, scratch / f"mnt{partition.number}", writable=True, label_for_errors=str(raw)) as root:
+            (root / "SYNTHETIC.txt").write_text(MARKER + "\n")
+            if spec is None:
+                (root / "bootmgr").write_bytes(b"synthetic bootmgr\n")
+                (root / "Boot").mkdir()
+            else:
+                _windows_tree(root, spec, scratch)
+
+
+def _windows_tree(root: Path, spec: WindowsRelease, scratch: Path) -> None:
+    system32 = root / "Windows" / "System32"
+    for directory in ("config", "drivers", "DriverStore/FileRepository", "../INF", "../Setup/Scripts"):
+        (system32 / directory).mkdir(parents=True, exist_ok=True)
+    for directory in ("Program Files", "ProgramData", "Users/Default"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    (system32 / "ntoskrnl.exe").write_bytes(b"MZ " + MARKER.encode() + b"\n")
+    (root / "Windows" / "explorer.exe").write_bytes(b"MZ " + MARKER.encode() + b"\n")
+    hives = scratch / "hives"
+    hives.mkdir(exist_ok=True)
+    for name in ("SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"):
+        empty_hive(hives / name, root_name=f"CMI-CreateHive{{{name}}}")
+    _system_hive(hives / "SYSTEM", spec)
+    _software_hive(hives / "SOFTWARE", spec)
+    if spec.older_virtio:
+        _install_older_virtio(root, hives, spec)
+    for name in ("SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"):
+        shutil.copyfile(hives / name, system32 / "config" / name)
+
+
+def _system_hive(path: Path, spec: WindowsRelease) -> None:
+    with Hive(path, write=True) as system:
+        system.set_many("Select", {k: (v, REG_DWORD) for k, v in
+                                   {"Current": spec.control_set, "Default": spec.control_set, "LastKnownGood": spec.control_set, "Failed": 0}.items()})
+        for number in sorted({1, spec.control_set}):
+            ccs = f"ControlSet{number:03d}"
+            system.set(rf"{ccs}\Control\ComputerName\ComputerName", "ComputerName", "WIN-SYNTHETIC")
+            system.set(rf"{ccs}\Control\Session Manager\Environment", "PROCESSOR_ARCHITECTURE", "AMD64")
+            system.set(rf"{ccs}\Control\Session Manager\Environment", "OS", "Windows_NT")
+            system.set_many(rf"{ccs}\Services\atapi", {
+                "Type": (1, REG_DWORD), "Start": (0, REG_DWORD), "ErrorControl": (3, REG_DWORD),
+                "ImagePath": (r"System32\drivers\atapi.sys", REG_EXPAND_SZ), "Group": ("SCSI miniport", REG_SZ),
+            })
+            if (spec.major, spec.minor) < (6, 2):
+                system.ensure(rf"{ccs}\Control\CriticalDeviceDatabase\pci#cc_0101")
+        if (spec.major, spec.minor) >= (6, 2):
+            for key in ("DriverInfFiles", "DeviceIds", "DriverPackages"):
+                system.ensure(rf"DriverDatabase\{key}")
+
+
+def _software_hive(path: Path, spec: WindowsRelease) -> None:
+    with Hive(path, write=True) as software:
+        info = {
+            "ProductName": (spec.product_name, REG_SZ),
+            "EditionID": (spec.edition_id, REG_SZ),
+            "InstallationType": (spec.installation_type, REG_SZ),
+            "CurrentVersion": (spec.current_version, REG_SZ),
+            "CurrentBuildNumber": (str(spec.build), REG_SZ),
+            "CurrentBuild": (str(spec.build), REG_SZ),
+            "SystemRoot": ("C:\\Windows", REG_SZ),
+            "RegisteredOwner": (MARKER, REG_SZ),
+        }
+        if spec.major >= 10:
+            info["CurrentMajorVersionNumber"] = (spec.major, REG_DWORD)
+            info["CurrentMinorVersionNumber"] = (spec.minor, REG_DWORD)
+        if spec.display_version:
+            info["DisplayVersion"] = (spec.display_version, REG_SZ)
+        if spec.csd_version:
+            info["CSDVersion"] = (spec.csd_version, REG_SZ)
+        software.set_many(r"Microsoft\Windows NT\CurrentVersion", info)
+        software.set(r"Microsoft\Windows\CurrentVersion", "DevicePath", r"%SystemRoot%\inf", REG_EXPAND_SZ)
+        software.set(r"Microsoft\Windows\CurrentVersion", "ProgramFilesDir", r"C:\Program Files")
+
+
+def _install_older_virtio(root: Path, hives: Path, spec: WindowsRelease) -> None:
+    """What an earlier virtio-win install left behind: driver store packages, .sys files, services."""
+    release = virtio_iso.RELEASES[spec.older_virtio]
+    os_dir = os_directory(spec.major, spec.minor, spec.build, spec.server)
+    ccs = f"ControlSet{spec.control_set:03d}"
+    with Hive(hives / "SYSTEM", write=True) as system:
+        for index, name in enumerate(("viostor", "NetKVM", "Balloon"), start=1):
+            driver = DRIVERS[name]
+            files = virtio_iso.driver_files(release, driver, os_dir, "amd64")
+            package = root / "Windows/System32/DriverStore/FileRepository" / f"{driver.inf}.inf_amd64_{index:016x}"
+            package.mkdir(parents=True)
+            for file_name, data in files.items():
+                (package / file_name).write_bytes(data)
+            (root / "Windows/INF" / f"oem{index}.inf").write_bytes(files[f"{driver.inf}.inf"])
+            (root / "Windows/System32/drivers" / f"{driver.inf}.sys").write_bytes(files[f"{driver.inf}.sys"])
+            system.set_many(rf"{ccs}\Services\{driver.service}", {
+                "Type": (1, REG_DWORD), "Start": (0 if driver.boot else 3, REG_DWORD), "ErrorControl": (1, REG_DWORD),
+                "ImagePath": (rf"System32\drivers\{driver.inf}.sys", REG_EXPAND_SZ),
+            })
+            system.set(rf"DriverDatabase\DriverInfFiles\oem{index}.inf", "", [package.name], REG_MULTI_SZ)
+            for hardware_id in driver.hardware_ids:
+                system.set(rf"DriverDatabase\DeviceIds\{hardware_id}", f"oem{index}.inf", b"\x01\xff\x00\x00", REG_BINARY)

@@ -1,0 +1,1 @@
+"""What the bakery knows about Windows disks offline: the registry, the NTFS volume, the drivers."""

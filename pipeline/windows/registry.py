@@ -1,0 +1,192 @@
+"""Windows registry hives through hivex: backslash key paths, typed values, case-insensitive like Windows.
+
+Every registry read or write of the project (inspection, element scripts, fixtures) goes through here,
+so no code edits regf bytes by hand except `empty_hive`, which writes the one thing hivex cannot: a new file.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import BakeryError
+
+REG_NONE, REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ = 0, 1, 2, 3, 4, 7
+
+
+def _hivex():
+    try:
+        import hivex
+    except ImportError:
+        raise BakeryError("the hivex Python bindings are missing", hint="install python3-hivex and run `make deps`") from None
+    return hivex
+
+
+class Hive:
+    """One hive file, opened for reading or writing. Writes land on disk at commit()."""
+
+    def __init__(self, path: Path, *, write: bool = False):
+        self.path = Path(path)
+        try:
+            self._h = _hivex().Hivex(str(self.path), write=write)
+        except RuntimeError as exc:
+            raise BakeryError(f"{self.path}: not a readable registry hive ({exc})") from None
+        self.write = write
+
+    def __enter__(self) -> "Hive":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.write and exc_info[0] is None:
+            self.commit()
+
+    def commit(self) -> None:
+        self._h.commit(None)
+
+    # -- keys -------------------------------------------------------------------------------------------
+
+    def key(self, path: str):
+        """The node at a backslash path (case-insensitive), or None."""
+        node = self._h.root()
+        for part in _parts(path):
+            node = self._h.node_get_child(node, part)
+            if node is None:
+                return None
+        return node
+
+    def has(self, path: str) -> bool:
+        return self.key(path) is not None
+
+    def ensure(self, path: str):
+        node = self._h.root()
+        for part in _parts(path):
+            child = self._h.node_get_child(node, part)
+            node = child if child is not None else self._h.node_add_child(node, part)
+        return node
+
+    def subkeys(self, path: str) -> list[str]:
+        node = self.key(path)
+        return [] if node is None else sorted(self._h.node_name(c) for c in self._h.node_children(node))
+
+    def delete(self, path: str) -> None:
+        node = self.key(path)
+        if node is not None:
+            self._h.node_delete_child(node)
+
+    # -- values -----------------------------------------------------------------------------------------
+
+    def values(self, path: str) -> dict[str, Any]:
+        node = self.key(path)
+        if node is None:
+            return {}
+        return {self._h.value_key(v): _decode(*self._h.value_value(v)) for v in self._h.node_values(node)}
+
+    def get(self, path: str, name: str, default: Any = None) -> Any:
+        node = self.key(path)
+        if node is None:
+            return default
+        value = self._h.node_get_value(node, name)
+        return default if value is None else _decode(*self._h.value_value(value))
+
+    def value_type(self, path: str, name: str) -> int | None:
+        node = self.key(path)
+        value = None if node is None else self._h.node_get_value(node, name)
+        return None if value is None else self._h.value_type(value)[0]
+
+    def set(self, path: str, name: str, value: Any, kind: int = REG_SZ) -> None:
+        self._h.node_set_value(self.ensure(path), {"key": name, "t": kind, "value": _encode(value, kind)})
+
+    def set_many(self, path: str, values: dict[str, tuple[Any, int]]) -> None:
+        node = self.ensure(path)
+        for name, (value, kind) in values.items():
+            self._h.node_set_value(node, {"key": name, "t": kind, "value": _encode(value, kind)})
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.replace("/", "\\").split("\\") if p]
+
+
+def _encode(value: Any, kind: int) -> bytes:
+    if kind in (REG_SZ, REG_EXPAND_SZ):
+        return (str(value) + "\0").encode("utf-16-le")
+    if kind == REG_DWORD:
+        return struct.pack("<I", int(value))
+    if kind == REG_MULTI_SZ:
+        return "".join(s + "\0" for s in value).encode("utf-16-le") + b"\0\0"
+    return bytes(value)
+
+
+def _decode(kind: int, data: bytes) -> Any:
+    if kind in (REG_SZ, REG_EXPAND_SZ):
+        return data.decode("utf-16-le", errors="replace").split("\0", 1)[0]
+    if kind == REG_DWORD and len(data) >= 4:
+        return struct.unpack("<I", data[:4])[0]
+    if kind == REG_MULTI_SZ:
+        return [s for s in data.decode("utf-16-le", errors="replace").split("\0") if s]
+    return data
+
+
+def current_control_set(system: Hive) -> str:
+    """`ControlSet00N` named by SYSTEM\\Select\\Current: the live one is not always 001."""
+    number = system.get("Select", "Current")
+    if not isinstance(number, int) or not system.has(f"ControlSet{number:03d}"):
+        raise BakeryError(f"{system.path}: SYSTEM\\Select\\Current does not name an existing control set")
+    return f"ControlSet{number:03d}"
+
+
+# -- a new, empty hive -------------------------------------------------------------------------------------
+
+_HEADER_SIZE = 4096
+_HBIN_SIZE = 4096
+_FIRST_CELL = 0x20  # cell offsets count from the first hbin; its 32-byte header comes first
+
+
+def empty_hive(path: Path, root_name: str = "ROOT", *, timestamp: int = 0) -> None:
+    """A valid regf file holding only a root key: hivex can open and extend it, but cannot create it.
+
+    Layout: the 4096-byte base block, then one 4096-byte hbin holding the root nk cell first (some
+    readers assume it is), its sk (security) cell, and one free cell covering the rest.
+    """
+    name = root_name.encode("ascii")
+    nk_size = (0x4C + len(name) + 4 + 7) // 8 * 8
+    sk_offset = _FIRST_CELL + nk_size
+    nk_body = (
+        b"nk" + struct.pack("<H", 0x2C)  # flags: root key, compressed (ASCII) name
+        + struct.pack("<Q", timestamp) + b"\0" * 4  # last write time, access bits
+        + struct.pack("<I", 0xFFFFFFFF)  # parent (none for the root)
+        + struct.pack("<II", 0, 0)  # subkey counts (stable, volatile)
+        + struct.pack("<II", 0xFFFFFFFF, 0xFFFFFFFF)  # subkey lists
+        + struct.pack("<I", 0)  # value count
+        + struct.pack("<I", 0xFFFFFFFF)  # value list
+        + struct.pack("<I", sk_offset)  # security cell
+        + struct.pack("<I", 0xFFFFFFFF)  # class name
+        + struct.pack("<IIIII", 0, 0, 0, 0, 0)  # largest name/class/value sizes, workvar
+        + struct.pack("<HH", len(name), 0) + name
+    )
+    descriptor = _minimal_security_descriptor()
+    sk_body = b"sk" + b"\0\0" + struct.pack("<IIII", sk_offset, sk_offset, 1, len(descriptor)) + descriptor
+    cells = _cell(nk_body, nk_size) + _cell(sk_body, 0)
+    used = _FIRST_CELL + len(cells)
+    free = struct.pack("<i", _HBIN_SIZE - used) + b"\0" * (_HBIN_SIZE - used - 4)
+    hbin = b"hbin" + struct.pack("<IIII", 0, _HBIN_SIZE, 0, 0) + struct.pack("<Q", timestamp) + b"\0" * 4
+    header = bytearray(_HEADER_SIZE)
+    struct.pack_into("<4sIIQIIII", header, 0, b"regf", 1, 1, timestamp, 1, 3, 0, 1)
+    struct.pack_into("<III", header, 0x24, _FIRST_CELL, _HBIN_SIZE, 1)  # root cell, hbins size, clustering
+    checksum = 0
+    for (dword,) in struct.iter_unpack("<I", bytes(header[:0x1FC])):
+        checksum ^= dword
+    struct.pack_into("<I", header, 0x1FC, checksum)
+    Path(path).write_bytes(bytes(header) + hbin + cells + free)
+
+
+def _cell(body: bytes, size: int) -> bytes:
+    size = max(size, (len(body) + 4 + 7) // 8 * 8)
+    return struct.pack("<i", -size) + body + b"\0" * (size - 4 - len(body))
+
+
+def _minimal_security_descriptor() -> bytes:
+    """Self-relative SECURITY_DESCRIPTOR: owner and group BUILTIN\\Administrators, no DACL/SACL."""
+    admins = bytes([1, 2, 0, 0, 0, 0, 0, 5]) + struct.pack("<II", 32, 544)
+    header = struct.pack("<BBHIIII", 1, 0, 0x8000, 20, 20 + len(admins), 0, 0)
+    return header + admins + admins

@@ -1,0 +1,198 @@
+"""Reach the Windows NTFS volume inside a disk image, without root, loop devices or device-mapper.
+
+qemu-storage-daemon exposes a byte window of the image (one partition, read through the image's format
+driver, so qcow2 works as well as raw) as a plain file over FUSE; ntfs-3g then mounts that file. Both run
+as child processes of ours, are stopped in `finally`, and are waited for: ntfs-3g flushes only when its
+process exits, so the image is complete once these context managers return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import BakeryError
+from pipeline.run import require_tool, run
+
+SECTOR = 512
+ESP_GPT = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+MSR_GPT = "E3C9E316-0B5C-4DB8-817D-F92DF00215AE"
+BASIC_DATA_GPT = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+NTFS_MBR_TYPES = ("7", "07")
+MOUNT_WAIT_S = 10.0
+SYSTEM_HIVE = "Windows/System32/config/SYSTEM"
+
+
+@dataclass(frozen=True)
+class Partition:
+    number: int
+    start: int  # bytes
+    size: int  # bytes
+    type: str
+    bootable: bool = False
+
+    def to_dict(self) -> dict:
+        return {"number": self.number, "start": self.start, "size": self.size, "type": self.type, "bootable": self.bootable}
+
+
+@dataclass(frozen=True)
+class Layout:
+    label: str  # "dos" (MBR) or "gpt"
+    partitions: tuple[Partition, ...]
+
+    @property
+    def has_esp(self) -> bool:
+        return any(p.type.upper() == ESP_GPT or p.type.lower() == "ef" for p in self.partitions)
+
+    @property
+    def firmware(self) -> str:
+        """What the disk can boot with: Windows boots from GPT only through UEFI, from MBR only through BIOS."""
+        return "uefi" if self.label == "gpt" else "bios"
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "firmware": self.firmware, "esp": self.has_esp, "partitions": [p.to_dict() for p in self.partitions]}
+
+
+def read_layout(disk: Path, *, image_size: int, label_for_errors: str) -> Layout:
+    """The partition table of a raw disk view (a raw image, or an exposed whole qcow2)."""
+    require_tool("sfdisk", "fdisk")
+    proc = run(["sfdisk", "--json", disk], check=False)
+    if proc.returncode != 0:
+        raise BakeryError(f"{label_for_errors}: no partition table found (expected an MBR or GPT disk holding Windows)")
+    table = json.loads(proc.stdout)["partitiontable"]
+    sector = int(table.get("sectorsize", SECTOR))
+    partitions = []
+    for entry in table.get("partitions", []):
+        part = Partition(_node_number(entry["node"]), int(entry["start"]) * sector, int(entry["size"]) * sector, str(entry["type"]), bool(entry.get("bootable")))
+        if part.start + part.size > image_size:
+            raise BakeryError(
+                f"{label_for_errors}: partition {part.number} ends at byte {part.start + part.size:,}, past the end of the "
+                f"image ({image_size:,} bytes): the image is truncated"
+            )
+        partitions.append(part)
+    if not partitions:
+        raise BakeryError(f"{label_for_errors}: the partition table is empty (expected a Windows partition)")
+    return Layout(table["label"], tuple(partitions))
+
+
+def _node_number(node: str) -> int:
+    digits = ""
+    for char in reversed(node):
+        if not char.isdigit():
+            break
+        digits = char + digits
+    return int(digits)
+
+
+# -- exposing a byte window of an image as a file ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def exposed(image: Path, fmt: str, *, mountpoint: Path, window: Partition | None = None, writable: bool = False) -> Iterator[Path]:
+    """The image (or one partition of it) as a raw file at mountpoint, for as long as the block lasts."""
+    require_tool("qemu-storage-daemon", "qemu-system-common")
+    mountpoint.parent.mkdir(parents=True, exist_ok=True)
+    mountpoint.touch()
+    read_only = "off" if writable else "on"
+    nodes = [f"driver=file,node-name=file0,filename={_qemu_path(image)},read-only={read_only}"]
+    top = "file0"
+    if fmt != "raw":
+        nodes.append(f"driver={fmt},node-name=fmt0,file=file0,read-only={read_only}")
+        top = "fmt0"
+    if window is not None:
+        nodes.append(f"driver=raw,node-name=win0,file={top},offset={window.start},size={window.size},read-only={read_only}")
+        top = "win0"
+    argv = ["qemu-storage-daemon"]
+    for node in nodes:
+        argv += ["--blockdev", node]
+    argv += ["--export", f"type=fuse,id=exp0,node-name={top},mountpoint={mountpoint},writable={'on' if writable else 'off'}"]
+    daemon = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _wait_mounted(mountpoint, daemon, "qemu-storage-daemon", image)
+        yield mountpoint
+    finally:
+        _stop(daemon, mountpoint, unmount_first=False)  # it unmounts its export on SIGTERM
+
+
+@contextlib.contextmanager
+def ntfs_mounted(volume_file: Path, mountpoint: Path, *, writable: bool, label_for_errors: str) -> Iterator[Path]:
+    """An NTFS file system mounted with Windows' case-insensitive lookups; flushed when the block ends."""
+    require_tool("lowntfs-3g", "ntfs-3g")
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    options = "no_detach,ignore_case,windows_names" + ("" if writable else ",ro")
+    if writable:
+        options += ",remove_hiberfile"
+    daemon = subprocess.Popen(
+        ["lowntfs-3g", "-o", options, volume_file, mountpoint],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        _wait_mounted(mountpoint, daemon, "ntfs-3g", label_for_errors)
+        yield mountpoint
+    finally:
+        _stop(daemon, mountpoint, unmount_first=True)  # it flushes and exits once unmounted
+
+
+def is_ntfs(volume_file: Path) -> bool:
+    with open(volume_file, "rb") as handle:
+        return handle.read(11)[3:11] == b"NTFS    "
+
+
+def _qemu_path(path: Path) -> str:
+    if "," in str(path):
+        raise BakeryError(f"{path}: a path with a comma cannot be handed to qemu-storage-daemon; rename it")
+    return str(path.resolve())
+
+
+def _wait_mounted(mountpoint: Path, daemon: subprocess.Popen, what: str, subject) -> None:
+    deadline = time.monotonic() + MOUNT_WAIT_S
+    while not os.path.ismount(mountpoint):
+        if daemon.poll() is not None:
+            output = (daemon.stderr or daemon.stdout).read().decode(errors="replace") if (daemon.stderr or daemon.stdout) else ""
+            detail = _meaningful_line(output) or f"exit code {daemon.returncode}"
+            raise BakeryError(f"{subject}: {what} could not open it: {detail}")
+        if time.monotonic() > deadline:
+            raise BakeryError(f"{subject}: {what} did not mount within {MOUNT_WAIT_S:.0f} s")
+        time.sleep(0.01)
+
+
+def _meaningful_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if any(word in line.lower() for word in ("error", "failed", "invalid", "corrupt", "not ", "unsupported")):
+            return line
+    return lines[-1] if lines else ""
+
+
+def _stop(daemon: subprocess.Popen, mountpoint: Path, *, unmount_first: bool) -> None:
+    """End a FUSE daemon and wait for it: its exit, not the unmount, is when the data is flushed."""
+    if unmount_first and os.path.ismount(mountpoint):
+        _unmount(mountpoint)
+    elif daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+    if os.path.ismount(mountpoint):  # a daemon that died without unmounting leaves a dead FUSE mount
+        _unmount(mountpoint, lazy=True)
+
+
+def _unmount(mountpoint: Path, *, lazy: bool = False) -> None:
+    if os.geteuid() == 0:
+        argv = ["umount", *(["-l"] if lazy else []), str(mountpoint)]
+    else:
+        argv = ["fusermount3", "-u", *(["-z"] if lazy else []), str(mountpoint)]
+    subprocess.run(argv, capture_output=True)
