@@ -9,7 +9,9 @@ PYTHON := $(VENV)/bin/python
 INVOKE := $(VENV)/bin/invoke
 # Debian's python3 (not a pyenv one): the hivex bindings come from Debian and only load into it.
 BASE_PYTHON := /usr/bin/python3
-APT_PACKAGES := python3-venv qemu-utils fdisk
+# qemu-system-common: qemu-storage-daemon (exposes a partition of an image over FUSE, no root or loop device);
+# ntfs-3g: mkntfs and the NTFS mount; python3-hivex: the registry bindings (linked into the venv below).
+APT_PACKAGES := python3-venv qemu-utils fdisk qemu-system-common fuse3 ntfs-3g python3-hivex libhivex-bin
 PYTEST_ARGS ?=
 
 .PHONY: test demo bench deps apt venv clean
@@ -42,6 +44,11 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# The PyPI package called hivex is something else entirely: link Debian's bindings in instead.
+	@site=$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
+	for f in /usr/lib/python3/dist-packages/hivex /usr/lib/python3/dist-packages/libhivexmod.cpython-311-*.so; do \
+	    ln -sfn $$f $$site/; done; \
+	$(PYTHON) -c 'import hivex' || { echo "hivex bindings not loadable: install python3-hivex"; exit 1; }
 	@touch $@
 
 clean:

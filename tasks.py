@@ -2,6 +2,8 @@
 
     invoke build-and-publish --manifest manifests/w10entx64.yaml [--cloud NAME] [--json report.json]
     invoke plan --manifest manifests/w10entx64.yaml
+    invoke inspect IMAGE                       (a disk image file or a Glance image id)
+    invoke synthetic --windows w10 --out base.raw [--virtio-win-iso virtio.iso]
     invoke glance-up | glance-down | glance-status
     invoke demo
 """
@@ -17,9 +19,13 @@ from invoke import task
 from pipeline import audit as audit_stage
 from pipeline import explain as explain_stage
 from pipeline import job
-from pipeline.cli import execute, print_audit, print_findings
+from pipeline import inspection
+from pipeline import synthetic as synthetic_stage
+from pipeline.synthetic import virtio_iso, windows_disk
+from pipeline.cli import execute, print_audit, print_findings, print_inspection
 from pipeline.cloud import connect
 from pipeline.localglance import LocalGlance
+from pipeline.paths import state_dir
 from pipeline.progress import say
 
 COMMON_HELP = {
@@ -81,6 +87,24 @@ def explain(c, manifest=None, image=None, cloud=None, nova="master", release_dat
     say(f"Nova {shown['nova']}: Hyper-V enlightenments: {', '.join(shown['enlightenments']) or 'NONE (os_type is not exactly windows)'}")
     for key, value in shown["recommended_additions"].items():
         say(f"a recommended Windows set would add: {key}={value}")
+
+
+@task(help={"image": "a raw/qcow2 disk image file, or a Glance image id", **_help("cloud", "json")})
+def inspect(c, image, cloud=None, json=None):
+    """What a Windows image is and which virtio drivers it carries, read offline from its registry."""
+    report = execute("inspect", json, lambda report: inspection.inspect_reference(image, report, cloud=cloud, workdir=state_dir() / "inspect"),
+                     summary=False)
+    print_inspection(report)
+
+
+@task(help={"windows": f"one of: {', '.join(windows_disk.RELEASES)}", "out": "where to write the disk image",
+            "format": "raw or qcow2", "size_gib": "virtual size", "virtio_win_iso": "also write a synthetic virtio-win ISO here",
+            "virtio_win_version": f"its release: {', '.join(virtio_iso.RELEASES)}", "json": COMMON_HELP["json"]})
+def synthetic(c, windows, out, format="raw", size_gib=40, virtio_win_iso=None, virtio_win_version="0.1.240", json=None):
+    """Generate a SYNTHETIC, format-real Windows disk (and virtio-win ISO) to try the bake without real media."""
+    execute("synthetic", json, lambda report: synthetic_stage.generate(
+        report, windows=windows, out=Path(out), fmt=format, size_gib=int(size_gib),
+        iso=Path(virtio_win_iso) if virtio_win_iso else None, iso_version=virtio_win_version), summary=False)
 
 
 @task(help=_help("cloud", "json"))

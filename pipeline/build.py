@@ -1,12 +1,14 @@
 """Stage 2: from the manifest's pinned source to the raw image that gets published.
 
-Today the chain takes an existing disk image (raw or qcow2): it fetches it, checks its sha256 pin and
-converts it to a sparse raw file when needed. The bake stages (offline virtio refresh, unattended install)
-plug in here and hand back the same BuiltImage. The source file is only ever read.
+The chain takes an existing disk image (raw or qcow2): it fetches it and checks its sha256 pin. With a
+`bake:` section the offline virtio refresh (pipeline/bake.py) turns it into a raw image with the pinned
+drivers; without one it is converted to a sparse raw file when needed. Either way the result is a
+BuiltImage, and the source file is only ever read.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import shutil
@@ -16,8 +18,11 @@ from pathlib import Path
 
 import requests
 
-from pipeline import __version__
+from pipeline import __version__, elements
+from pipeline import bake as bake_stage
+from pipeline.bake import BakeResult
 from pipeline.errors import ManifestError
+from pipeline.inspection import ImageFacts
 from pipeline.manifest import Manifest, Source
 from pipeline.measure import DigestMemo, ImageInfo, image_info, sha256_file
 from pipeline.progress import progress, say
@@ -33,14 +38,18 @@ class BuiltImage:
     source_path: Path
     source_sha256: str
     temporary: bool  # a work file of ours (deleted after publishing), not the user's source
+    facts: ImageFacts | None = None  # what inspection found in the image (baked images)
+    baked: BakeResult | None = None
 
     def to_dict(self) -> dict:
         return {
             "path": str(self.path),
-            "format": self.info.format,
-            "virtual_size": self.info.virtual_size,
+            "format": self.info.format if self.info else None,
+            "virtual_size": self.info.virtual_size if self.info else None,
             "source": str(self.source_path),
             "source_sha256": self.source_sha256,
+            **({"bake": self.baked.to_dict()} if self.baked else {}),
+            **({"facts": self.facts.to_dict()} if self.facts else {}),
         }
 
 
@@ -53,28 +62,49 @@ def build_id(manifest: Manifest, *, template_sha256: str) -> str:
         "properties_template_sha256": template_sha256,
         "pipeline_version": __version__,
     }
+    if manifest.bake:
+        inputs["bake"] = {
+            "virtio_win_sha256": manifest.bake.virtio_win.sha256,
+            "drivers": list(manifest.bake.drivers),
+            "elements_sha256": elements.content_sha256(bake_stage.resolve_elements(manifest.bake)),
+        }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def locate_source(manifest: Manifest, downloads: Path, memo: DigestMemo) -> Path:
     """The source image as a local file whose sha256 matches the manifest's pin."""
-    source = manifest.source
+    return fetch_pinned(manifest.source, manifest, downloads, memo)
+
+
+def fetch_pinned(source: Source, manifest: Manifest, downloads: Path, memo: DigestMemo) -> Path:
+    """A pinned input (source image, virtio-win ISO) as a local file whose sha256 matches its pin."""
     path = _download(source, downloads, manifest) if source.is_url else Path(source.location)
-    if not path.is_file():
-        raise ManifestError(str(manifest.path), "source.path", f"no such file: {path}")
-    verify_pin(path, source.sha256, manifest, memo)
+    if not path.exists():
+        raise ManifestError(str(manifest.path), f"{source.field}.path", f"no such file: {path}")
+    verify_pin(path, source, manifest, memo)
     return path
 
 
-def verify_pin(path: Path, expected: str, manifest: Manifest, memo: DigestMemo) -> None:
-    actual = memo.get(path).get("sha256")
+def tree_sha256(directory: Path) -> str:
+    """The pin of a directory: sha256 of its `sha256sum` listing, sorted by path, so it can be checked with
+    `(cd DIR && find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum) | sha256sum`."""
+    files = sorted((p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()), key=lambda s: s.encode())
+    listing = "".join(f"{sha256_file(directory / name)}  {name}\n" for name in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def verify_pin(path: Path, source: Source, manifest: Manifest, memo: DigestMemo) -> None:
+    if path.is_dir():
+        actual = tree_sha256(path)
+    else:
+        actual = memo.get(path).get("sha256")
     if actual is None:
         with progress(f"verify {path.name}", path.stat().st_size) as advance:
             actual = sha256_file(path, on_read=advance)
         memo.put(path, sha256=actual)
-    if actual != expected:
+    if actual != source.sha256:
         raise ManifestError(
-            str(manifest.path), "source.sha256", f"pin mismatch for {path}: manifest pins {expected}, the file has {actual}"
+            str(manifest.path), f"{source.field}.sha256", f"pin mismatch for {path}: manifest pins {source.sha256}, the file has {actual}"
         )
 
 
@@ -107,19 +137,23 @@ def _download(source: Source, downloads: Path, manifest: Manifest) -> Path:
                         advance(len(chunk))
     except (OSError, requests.RequestException) as exc:
         partial.unlink(missing_ok=True)
-        raise ManifestError(str(manifest.path), "source.url", f"cannot fetch {url}: {exc}") from None
+        raise ManifestError(str(manifest.path), f"{source.field}.url", f"cannot fetch {url}: {exc}") from None
     if digest.hexdigest() != source.sha256:
         partial.unlink(missing_ok=True)
         raise ManifestError(
-            str(manifest.path), "source.sha256", f"pin mismatch for {url}: manifest pins {source.sha256}, download has {digest.hexdigest()}"
+            str(manifest.path), f"{source.field}.sha256", f"pin mismatch for {url}: manifest pins {source.sha256}, download has {digest.hexdigest()}"
         )
     partial.replace(target)
     return target
 
 
-def build(manifest: Manifest, source_path: Path, workdir: Path) -> BuiltImage:
-    """The raw image to publish: the source itself when it is raw, else a sparse raw conversion."""
+def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: Path | None = None) -> BuiltImage:
+    """The raw image to publish: baked when the manifest says so, else the source (converted if qcow2)."""
     planned = preview(manifest, source_path)
+    if manifest.bake:
+        result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir, build_epoch=build_epoch(manifest))
+        return BuiltImage(result.raw, image_info(result.raw), source_path, manifest.source.sha256, temporary=True,
+                          facts=result.facts, baked=result)
     if planned.info.format == "raw":
         return planned
     run(["qemu-img", "check", "-q", source_path], timeout=3600)
@@ -133,6 +167,11 @@ def build(manifest: Manifest, source_path: Path, workdir: Path) -> BuiltImage:
     finally:
         partial.unlink(missing_ok=True)
     return BuiltImage(target, image_info(target), source_path, manifest.source.sha256, temporary=True)
+
+
+def build_epoch(manifest: Manifest) -> int:
+    """Midnight UTC of the release date: the one timestamp a bake may write."""
+    return int(dt.datetime.fromisoformat(manifest.release_date).replace(tzinfo=dt.timezone.utc).timestamp())
 
 
 def discard(image: BuiltImage) -> None:

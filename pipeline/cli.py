@@ -100,3 +100,33 @@ def print_audit(report: Report) -> None:
     for family in report.details.get("families", []):
         health = "; ".join(family["problems"]) or "healthy"
         print(f"family {family['family']} (owner {family['owner']}): {family['images']} image(s): {health}")
+
+
+def print_inspection(report: Report) -> None:
+    facts = report.details.get("facts")
+    if not facts:
+        return
+    windows, layout = facts["windows"], facts["layout"]
+    rows = [
+        ("image", f"{facts['image']} ({facts['format']}, {facts['virtual_size']:,} bytes virtual)"),
+        ("product", f"{windows['product_name']} ({windows['edition_id']}, {windows['installation_type']})"),
+        ("version", f"{windows['major']}.{windows['minor']} build {windows['build']} {windows['display_version']}".rstrip()),
+        ("arch", windows["arch"]),
+        ("control set", windows["control_set"]),
+        ("layout", f"{layout['label']} -> {facts['firmware']}; Windows on partition {facts['windows_partition']} of {len(layout['partitions'])}"),
+        ("virtio-win dir", windows.get("virtio_os_dir", "")),
+        ("DevicePath", facts["device_path"]),
+        ("first boot", "install-virtio-drivers.cmd present" if facts["firstboot"] else "none"),
+        ("guest agent", ", ".join(k for k, v in facts["guest_agent"].items() if v) or "absent"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print()
+    print(f"{'driver':<10} {'service Start':<13} {'.sys':<5} {'boot reg.':<9} {'staged':<18} installed")
+    for name, state in facts["drivers"].items():
+        if not state["present"] and state["service_start"] is None:
+            continue
+        start = "-" if state["service_start"] is None else str(state["service_start"])
+        print(f"{name:<10} {start:<13} {'yes' if state['sys_file'] else 'no':<5} {'yes' if state['boot_registered'] else 'no':<9} "
+              f"{state['staged_version'] or '-':<18} {', '.join(state['installed_versions']) or '-'}")

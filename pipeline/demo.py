@@ -1,43 +1,28 @@
-"""The embedded default's input: a generated, clearly synthetic base image (no Windows inside).
+"""The embedded default's inputs: a generated, clearly SYNTHETIC Windows 10 disk and virtio-win ISO.
 
-Deterministic (fixed disk identifier, fixed content), so its sha256 is the same on every machine.
+The disk is format-real (MBR, NTFS, regf hives saying Windows 10 Enterprise 22H2, last year's virtio
+drivers installed) so the demo runs the real bake: inspection, driver selection, the elements, and the
+property checks against what the image carries.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from pipeline.run import require_tool, run
+from pipeline.measure import sha256_file
+from pipeline.synthetic import virtio_iso, windows_disk
 
-DEMO_DISK_ID = "0x0ba4e001"
-MARKER = b"SYNTHETIC DEMO IMAGE made by the image bakery - not Windows, not bootable\n"
-MiB = 1024 * 1024
 DEMO_MANIFEST = "manifests/demo-w10entx64.yaml"  # as recorded in bakery_manifest
+DEMO_WINDOWS = "w10-oldvirtio"
+DEMO_VIRTIO_WIN = "0.1.240"
+DEMO_SIZE = 1024**3  # small: the demo uploads it twice to the local Glance
 
 
-def generate_base_image(path: Path, *, size_mib: int = 512) -> str:
-    """A sparse raw disk: an MBR with one NTFS-type partition whose first sector names what it is."""
-    require_tool("sfdisk", "fdisk")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    with open(partial, "wb") as disk:
-        disk.truncate(size_mib * MiB)
-    layout = f"label: dos\nlabel-id: {DEMO_DISK_ID}\nunit: sectors\n\nstart=2048, type=7, bootable\n"
-    run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", partial], input=layout.encode())
-    with open(partial, "r+b") as disk:
-        disk.seek(MiB)
-        disk.write(MARKER)
-    partial.replace(path)
-    return sha256_of(path)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(4 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
+def generate_inputs(directory: Path) -> dict[str, str]:
+    """The demo manifest's variables: the base image (qcow2, like a golden image) and the ISO, pinned."""
+    base = windows_disk.generate(directory / "w10entx64-golden.qcow2", DEMO_WINDOWS, size=DEMO_SIZE, fmt="qcow2")
+    iso = virtio_iso.write_iso(directory / f"virtio-win-{DEMO_VIRTIO_WIN}.iso", DEMO_VIRTIO_WIN)
+    return {"base_image": str(base), "base_sha256": sha256_file(base), "virtio_win_iso": str(iso), "virtio_win_sha256": sha256_file(iso)}
 
 
 def run_demo(report, *, months: tuple[str, str]) -> None:
@@ -49,22 +34,20 @@ def run_demo(report, *, months: tuple[str, str]) -> None:
     from pipeline.progress import say
     from pipeline.report import Report
 
-    base = state_dir() / "demo" / "w10entx64-base.raw"
-    sha256 = generate_base_image(base)
-    say(f"generated synthetic demo base image {base} (sha256 {sha256[:16]}…)")
+    inputs = generate_inputs(state_dir() / "demo")
+    say(f"generated SYNTHETIC inputs: {inputs['base_image']} (Windows 10 22H2 with virtio-win 0.1.173 drivers) "
+        f"and {inputs['virtio_win_iso']}")
     manifest_path = MANIFESTS.parent / DEMO_MANIFEST
-    variables = (f"base_image={base}", f"base_sha256={sha256}")
+    variables = tuple(f"{k}={v}" for k, v in inputs.items())
     target = connect_local()
-    _forget_earlier_demo(target, load_manifest(manifest_path, release_date=months[0], variables=dict(v.split("=", 1) for v in variables)))
+    _forget_earlier_demo(target, load_manifest(manifest_path, release_date=months[0], variables=inputs))
     runs = []
     for month in months:
         say(f"--- release {month} ---")
         run = Report(f"build-and-publish {month}")
         job.build_and_publish(job.JobOptions(manifest_path, release_date=month, variables=variables), run, target=target)
         runs.append(run)
-    family = release.family_members(
-        target, load_manifest(manifest_path, release_date=months[1], variables=dict(v.split("=", 1) for v in variables)), recommended_only=False
-    )
+    family = release.family_members(target, load_manifest(manifest_path, release_date=months[1], variables=inputs), recommended_only=False)
     report.target = target.to_dict()
     report.image = runs[-1].image
     report.demoted = runs[-1].demoted

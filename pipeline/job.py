@@ -45,11 +45,12 @@ def _prepare(options: JobOptions, report: Report, *, convert: bool) -> _Prepared
         manifest = _load(options, report)
     with report.stage("source"):
         source_path = build_stage.locate_source(manifest, state / "downloads", memo)
+        virtio_win = build_stage.fetch_pinned(manifest.bake.virtio_win, manifest, state / "downloads", memo) if manifest.bake else None
     build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256())
     report.build_id = build_id
     with report.stage("build"):
         if convert:
-            image = build_stage.build(manifest, source_path, state / "work" / build_id)
+            image = build_stage.build(manifest, source_path, state / "work" / build_id, virtio_win=virtio_win)
         else:
             image = build_stage.preview(manifest, source_path)
     report.built = image.to_dict()

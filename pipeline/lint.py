@@ -317,3 +317,96 @@ def _release_date(props: dict, facts: dict):
             raise ValueError
     except ValueError:
         yield "release_date", f"{value!r} is not an ISO date YYYY-MM-DD"
+
+
+# -- rules that need facts read from the image itself (pipeline/inspection.py) ---------------------------
+
+# Which driver a device model needs in the guest, and whether the guest must boot through it.
+DEVICE_DRIVERS = {
+    ("hw_disk_bus", "virtio"): ("viostor", True),
+    ("hw_scsi_model", "virtio-scsi"): ("vioscsi", True),
+    ("hw_vif_model", "virtio"): ("NetKVM", False),
+    ("hw_input_bus", "virtio"): ("vioinput", False),
+}
+
+
+@rule(
+    "device-needs-driver",
+    "error",
+    "A virtio device model the guest has no driver for leaves it without that device: hw_disk_bus=virtio "
+    "(or virtio-scsi) on an image without a bootable viostor (vioscsi) is a STOP 0x7B INACCESSIBLE_BOOT_DEVICE "
+    "at the first boot; hw_vif_model=virtio without NetKVM is an instance without network. Checked against "
+    "the drivers inspection finds in the image (boot-start service + CriticalDeviceDatabase or DriverDatabase "
+    "for boot drivers; staged or installed for the others).",
+    "nova/virt/libvirt/blockinfo.py (get_disk_bus_for_device_type), nova/virt/libvirt/vif.py; virt-v2v's "
+    "Windows virtio injection",
+)
+def _device_drivers(props: dict, facts: dict):
+    drivers = facts.get("drivers")
+    if drivers is None:
+        return
+    for (key, value), (driver, boot) in DEVICE_DRIVERS.items():
+        if props.get(key) != value:
+            continue
+        if key == "hw_scsi_model" and props.get("hw_disk_bus") not in ("scsi", None):
+            continue
+        state = drivers.get(driver, {})
+        if boot and not state.get("bootable"):
+            yield key, f"{key}={value} needs {driver} installed as a boot driver, and the image has none bootable"
+        elif not boot and not state.get("present"):
+            yield key, f"{key}={value} needs the {driver} driver, which the image neither has nor stages"
+
+
+@rule(
+    "guest-agent-missing",
+    "warning",
+    "hw_qemu_guest_agent=yes adds the agent's channel; without the agent in the image, quiesced snapshots "
+    "and password injection time out instead of failing fast.",
+    "nova/virt/libvirt/driver.py (_set_qemu_guest_agent, _can_quiesce)",
+)
+def _guest_agent(props: dict, facts: dict):
+    if "guest_agent" not in facts:
+        return
+    if str(props.get("hw_qemu_guest_agent", "")).lower() in TRUE_STRINGS and not facts["guest_agent"]:
+        yield "hw_qemu_guest_agent", "the image carries no QEMU guest agent (add the qemu-guest-agent element)"
+
+
+@rule(
+    "firmware-matches-disk",
+    "error",
+    "Windows boots a GPT disk only through UEFI and an MBR disk only through BIOS: hw_firmware_type must "
+    "match the partition table inspection finds, or the instance never gets past its firmware.",
+    "Microsoft: Windows and GPT FAQ; nova/virt/libvirt/driver.py (_get_guest_config os_loader)",
+)
+def _firmware(props: dict, facts: dict):
+    firmware = facts.get("firmware")
+    if firmware is None:
+        return
+    declared = props.get("hw_firmware_type", "bios")
+    if declared != firmware:
+        yield "hw_firmware_type", f"{declared} declared, but the disk's {'GPT' if firmware == 'uefi' else 'MBR'} layout boots only with {firmware}"
+
+
+@rule(
+    "version-matches-image",
+    "error",
+    "os_version and os_distro_major describe the Windows users get; they must agree with the image's "
+    "registry (CurrentBuildNumber, InstallationType), or a desktop family ends up serving a server image.",
+    "SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion; this project's family convention",
+)
+def _version_matches(props: dict, facts: dict):
+    windows = facts.get("windows")
+    if not windows:
+        return
+    actual = windows["os_version"]
+    declared = props.get("os_version")
+    if declared is not None and str(declared).lower().replace(" ", "") != actual.lower():
+        yield "os_version", f"{declared!r} declared, but the image is {windows['product_name']} (build {windows['build']}: os_version {actual!r})"
+    major = str(props.get("os_distro_major", "")).lower()
+    client = re.match(r"^w(?:in)?(\d+(?:\.\d+)?)", major) if not major.startswith(("ws", "win20", "w20")) else None
+    if client and windows["server"]:
+        yield "os_distro_major", f"{major!r} names a desktop Windows, but the image is {windows['product_name']}"
+    elif major.startswith(("ws", "2k", "win20", "w20")) and not windows["server"]:
+        yield "os_distro_major", f"{major!r} names a Windows Server, but the image is {windows['product_name']}"
+    elif client and client.group(1) != actual:
+        yield "os_distro_major", f"{major!r} names Windows {client.group(1)}, but the image is {windows['product_name']}"

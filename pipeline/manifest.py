@@ -35,10 +35,22 @@ class Source:
     location: str  # an absolute path, or a URL
     sha256: str
     format: str | None  # None: detected with qemu-img
+    field: str = "source"  # where the manifest pins it (for error messages)
 
     @property
     def is_url(self) -> bool:
         return "://" in self.location
+
+
+@dataclass(frozen=True)
+class BakeSpec:
+    """The offline virtio refresh: which virtio-win, which drivers, which extra elements."""
+
+    virtio_win: Source
+    drivers: tuple[str, ...]
+    elements: tuple[str, ...]  # in addition to the default chain
+    elements_path: tuple[str, ...]  # site element directories, searched before the project's
+    qcow2: bool  # also write a qcow2 of the result
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class Manifest:
     release: ReleasePolicy
     upstream_provider: str
     lint_suppress: dict[str, str] = field(default_factory=dict)  # rule id -> why it does not apply
+    bake: BakeSpec | None = None
     variables: dict[str, str] = field(default_factory=dict)
     rendered: str = ""  # canonical JSON of the validated document: what the build id hashes
 
@@ -244,7 +257,7 @@ class _Fields:
             node = node[key]
         if kind is str and isinstance(node, (int, float, bool, dt.date)):
             raise self.error(keys, f"expected a string, got {type(node).__name__} {node!r} (quote it in YAML)")
-        if kind is int and isinstance(node, bool) or not isinstance(node, kind):
+        if (kind is int and isinstance(node, bool)) or not isinstance(node, kind):
             raise self.error(keys, f"expected {_kind_name(kind)}, got {type(node).__name__} {node!r}")
         return node
 
@@ -256,7 +269,7 @@ class _Fields:
 
 
 def _kind_name(kind: type | tuple) -> str:
-    names = {str: "a string", int: "an integer", dict: "a mapping", list: "a list"}
+    names = {str: "a string", int: "an integer", dict: "a mapping", list: "a list", bool: "true or false"}
     if isinstance(kind, tuple):
         return " or ".join(names.get(k, k.__name__) for k in kind)
     return names.get(kind, kind.__name__)
@@ -319,6 +332,7 @@ def _validate(path: Path, document: dict, positions: dict, context: dict[str, st
         ),
         upstream_provider=fields.get("upstream_provider", required=False, default=""),
         lint_suppress=_suppressions(fields),
+        bake=_bake(fields, path),
         variables={k: v for k, v in context.items() if k != "release_date"},
         rendered=canonical,
     )
@@ -337,24 +351,50 @@ def _suppressions(fields: _Fields) -> dict[str, str]:
     return dict(suppress)
 
 
-def _source(fields: _Fields, manifest_path: Path) -> Source:
-    fields.get("source", kind=dict)
-    location_path = fields.get("source", "path", required=False)
-    location_url = fields.get("source", "url", required=False)
+def _source(fields: _Fields, manifest_path: Path, section: tuple[str, ...] = ("source",), *, formats: bool = True) -> Source:
+    """A pinned input: exactly one of path (relative to the manifest) or url, and its sha256."""
+    fields.get(*section, kind=dict)
+    location_path = fields.get(*section, "path", required=False)
+    location_url = fields.get(*section, "url", required=False)
     if bool(location_path) == bool(location_url):
-        raise fields.error(("source",), "expected exactly one of path or url")
-    sha256 = fields.get("source", "sha256", required=False)
+        raise fields.error(section, "expected exactly one of path or url")
+    sha256 = fields.get(*section, "sha256", required=False)
     if sha256 is None:
-        raise fields.error(("source", "sha256"), "required pin is missing: expected the source's sha256 (64 hex digits)")
+        raise fields.error((*section, "sha256"), "required pin is missing: expected the file's sha256 (64 hex digits)")
     if not SHA256.match(sha256.lower()):
-        raise fields.error(("source", "sha256"), f"expected 64 hex digits, got {sha256!r}")
-    source_format = fields.get("source", "format", required=False)
+        raise fields.error((*section, "sha256"), f"expected 64 hex digits, got {sha256!r}")
+    source_format = fields.get(*section, "format", required=False) if formats else None
     if source_format is not None and source_format not in SOURCE_FORMATS:
-        raise fields.error(("source", "format"), f"expected one of {', '.join(SOURCE_FORMATS)}, got {source_format!r}")
+        raise fields.error((*section, "format"), f"expected one of {', '.join(SOURCE_FORMATS)}, got {source_format!r}")
     if location_url:
         if not re.match(r"^(https?|file)://", location_url):
-            raise fields.error(("source", "url"), f"expected an http(s):// or file:// URL, got {location_url!r}")
+            raise fields.error((*section, "url"), f"expected an http(s):// or file:// URL, got {location_url!r}")
         location = location_url
     else:
         location = str((manifest_path.parent / location_path).resolve())
-    return Source(location=location, sha256=sha256.lower(), format=source_format)
+    return Source(location=location, sha256=sha256.lower(), format=source_format, field=".".join(section))
+
+
+def _bake(fields: _Fields, manifest_path: Path) -> BakeSpec | None:
+    from pipeline.windows.drivers import DEFAULT_SELECTION, DRIVERS
+
+    if fields.get("bake", kind=dict, required=False) is None:
+        return None
+    drivers = fields.get("bake", "drivers", kind=list, required=False, default=list(DEFAULT_SELECTION))
+    for index, name in enumerate(drivers):
+        if name not in DRIVERS:
+            raise fields.error(("bake", "drivers", index), f"unknown virtio driver {name!r}; expected one of {', '.join(DRIVERS)}")
+    elements = fields.get("bake", "elements", kind=list, required=False, default=[])
+    paths = fields.get("bake", "elements_path", kind=list, required=False, default=[])
+    for key, values in (("elements", elements), ("elements_path", paths)):
+        for index, value in enumerate(values):
+            if not isinstance(value, str) or not value:
+                raise fields.error(("bake", key, index), f"expected a non-empty string, got {value!r}")
+    qcow2 = fields.get("bake", "qcow2", kind=bool, required=False, default=False)
+    return BakeSpec(
+        virtio_win=_source(fields, manifest_path, ("bake", "virtio_win"), formats=False),
+        drivers=tuple(drivers),
+        elements=tuple(elements),
+        elements_path=tuple(str((manifest_path.parent / p).resolve()) for p in paths),
+        qcow2=qcow2,
+    )

@@ -49,7 +49,9 @@ def render(manifest: Manifest, image: BuiltImage, *, build_id: str, template: Pa
     rendered = _render_template(template, _context(manifest, image, build_id))
     _check_overrides(manifest)
     merged = {**rendered, **manifest.properties}
-    facts = {"virtual_size": image.info.virtual_size} if image.info else {}
+    facts = image.facts.lint_facts() if image.facts else {}
+    if image.info:
+        facts["virtual_size"] = image.info.virtual_size
     findings = tuple(lint.lint(merged, facts=facts, suppress=manifest.lint_suppress))
     if enforce and lint.errors(list(findings)):
         raise LintFailed(findings)
@@ -72,6 +74,8 @@ def _context(manifest: Manifest, image: BuiltImage, build_id: str) -> dict:
             "min_disk": max(manifest.min_disk or 0, image.info.min_disk_gib if image.info else 0),
             "min_ram": manifest.min_ram,
         },
+        "facts": image.facts.to_dict() if image.facts else None,
+        "virtio_win_version": image.baked.virtio_win_version if image.baked else None,
         "provenance": {
             "build_id": build_id,
             "manifest": manifest_path,

@@ -13,6 +13,14 @@ BASE = {"os_distro": "windows", "os_type": "windows", "release_date": "2026-11-0
 WIN11_OK = {**BASE, "os_version": "11", "os_distro_major": "w11entx64", "hw_firmware_type": "uefi", "hw_machine_type": "q35",
             "os_secure_boot": "required", "hw_tpm_version": "2.0", "hw_tpm_model": "tpm-crb"}
 
+W10 = {"os_version": "10", "build": 19045, "server": False, "product_name": "Windows 10 Enterprise"}
+S2019 = {"os_version": "2019", "build": 17763, "server": True, "product_name": "Windows Server 2019 Standard"}
+NO_DRIVERS = {"drivers": {}, "guest_agent": False, "firmware": "bios", "windows": W10}
+REFRESHED = {"drivers": {name: {"bootable": name in ("viostor", "vioscsi"), "present": True}
+                         for name in ("viostor", "vioscsi", "NetKVM", "vioinput")},
+             "guest_agent": True, "firmware": "bios", "windows": W10}
+VIRTIO_SET = {**BASE, "hw_disk_bus": "virtio", "hw_vif_model": "virtio", "hw_input_bus": "virtio", "hw_qemu_guest_agent": "yes"}
+
 CASES = [
     # rule id, failing properties, passing properties, facts
     ("os-type-windows", {**BASE, "os_type": "Windows"}, BASE, {}),
@@ -36,6 +44,18 @@ CASES = [
     ("windows11-requirements", {k: v for k, v in WIN11_OK.items() if not k.startswith("hw_tpm")}, WIN11_OK, {}),
     ("min-disk-too-small", {**BASE, "min_disk": "20"}, {**BASE, "min_disk": "41"}, {"virtual_size": 40 * GiB + 1}),
     ("release-date-iso", {**BASE, "release_date": "2026-11"}, BASE, {}),
+    ("device-needs-driver", {**BASE, "hw_disk_bus": "virtio"}, {**BASE, "hw_disk_bus": "sata"}, NO_DRIVERS),
+    ("device-needs-driver", {**BASE, "hw_disk_bus": "scsi", "hw_scsi_model": "virtio-scsi"}, {**BASE, "hw_disk_bus": "ide"}, NO_DRIVERS),
+    ("device-needs-driver", {**BASE, "hw_vif_model": "virtio"}, {**BASE, "hw_vif_model": "e1000"}, NO_DRIVERS),
+    ("guest-agent-missing", {**BASE, "hw_qemu_guest_agent": "yes"}, {**BASE, "hw_qemu_guest_agent": "no"}, NO_DRIVERS),
+    ("firmware-matches-disk", {**BASE, "hw_firmware_type": "bios"}, {**BASE, "hw_firmware_type": "uefi"}, {"firmware": "uefi"}),
+    ("firmware-matches-disk", {**BASE, "hw_firmware_type": "uefi"}, BASE, {"firmware": "bios"}),
+    ("version-matches-image", {**BASE, "os_distro_major": "w10entx64"},
+     {**BASE, "os_version": "2019", "os_distro_major": "ws2019stdx64"}, {"windows": S2019}),
+    ("version-matches-image", {**BASE, "os_version": "10", "os_distro_major": "ws2019stdx64"},
+     {**BASE, "os_version": "2019", "os_distro_major": "w2019stdx64"}, {"windows": S2019}),
+    ("version-matches-image", {**BASE, "os_version": "10", "os_distro_major": "w11entx64"},
+     {**BASE, "os_distro_major": "w10entx64"}, {"windows": W10}),
 ]
 
 
@@ -49,6 +69,20 @@ def test_every_rule_has_a_case_and_documentation():
     assert {c[0] for c in CASES} == set(lint.RULES)
     for r in lint.RULES.values():
         assert r.severity in ("error", "warning") and len(r.summary) > 40 and r.source
+
+
+def test_driver_rules_follow_the_image_facts():
+    """The same virtio property set is refused on an image without drivers and accepted after a refresh."""
+    assert {"device-needs-driver", "guest-agent-missing"} <= {f.rule for f in lint.lint(VIRTIO_SET, NO_DRIVERS)}
+    assert not lint.errors(lint.lint(VIRTIO_SET, REFRESHED))
+    not_bootable = {**REFRESHED, "drivers": {**REFRESHED["drivers"], "viostor": {"bootable": False, "present": True}}}
+    finding = next(f for f in lint.lint(VIRTIO_SET, not_bootable) if f.rule == "device-needs-driver")
+    assert finding.property == "hw_disk_bus" and "viostor" in finding.message
+
+
+def test_facts_rules_are_silent_without_facts():
+    assert not {"device-needs-driver", "guest-agent-missing", "firmware-matches-disk", "version-matches-image"} & {
+        f.rule for f in lint.lint(VIRTIO_SET, {})}
 
 
 def test_did_you_mean():

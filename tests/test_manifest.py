@@ -34,10 +34,14 @@ def test_example_manifests_render_and_validate(name):
 
 
 def test_demo_manifest_takes_its_pin_from_variables(tmp_path):
-    manifest = load(MANIFESTS / "demo-w10entx64.yaml", variables={"base_image": str(tmp_path / "x.raw"), "base_sha256": PIN})
-    assert manifest.source.location == str(tmp_path / "x.raw")
+    other = "b" * 64
+    manifest = load(MANIFESTS / "demo-w10entx64.yaml", variables={
+        "base_image": str(tmp_path / "x.qcow2"), "base_sha256": PIN, "virtio_win_iso": str(tmp_path / "v.iso"), "virtio_win_sha256": other})
+    assert manifest.source.location == str(tmp_path / "x.qcow2")
     assert manifest.source.sha256 == PIN
-    assert manifest.source.format == "raw"  # the include said qcow2; the demo overrides it
+    assert manifest.bake.virtio_win.location == str(tmp_path / "v.iso")  # the include pinned a real ISO; the demo overrides it
+    assert manifest.bake.virtio_win.sha256 == other and manifest.bake.virtio_win.field == "bake.virtio_win"
+    assert "viostor" in manifest.bake.drivers  # the default driver set
     assert manifest.family["os_distro_major"] == "w10entx64"  # inherited from the included family
 
 
