@@ -16,9 +16,10 @@ from pathlib import Path
 
 from pipeline import elements
 from pipeline.errors import BakeryError
-from pipeline.inspection import ImageFacts, WindowsVolume, read_facts, windows_facts, windows_volume
+from pipeline.inspection import ImageFacts, check_qcow2, WindowsVolume, read_facts, windows_facts, windows_volume
 from pipeline.manifest import BakeSpec
 from pipeline.measure import image_info
+from pipeline.paths import state_dir
 from pipeline.progress import say
 from pipeline.run import require_tool, run
 from pipeline.virtio_win import SelectedDriver, VirtioWin
@@ -70,7 +71,7 @@ def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_e
     if source_format not in ("raw", "qcow2"):
         raise BakeryError(f"{source}: {source_format} image; expected raw or qcow2")
     if source_format == "qcow2":
-        run(["qemu-img", "check", "-q", source], timeout=3600)
+        check_qcow2(source)
     partial = workdir / "image.raw.part"
     say(f"convert {source.name} ({source_format}) to a sparse raw work copy")
     run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "raw", source, partial], timeout=6 * 3600)
@@ -89,7 +90,7 @@ def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_e
         hooks = workdir / "hooks"
         elements.merge_hooks(resolved, hooks)
         environment = element_environment(found, windows, hives, drivers_dir, selection, media.version, build_epoch)
-        elements.run_phases(hooks, environment, workdir / "elements.log")
+        elements.run_phases(hooks, environment, _log_path(workdir))
         _copy_hives_back(hives, found)
         facts = read_facts(found, image=str(partial), fmt="raw", virtual_size=image_info(partial).virtual_size)
         version = media.version
@@ -100,6 +101,15 @@ def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_e
     facts = _renamed(facts, target)
     qcow2 = _qcow2(target, workdir) if spec.qcow2 else None
     return BakeResult(target, qcow2, facts, version, tuple(selection), tuple(e.name for e in resolved))
+
+
+def _log_path(workdir: Path) -> Path:
+    """Outside the work directory, which a failure removes: the log is what explains the failure."""
+    logs = state_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"bake-{workdir.name}.log"
+    log.unlink(missing_ok=True)
+    return log
 
 
 def _windows(found: WindowsVolume, image: Path):

@@ -93,7 +93,7 @@ def run_phases(hooks: Path, environment: dict[str, str], log: Path) -> None:
             out.write(proc.stdout or b"")
             out.write(proc.stderr or b"")
         if proc.returncode != 0:
-            raise BakeryError(f"element phase {phase} failed: {_failure(proc)} (full log: {log})")
+            raise BakeryError(f"element phase {phase} failed: {_failure(proc)} (log: {log})")
 
 
 def _dib_run_parts() -> Path:
@@ -106,7 +106,13 @@ def _dib_run_parts() -> Path:
 
 
 def _failure(proc) -> str:
-    text = (proc.stderr or b"").decode(errors="replace") + (proc.stdout or b"").decode(errors="replace")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("+", "dib-run-parts"))]
-    useful = [line for line in lines if "Error" in line or "error" in line or ":" in line]
-    return (useful or lines or [f"exit code {proc.returncode}"])[-1]
+    """The failing script and the last thing it said on stderr (dib-run-parts stops at the first failure)."""
+    stderr = (proc.stderr or b"").decode(errors="replace").splitlines()
+    script, said = None, None
+    for line in (line.strip() for line in stderr):
+        if line.startswith("dib-run-parts Running "):
+            script, said = Path(line.split()[-1]).name, None
+        elif line and not line.startswith(("+", "dib-run-parts")):
+            said = line
+    where = f"script {script}" if script else "a script"
+    return f"{where} exited with {proc.returncode}: {said or 'no message on stderr'}"

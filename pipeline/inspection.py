@@ -6,6 +6,7 @@ linter checks the property set against them.
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -177,11 +178,26 @@ def inspect_image(image: Path, *, workdir: Path | None = None) -> ImageFacts:
     info = image_info(image)
     if info.format not in ("raw", "qcow2"):
         raise BakeryError(f"{image}: {info.format} image; expected raw or qcow2")
+    if info.format == "qcow2":
+        check_qcow2(image)
     if workdir:
         workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bakery-inspect-", dir=workdir) as scratch:
         with windows_volume(image, info.format, Path(scratch), writable=False) as found:
             return read_facts(found, image=str(image), fmt=info.format, virtual_size=info.virtual_size)
+
+
+def check_qcow2(image: Path) -> None:
+    """qemu reads clusters past a truncated file's end as zeros: only `qemu-img check` notices."""
+    from pipeline.run import run
+
+    proc = run(["qemu-img", "check", "-q", "--output=json", image], check=False, timeout=3600)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout or b"").decode(errors="replace").strip().splitlines()
+        raise BakeryError(f"{image}: qemu-img check found a damaged qcow2 image (exit {proc.returncode}): {detail[-1] if detail else 'no detail'}")
+    end = json.loads(proc.stdout or b"{}").get("image-end-offset")
+    if end is not None and end > image.stat().st_size:
+        raise BakeryError(f"{image}: the qcow2 image ends at byte {end:,} but the file has {image.stat().st_size:,}: it is truncated")
 
 
 def read_facts(found: WindowsVolume, *, image: str, fmt: str, virtual_size: int) -> ImageFacts:

@@ -105,3 +105,54 @@ def project_images(target: Target) -> list[dict]:
             if image.get("owner") == target.project_id:
                 seen[image["id"]] = dict(image)
     return list(seen.values())
+
+
+# -- synthetic Windows media (format-real fixtures) --------------------------------------------------------
+
+FIXTURE_SIZE = 1024**3  # virtual; sparse, so only NTFS metadata is written
+
+
+def offline_windows_tools_missing() -> str | None:
+    """Why the NTFS/FUSE tests cannot run here, or None."""
+    import shutil
+
+    if not Path("/dev/fuse").exists():
+        return "no /dev/fuse: the bake mounts NTFS through FUSE"
+    for tool, package in (("qemu-storage-daemon", "qemu-system-common"), ("lowntfs-3g", "ntfs-3g"), ("mkntfs", "ntfs-3g")):
+        if shutil.which(tool) is None:
+            return f"{tool} missing (Debian package {package}; `make deps` installs it)"
+    try:
+        import hivex  # noqa: F401
+    except ImportError:
+        return "hivex bindings missing (python3-hivex; `make deps` links them into the venv)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    """Fixture disks and virtio-win ISOs, each generated once per session on first use."""
+    reason = offline_windows_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    from pipeline.measure import sha256_file
+    from pipeline.synthetic import virtio_iso, windows_disk
+
+    root = tmp_path_factory.mktemp("media")
+
+    class Media:
+        def __init__(self):
+            self.made: dict[tuple, Path] = {}
+
+        def disk(self, release: str, fmt: str = "raw") -> tuple[Path, str]:
+            key = ("disk", release, fmt)
+            if key not in self.made:
+                self.made[key] = windows_disk.generate(root / f"{release}.{fmt}", release, size=FIXTURE_SIZE, fmt=fmt)
+            return self.made[key], sha256_file(self.made[key])
+
+        def iso(self, version: str = "0.1.240") -> tuple[Path, str]:
+            key = ("iso", version)
+            if key not in self.made:
+                self.made[key] = virtio_iso.write_iso(root / f"virtio-win-{version}.iso", version)
+            return self.made[key], sha256_file(self.made[key])
+
+    return Media()
