@@ -25,6 +25,7 @@ demo: deps
 bench: deps
 	$(PYTHON) benchmarks/bench_measure.py
 	$(PYTHON) benchmarks/bench_publish.py
+	$(PYTHON) benchmarks/bench_bake.py
 
 deps: apt venv
 
