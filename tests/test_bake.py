@@ -160,3 +160,36 @@ def test_a_virtio_win_directory_works_like_the_iso(media, tmp_path):
     result = bake_stage.bake(spec(tree), disk, tree, tmp_path / "work", build_epoch=0)
     assert result.virtio_win_version == "0.1.262"
     assert result.facts.drivers["viostor"].staged_version == virtio_iso.RELEASES["0.1.262"].driver_version
+
+
+def test_two_elements_shipping_the_same_script_are_refused(tmp_path):
+    from pipeline import elements
+
+    for name in ("site-a", "site-b"):
+        phase = tmp_path / name / "install.d"
+        phase.mkdir(parents=True)
+        (phase / "50-same").write_text("#!/bin/bash\n")
+        (tmp_path / name / "element-deps").write_text("windows-base\n")
+    resolved = elements.resolve(("site-a", "site-b"), elements.search_path((str(tmp_path),)))
+    with pytest.raises(BakeryError, match="elements site-a and site-b both ship install.d/50-same"):
+        elements.merge_hooks(resolved, tmp_path / "hooks")
+
+
+def test_an_unknown_element_is_a_one_line_error(tmp_path):
+    from pipeline import elements
+
+    with pytest.raises(BakeryError) as failure:
+        elements.resolve(("no-such-element",), elements.search_path())
+    assert "no-such-element" in failure.value.one_line() and "\n" not in failure.value.one_line()
+
+
+def test_directory_pin_matches_the_documented_shell_pipeline(tmp_path):
+    import subprocess
+
+    from pipeline.build import tree_sha256
+
+    tree = virtio_iso.write_tree(tmp_path / "vw", "0.1.240")
+    shell = subprocess.run(
+        "cd vw && find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum",
+        shell=True, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()[0]
+    assert tree_sha256(tree) == shell
