@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline import elements
 from pipeline.errors import BakeryError
-from pipeline.inspection import ImageFacts, check_qcow2, WindowsVolume, read_facts, windows_facts, windows_volume
+from pipeline.inspection import ImageFacts, WindowsVolume, check_qcow2, read_facts, read_windows, windows_volume
 from pipeline.manifest import BakeSpec
 from pipeline.measure import image_info
 from pipeline.paths import state_dir
@@ -77,7 +77,7 @@ def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_e
     run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "raw", source, partial], timeout=6 * 3600)
 
     with VirtioWin(virtio_win) as media, windows_volume(partial, "raw", workdir / "mnt", writable=True) as found:
-        windows = _windows(found, partial)
+        windows = read_windows(found, str(partial))
         say(f"found {windows.product_name} (build {windows.build}, {windows.arch}, {windows.control_set}) on partition {found.partition.number}")
         selection = media.select(spec.drivers, os_dir=windows.virtio_os_dir, arch=windows.arch, product=windows.product_name)
         say(f"virtio-win {media.version}: {', '.join(f'{d.name} {d.version}' for d in selection)} for {windows.virtio_os_dir}")
@@ -110,14 +110,6 @@ def _log_path(workdir: Path) -> Path:
     log = logs / f"bake-{workdir.name}.log"
     log.unlink(missing_ok=True)
     return log
-
-
-def _windows(found: WindowsVolume, image: Path):
-    for hive in (found.system_hive, found.software_hive):
-        if not hive.is_file():
-            raise BakeryError(f"{image}: the Windows volume has no {hive.relative_to(found.root)} hive")
-    with Hive(found.system_hive) as system, Hive(found.software_hive) as software:
-        return windows_facts(system, software, str(image))
 
 
 def element_environment(found, windows, hives: dict[str, Path], drivers_dir: Path, selection, version: str, build_epoch: int) -> dict[str, str]:
@@ -171,8 +163,6 @@ def _check_result(facts: ImageFacts, selection: list[SelectedDriver]) -> None:
 
 
 def _renamed(facts: ImageFacts, target: Path) -> ImageFacts:
-    from dataclasses import replace
-
     return replace(facts, image=str(target))
 
 

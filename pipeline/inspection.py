@@ -200,11 +200,23 @@ def check_qcow2(image: Path) -> None:
         raise BakeryError(f"{image}: the qcow2 image ends at byte {end:,} but the file has {image.stat().st_size:,}: it is truncated")
 
 
-def read_facts(found: WindowsVolume, *, image: str, fmt: str, virtual_size: int) -> ImageFacts:
+def read_windows(found: WindowsVolume, image: str) -> WindowsFacts:
+    """Just what Windows it is (the bake needs this before it changes anything)."""
+    with _hives(found, image) as (system, software):
+        return windows_facts(system, software, image)
+
+
+@contextlib.contextmanager
+def _hives(found: WindowsVolume, image: str) -> Iterator[tuple[Hive, Hive]]:
     for hive in (found.system_hive, found.software_hive):
         if not hive.is_file():
             raise BakeryError(f"{image}: the Windows volume has no {hive.relative_to(found.root)} hive")
     with Hive(found.system_hive) as system, Hive(found.software_hive) as software:
+        yield system, software
+
+
+def read_facts(found: WindowsVolume, *, image: str, fmt: str, virtual_size: int) -> ImageFacts:
+    with _hives(found, image) as (system, software):
         windows = windows_facts(system, software, image)
         drivers = {name: _driver_state(found.root, system, windows, name) for name in DRIVERS}
         agent = {
