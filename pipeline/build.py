@@ -22,7 +22,7 @@ from pipeline import __version__, elements
 from pipeline import bake as bake_stage
 from pipeline.bake import BakeResult
 from pipeline.errors import ManifestError
-from pipeline.inspection import ImageFacts
+from pipeline.inspection import ImageFacts, check_qcow2
 from pipeline.manifest import Manifest, Source
 from pipeline.measure import DigestMemo, ImageInfo, image_info, sha256_file
 from pipeline.progress import progress, say
@@ -156,7 +156,7 @@ def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: P
                           facts=result.facts, baked=result)
     if planned.info.format == "raw":
         return planned
-    run(["qemu-img", "check", "-q", source_path], timeout=3600)
+    check_qcow2(source_path)
     workdir.mkdir(parents=True, exist_ok=True)
     target = workdir / "image.raw"
     partial = workdir / "image.raw.part"

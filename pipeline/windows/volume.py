@@ -113,7 +113,7 @@ def exposed(image: Path, fmt: str, *, mountpoint: Path, window: Partition | None
     for node in nodes:
         argv += ["--blockdev", node]
     argv += ["--export", f"type=fuse,id=exp0,node-name={top},mountpoint={mountpoint},writable={'on' if writable else 'off'}"]
-    daemon = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    daemon = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_mounted(mountpoint, daemon, "qemu-storage-daemon", image)
         yield mountpoint
@@ -155,8 +155,7 @@ def _wait_mounted(mountpoint: Path, daemon: subprocess.Popen, what: str, subject
     deadline = time.monotonic() + MOUNT_WAIT_S
     while not os.path.ismount(mountpoint):
         if daemon.poll() is not None:
-            output = (daemon.stderr or daemon.stdout).read().decode(errors="replace") if (daemon.stderr or daemon.stdout) else ""
-            detail = _meaningful_line(output) or f"exit code {daemon.returncode}"
+            detail = _meaningful_line(daemon.stdout.read().decode(errors="replace")) or f"exit code {daemon.returncode}"
             raise BakeryError(f"{subject}: {what} could not open it: {detail}")
         if time.monotonic() > deadline:
             raise BakeryError(f"{subject}: {what} did not mount within {MOUNT_WAIT_S:.0f} s")
