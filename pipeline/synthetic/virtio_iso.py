@@ -8,10 +8,10 @@ real ISO, which cannot be downloaded on the build machines.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.isomedia import write_iso as write_iso_files
 from pipeline.windows.drivers import DRIVERS, OS_DIRECTORIES, VirtioDriver
 
 
@@ -80,27 +80,9 @@ def tree(release: VirtioRelease) -> dict[str, bytes]:
 
 
 def write_iso(path: Path, version: str = "0.1.240") -> Path:
-    import pycdlib
-
     release = RELEASES[version]
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, vol_ident="VIRTIO_WIN")
-    iso.pvd.volume_identifier = release.label.ljust(32).encode()  # the long label lives on the PVD only
-    made: set[str] = set()
-    for joliet_path, data in sorted(tree(release).items()):
-        parts = joliet_path.strip("/").split("/")
-        for depth in range(1, len(parts)):
-            directory = "/" + "/".join(parts[:depth])
-            if directory not in made:
-                iso.add_directory(_iso9660(directory), joliet_path=directory)
-                made.add(directory)
-        iso.add_fp(io.BytesIO(data), len(data), _iso9660(joliet_path, file=True), joliet_path=joliet_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    iso.write(str(partial))
-    iso.close()
-    partial.replace(path)
-    return path
+    return write_iso_files(path, {name.lstrip("/"): data for name, data in tree(release).items()}, label="VIRTIO_WIN",
+                           long_label=release.label)
 
 
 def write_tree(directory: Path, version: str = "0.1.240") -> Path:
@@ -110,17 +92,3 @@ def write_tree(directory: Path, version: str = "0.1.240") -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     return directory
-
-
-def _iso9660(joliet_path: str, *, file: bool = False) -> str:
-    parts = []
-    for index, part in enumerate(joliet_path.strip("/").split("/")):
-        last = index == len(joliet_path.strip("/").split("/")) - 1
-        name = part.upper().replace("-", "_")
-        if file and last:
-            stem, _, ext = name.rpartition(".")
-            name = f"{stem.replace('.', '_')}.{ext};1" if stem else f"{ext};1"
-        else:
-            name = name.replace(".", "_")
-        parts.append(name)
-    return "/" + "/".join(parts)
