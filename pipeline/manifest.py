@@ -54,6 +54,57 @@ class BakeSpec:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """Where a secret is read from at build time; the manifest holds only this reference."""
+
+    file: str | None = None  # absolute path
+    env: str | None = None  # environment variable name
+    field: str = ""
+
+    def describe(self) -> str:
+        return f"file {self.file}" if self.file else f"environment variable {self.env}"
+
+
+@dataclass(frozen=True)
+class InstallSpec:
+    """An unattended Windows Setup run under QEMU: the media, the answer file's choices, the machine."""
+
+    media: Source  # the installation ISO
+    virtio_win: Source  # the drivers Setup loads in windowsPE (storage, network)
+    windows: str  # virtio-win OS directory of what gets installed: w7, 2k8R2, w10, w11, 2k16, 2k19, 2k22, 2k25
+    image_index: int | None  # /IMAGE/INDEX in install.wim, or
+    image_name: str | None  # /IMAGE/NAME
+    edition: str  # the edition id the KMS client key is chosen by (Enterprise, ServerStandard, ...)
+    product_key: str | SecretRef | None  # "kms" (public KMS client key), None (no key), or a secret file
+    administrator_password: SecretRef
+    language: str
+    timezone: str
+    firmware: str  # bios | uefi
+    secure_boot: bool
+    tpm: bool
+    machine: str  # q35 | pc
+    disk_bus: str  # virtio-blk | virtio-scsi
+    disk_size_gib: int
+    memory_mib: int
+    cpus: int
+    timeout_minutes: float  # with KVM; multiplied by tcg_timeout_factor under TCG
+    tcg_timeout_factor: float
+    boot_keypress: bool  # press a key while the first boot shows "Press any key to boot from CD" (UEFI ISOs)
+    config_files: tuple[tuple[str, str], ...] = ()  # (name on the config media, absolute path)
+    ovmf_code: str | None = None  # firmware overrides (default: Debian's OVMF 4M, Secure Boot build when asked)
+    ovmf_vars: str | None = None
+
+    def to_dict(self) -> dict:
+        """The settings that shape the installed disk (no secret values, only where they come from)."""
+        data = {k: v for k, v in self.__dict__.items() if k not in ("media", "virtio_win", "product_key", "administrator_password")}
+        data["media_sha256"] = self.media.sha256
+        data["virtio_win_sha256"] = self.virtio_win.sha256
+        data["product_key"] = self.product_key if isinstance(self.product_key, str) or self.product_key is None else "file"
+        data["config_files"] = [list(pair) for pair in self.config_files]
+        return data
+
+
+@dataclass(frozen=True)
 class ReleasePolicy:
     family_keys: tuple[str, ...]
     previous: str  # what happens to the releases this one supersedes
@@ -66,7 +117,7 @@ class Manifest:
     release_date: str
     family: dict[str, str]
     os: dict[str, str]
-    source: Source
+    source: Source | None  # the disk image the chain starts from (None: it is installed from media)
     properties: dict[str, Any]
     visibility: str
     min_ram: int
@@ -76,6 +127,7 @@ class Manifest:
     upstream_provider: str
     lint_suppress: dict[str, str] = field(default_factory=dict)  # rule id -> why it does not apply
     bake: BakeSpec | None = None
+    install: InstallSpec | None = None
     variables: dict[str, str] = field(default_factory=dict)
     rendered: str = ""  # canonical JSON of the validated document: what the build id hashes
 
@@ -279,7 +331,8 @@ def _expected(kind: type | tuple) -> str:
     return f" (expected {_kind_name(kind)})"
 
 
-KNOWN_TOP_LEVEL = {"name", "family", "os", "source", "properties", "image", "release", "upstream_provider", "lint", "bake"}
+KNOWN_TOP_LEVEL = {"name", "family", "os", "source", "properties", "image", "release", "upstream_provider", "lint", "bake",
+                   "install"}
 
 
 def _validate(path: Path, document: dict, positions: dict, context: dict[str, str]) -> Manifest:
@@ -288,6 +341,9 @@ def _validate(path: Path, document: dict, positions: dict, context: dict[str, st
         if key not in KNOWN_TOP_LEVEL:
             raise fields.error((key,), f"unknown field; expected one of {', '.join(sorted(KNOWN_TOP_LEVEL))}")
 
+    if ("source" in document) == ("install" in document):
+        raise fields.error(("install",) if "install" in document else ("source",),
+                           "expected exactly one of source (a disk image to start from) or install (installation media)")
     family = fields.get("family", kind=dict)
     for key in DEFAULT_FAMILY_KEYS:
         fields.get("family", key)
@@ -320,7 +376,7 @@ def _validate(path: Path, document: dict, positions: dict, context: dict[str, st
         release_date=context["release_date"],
         family=dict(family),
         os=os_info,
-        source=_source(fields, path),
+        source=_source(fields, path) if "source" in document else None,
         properties=dict(properties),
         visibility=fields.choice("image", "visibility", choices=VISIBILITIES, default="public"),
         min_ram=min_ram,
@@ -333,6 +389,7 @@ def _validate(path: Path, document: dict, positions: dict, context: dict[str, st
         upstream_provider=fields.get("upstream_provider", required=False, default=""),
         lint_suppress=_suppressions(fields),
         bake=_bake(fields, path),
+        install=_install(fields, path) if "install" in document else None,
         variables={k: v for k, v in context.items() if k != "release_date"},
         rendered=canonical,
     )
@@ -398,3 +455,109 @@ def _bake(fields: _Fields, manifest_path: Path) -> BakeSpec | None:
         elements_path=tuple(str((manifest_path.parent / p).resolve()) for p in paths),
         qcow2=qcow2,
     )
+
+
+INSTALL_WINDOWS = ("w7", "2k8R2", "w8.1", "2k12R2", "w10", "2k16", "2k19", "2k22", "w11", "2k25")
+FIRMWARES = ("bios", "uefi")
+MACHINES = ("q35", "pc")
+DISK_BUSES = ("virtio-blk", "virtio-scsi")
+LANGUAGE = re.compile(r"^[a-z]{2,3}-[A-Z][A-Za-z]{1,3}$")
+
+
+def _install(fields: _Fields, manifest_path: Path) -> InstallSpec:
+    section = ("install",)
+    fields.get(*section, kind=dict)
+    fields.get(*section, "windows")
+    windows = fields.choice(*section, "windows", choices=INSTALL_WINDOWS, default="")
+    index = fields.get(*section, "image", "index", kind=int, required=False)
+    name = fields.get(*section, "image", "name", required=False)
+    if (index is None) == (name is None):
+        raise fields.error((*section, "image"), "expected exactly one of index or name (the image in install.wim)")
+    if index is not None and index < 1:
+        raise fields.error((*section, "image", "index"), f"expected an index from 1, got {index}")
+    firmware = fields.choice(*section, "firmware", choices=FIRMWARES, default="uefi")
+    secure_boot = fields.get(*section, "secure_boot", kind=bool, required=False, default=False)
+    tpm = fields.get(*section, "tpm", kind=bool, required=False, default=False)
+    machine = fields.choice(*section, "machine", choices=MACHINES, default="q35")
+    for flag, value in (("secure_boot", secure_boot), ("tpm", tpm)):
+        if value and firmware != "uefi":
+            raise fields.error((*section, flag), "needs firmware: uefi")
+    if secure_boot and machine != "q35":
+        raise fields.error((*section, "machine"), "Secure Boot needs machine: q35 (SMM)")
+    language = fields.get(*section, "language", required=False, default="en-US")
+    if not LANGUAGE.match(language):
+        raise fields.error((*section, "language"), f"expected a language tag such as en-US, got {language!r}")
+    numbers = {}
+    for key, default, low in (("disk_size_gib", 40, 1), ("memory_mib", 4096, 256), ("cpus", 2, 1)):
+        numbers[key] = fields.get(*section, key, kind=int, required=False, default=default)
+        if numbers[key] < low:
+            raise fields.error((*section, key), f"expected an integer of at least {low}, got {numbers[key]}")
+    timing = {}
+    for key, default in (("timeout_minutes", 240), ("tcg_timeout_factor", 20)):
+        timing[key] = fields.get(*section, key, kind=(int, float), required=False, default=default)
+        if isinstance(timing[key], bool) or timing[key] <= 0:
+            raise fields.error((*section, key), f"expected a positive number, got {timing[key]!r}")
+    virtio_section = (*section, "virtio_win") if fields.get(*section, "virtio_win", kind=dict, required=False) else ("bake", "virtio_win")
+    if virtio_section[0] == "bake" and fields.get("bake", "virtio_win", kind=dict, required=False) is None:
+        raise fields.error((*section, "virtio_win"), "required pin is missing: the virtio-win ISO whose drivers Setup loads")
+    return InstallSpec(
+        media=_source(fields, manifest_path, (*section, "media"), formats=False),
+        virtio_win=_source(fields, manifest_path, virtio_section, formats=False),
+        windows=windows,
+        image_index=index,
+        image_name=name,
+        edition=fields.get(*section, "edition"),
+        product_key=_product_key(fields, manifest_path),
+        administrator_password=_secret_ref(fields, manifest_path, (*section, "administrator_password")),
+        language=language,
+        timezone=fields.get(*section, "timezone", required=False, default="UTC"),
+        firmware=firmware,
+        secure_boot=secure_boot,
+        tpm=tpm,
+        machine=machine,
+        disk_bus=fields.choice(*section, "disk_bus", choices=DISK_BUSES, default="virtio-blk"),
+        boot_keypress=fields.get(*section, "boot_keypress", kind=bool, required=False, default=firmware == "uefi"),
+        config_files=_config_files(fields, manifest_path),
+        ovmf_code=_optional_path(fields, manifest_path, (*section, "ovmf", "code")),
+        ovmf_vars=_optional_path(fields, manifest_path, (*section, "ovmf", "vars")),
+        **numbers,
+        **timing,
+    )
+
+
+def _optional_path(fields: _Fields, manifest_path: Path, keys: tuple[str, ...]) -> str | None:
+    value = fields.get(*keys, required=False)
+    return str((manifest_path.parent / value).resolve()) if value else None
+
+
+def _product_key(fields: _Fields, manifest_path: Path) -> str | SecretRef | None:
+    keys = ("install", "product_key")
+    value = fields.get(*keys, kind=(str, dict), required=False, default="kms")
+    if isinstance(value, dict):
+        return _secret_ref(fields, manifest_path, keys)
+    if value not in ("kms", "none"):
+        raise fields.error(keys, f"expected kms, none, or {{file: PATH}} / {{env: NAME}} (never the key itself), got {value!r}")
+    return None if value == "none" else value
+
+
+def _secret_ref(fields: _Fields, manifest_path: Path, keys: tuple[str, ...]) -> SecretRef:
+    fields.get(*keys, kind=dict)
+    file = fields.get(*keys, "file", required=False)
+    env = fields.get(*keys, "env", required=False)
+    if bool(file) == bool(env):
+        raise fields.error(keys, "expected exactly one of file (a path) or env (a variable name); secrets never go in a manifest")
+    if env and not VARIABLE.match(env):
+        raise fields.error((*keys, "env"), f"expected an environment variable name, got {env!r}")
+    return SecretRef(file=str((manifest_path.parent / file).resolve()) if file else None, env=env, field=".".join(keys))
+
+
+def _config_files(fields: _Fields, manifest_path: Path) -> tuple[tuple[str, str], ...]:
+    keys = ("install", "config_files")
+    files = fields.get(*keys, kind=dict, required=False, default={})
+    result = []
+    for name in sorted(files):
+        if not re.match(r"^[A-Za-z0-9_.-]+$", str(name)) or name.lower() == "autounattend.xml":
+            raise fields.error((*keys, name), "expected a plain file name (letters, digits, . _ -), not autounattend.xml")
+        value = fields.get(*keys, name)
+        result.append((name, str((manifest_path.parent / value).resolve())))
+    return tuple(result)
