@@ -156,3 +156,42 @@ def media(tmp_path_factory):
             return self.made[key], sha256_file(self.made[key])
 
     return Media()
+
+
+# -- the stand-in installation media (QEMU tests) ----------------------------------------------------------
+
+STANDIN_DISK_SIZE = 300 * MiB  # what the stand-in "applies"; small, since a TCG guest writes it
+STANDIN_IMAGES = ((1, "Windows 10 Enterprise", "w10"), (2, "Windows Server 2022 SERVERSTANDARD", "2k22"),
+                  (3, "Windows 11 Enterprise", "w11"), (4, "Windows 7 ENTERPRISE", "w7"))
+
+
+def qemu_tools_missing() -> str | None:
+    import shutil
+
+    for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("swtpm", "swtpm"), ("xorriso", "xorriso"),
+                          ("mformat", "mtools"), ("sbsign", "sbsigntool")):
+        if shutil.which(tool) is None:
+            return f"{tool} missing (Debian package {package}; `make deps` installs it)"
+    for path in ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/lib/ISOLINUX/isolinux.bin", "/usr/bin/busybox",
+                 "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"):
+        if not Path(path).exists():
+            return f"{path} missing (`make deps` installs ovmf, isolinux, busybox-static and systemd-boot-efi)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def install_media(media, tmp_path_factory):
+    """(stand-in install ISO, its sha256): boots under SeaBIOS and OVMF, carries four "install.wim" images."""
+    reason = qemu_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    from pipeline.measure import sha256_file
+    from pipeline.synthetic import standin, windows_disk
+
+    root = tmp_path_factory.mktemp("install-media")
+    images = [standin.StandinImage(index, name, windows_disk.generate(root / f"{release}.raw", release, size=STANDIN_DISK_SIZE))
+              for index, name, release in STANDIN_IMAGES]
+    iso = standin.build_iso(root / "standin-setup.iso", images, cache=root / "cache")
+    for image in images:
+        image.disk.unlink()
+    return iso, sha256_file(iso)
