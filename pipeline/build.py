@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
@@ -22,7 +22,7 @@ from pipeline import __version__, elements
 from pipeline import bake as bake_stage
 from pipeline.bake import BakeResult
 from pipeline.errors import ManifestError
-from pipeline.inspection import ImageFacts, check_qcow2
+from pipeline.inspection import ImageFacts, check_qcow2, inspect_image
 from pipeline.manifest import Manifest, Source
 from pipeline.measure import DigestMemo, ImageInfo, image_info, sha256_file
 from pipeline.progress import progress, say
@@ -40,6 +40,11 @@ class BuiltImage:
     temporary: bool  # a work file of ours (deleted after publishing), not the user's source
     facts: ImageFacts | None = None  # what inspection found in the image (baked images)
     baked: BakeResult | None = None
+    installed_virtio_win: str | None = None  # the virtio-win release Setup loaded, for an install without a bake
+
+    @property
+    def virtio_win_version(self) -> str | None:
+        return self.baked.virtio_win_version if self.baked else self.installed_virtio_win
 
     def to_dict(self) -> dict:
         return {
@@ -53,12 +58,17 @@ class BuiltImage:
         }
 
 
+def origin_sha256(manifest: Manifest) -> str:
+    """The pin of what the chain starts from: the source image, or the installation media."""
+    return manifest.source.sha256 if manifest.source else manifest.install.media.sha256
+
+
 def build_id(manifest: Manifest, *, template_sha256: str) -> str:
     """Content address of a build: everything that decides what gets published, hashed."""
     inputs = {
         "manifest_sha256": manifest.sha256,
         "release_date": manifest.release_date,
-        "source_sha256": manifest.source.sha256,
+        "source_sha256": origin_sha256(manifest),
         "properties_template_sha256": template_sha256,
         "pipeline_version": __version__,
     }
@@ -68,6 +78,10 @@ def build_id(manifest: Manifest, *, template_sha256: str) -> str:
             "drivers": list(manifest.bake.drivers),
             "elements_sha256": elements.content_sha256(bake_stage.resolve_elements(manifest.bake)),
         }
+    if manifest.install:
+        from pipeline.install import templates_sha256
+
+        inputs["install"] = {**manifest.install.to_dict(), "templates_sha256": templates_sha256()}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -150,12 +164,24 @@ def _download(source: Source, downloads: Path, manifest: Manifest) -> Path:
 def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: Path | None = None) -> BuiltImage:
     """The raw image to publish: baked when the manifest says so, else the source (converted if qcow2)."""
     planned = preview(manifest, source_path)
+    origin = origin_sha256(manifest)
     if manifest.bake:
         result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir, build_epoch=build_epoch(manifest))
-        return BuiltImage(result.raw, image_info(result.raw), source_path, manifest.source.sha256, temporary=True,
+        return BuiltImage(result.raw, image_info(result.raw), source_path, origin, temporary=True,
                           facts=result.facts, baked=result)
     if planned.info.format == "raw":
         return planned
+    converted = _convert(source_path, workdir, origin)
+    if manifest.install:  # what Setup left is checked against the manifest by the facts-based lint rules
+        try:
+            return replace(converted, facts=inspect_image(converted.path, workdir=workdir / "inspect"))
+        except BaseException:
+            discard(converted)
+            raise
+    return converted
+
+
+def _convert(source_path: Path, workdir: Path, origin: str) -> BuiltImage:
     check_qcow2(source_path)
     workdir.mkdir(parents=True, exist_ok=True)
     target = workdir / "image.raw"
@@ -166,7 +192,7 @@ def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: P
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
-    return BuiltImage(target, image_info(target), source_path, manifest.source.sha256, temporary=True)
+    return BuiltImage(target, image_info(target), source_path, origin, temporary=True)
 
 
 def build_epoch(manifest: Manifest) -> int:
@@ -182,9 +208,9 @@ def discard(image: BuiltImage) -> None:
 def preview(manifest: Manifest, source_path: Path) -> BuiltImage:
     """What build() would hand on, without writing anything (for plan and lint)."""
     info = image_info(source_path)
-    expected = manifest.source.format
+    expected = manifest.source.format if manifest.source else None
     if expected and info.format != expected:
         raise ManifestError(str(manifest.path), "source.format", f"manifest says {expected}, but qemu-img reads {source_path} as {info.format}")
     if info.format not in ("raw", "qcow2"):
         raise ManifestError(str(manifest.path), "source", f"{source_path} is {info.format}; expected a raw or qcow2 image")
-    return BuiltImage(source_path, info, source_path, manifest.source.sha256, temporary=False)
+    return BuiltImage(source_path, info, source_path, origin_sha256(manifest), temporary=False)

@@ -6,10 +6,13 @@ manifest never reaches the server; and the previous release is only demoted once
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import build as build_stage
+from pipeline import install as install_stage
 from pipeline import lint, properties, publish, release
 from pipeline.cloud import Target, connect
 from pipeline.errors import LintFailed
@@ -43,14 +46,33 @@ def _prepare(options: JobOptions, report: Report, *, convert: bool) -> _Prepared
     memo = DigestMemo(state / "memo")
     with report.stage("manifest"):
         manifest = _load(options, report)
+    downloads = state / "downloads"
     with report.stage("source"):
-        source_path = build_stage.locate_source(manifest, state / "downloads", memo)
-        virtio_win = build_stage.fetch_pinned(manifest.bake.virtio_win, manifest, state / "downloads", memo) if manifest.bake else None
+        if manifest.install:
+            source_path = build_stage.fetch_pinned(manifest.install.media, manifest, downloads, memo)
+            install_drivers = build_stage.fetch_pinned(manifest.install.virtio_win, manifest, downloads, memo)
+        else:
+            source_path = build_stage.locate_source(manifest, downloads, memo)
+        virtio_win = build_stage.fetch_pinned(manifest.bake.virtio_win, manifest, downloads, memo) if manifest.bake else None
     build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256())
     report.build_id = build_id
+    workdir = state / "work" / build_id
+    if manifest.install and convert:
+        with report.stage("install"):
+            installed = install_stage.install(manifest, source_path, install_drivers, state / "work" / f"{build_id}-install", build_id=build_id,
+                                              record=lambda result: report.details.__setitem__("install", result.to_dict()))
+        source_path = installed.disk
     with report.stage("build"):
         if convert:
-            image = build_stage.build(manifest, source_path, state / "work" / build_id, virtio_win=virtio_win)
+            try:
+                image = build_stage.build(manifest, source_path, workdir, virtio_win=virtio_win)
+                if manifest.install:
+                    image = dataclasses.replace(image, installed_virtio_win=installed.virtio_win_version)
+            finally:
+                if manifest.install:  # the installed disk: the built image is what counts now
+                    shutil.rmtree(source_path.parent, ignore_errors=True)
+        elif manifest.install:
+            image = build_stage.BuiltImage(None, None, source_path, build_stage.origin_sha256(manifest), temporary=False)
         else:
             image = build_stage.preview(manifest, source_path)
     report.built = image.to_dict()
@@ -127,17 +149,23 @@ def plan(options: JobOptions, report: Report, *, target: Target | None = None) -
     previous = release.to_supersede(target, manifest, new_id=None, allow_older=options.allow_older)
     report.demoted = [p.to_dict() for p in previous]
     image = prepared.image
+    if image.path is None:  # installed from media: the disk exists only after the install
+        upload = {"path": None, "installed_from": str(image.source_path)}
+        upload_summary = f"the disk installed from {image.source_path.name}"
+    else:
+        upload = {"path": str(image.path), "size": image.path.stat().st_size, "virtual_size": image.info.virtual_size,
+                  "source_format": image.info.format}
+        upload_summary = f"{image.path} ({image.path.stat().st_size:,} bytes)"
     report.plan = {
         "name": manifest.name,
         "properties": prepared.propset.all(),
         "visibility": manifest.visibility,
-        "upload": {"path": str(image.path), "size": image.path.stat().st_size, "virtual_size": image.info.virtual_size,
-                   "source_format": image.info.format},
+        "upload": upload,
         "existing_with_same_build_id": [e["id"] for e in existing],
         "would_demote": [p.id for p in previous],
         "summary": {
             "would publish": manifest.name,
-            "upload": "maybe not: an image with this build id exists (reused if its checksum matches)" if existing else f"{image.path} ({image.path.stat().st_size:,} bytes)",
+            "upload": "maybe not: an image with this build id exists (reused if its checksum matches)" if existing else upload_summary,
             "would demote": ", ".join(f"{p.name} ({p.id})" for p in previous) or "none",
         },
     }
@@ -153,11 +181,12 @@ def lint_manifest(options: JobOptions, report: Report, *, enforce: bool = True) 
     """
     manifest = _load(options, report)
     source = manifest.source
-    if not source.is_url and Path(source.location).is_file():
+    if source and not source.is_url and Path(source.location).is_file():
         image = build_stage.preview(manifest, Path(source.location))
     else:
-        image = build_stage.BuiltImage(None, None, None, source.sha256, temporary=False)
-        report.details["skipped"] = f"source {source.location} is not at hand: image facts (virtual size) not checked"
+        image = build_stage.BuiltImage(None, None, None, build_stage.origin_sha256(manifest), temporary=False)
+        missing = f"source {source.location} is not at hand" if source else "the disk is installed from media"
+        report.details["skipped"] = f"{missing}: image facts (virtual size) not checked"
     build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256())
     propset = properties.render(manifest, image, build_id=build_id, enforce=False)
     report.lint = [f.to_dict() for f in propset.findings]

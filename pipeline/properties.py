@@ -71,11 +71,12 @@ def _context(manifest: Manifest, image: BuiltImage, build_id: str) -> dict:
         "upstream_provider": manifest.upstream_provider,
         "image": {
             "virtual_size": image.info.virtual_size if image.info else None,
-            "min_disk": max(manifest.min_disk or 0, image.info.min_disk_gib if image.info else 0),
+            "min_disk": max(manifest.min_disk or 0, _disk_gib(manifest, image)),
             "min_ram": manifest.min_ram,
         },
         "facts": image.facts.to_dict() if image.facts else None,
-        "virtio_win_version": image.baked.virtio_win_version if image.baked else None,
+        "virtio_win_version": image.virtio_win_version,
+        "install": manifest.install.to_dict() if manifest.install else None,
         "provenance": {
             "build_id": build_id,
             "manifest": manifest_path,
@@ -84,6 +85,12 @@ def _context(manifest: Manifest, image: BuiltImage, build_id: str) -> dict:
             "pipeline_version": __version__,
         },
     }
+
+
+def _disk_gib(manifest: Manifest, image: BuiltImage) -> int:
+    if image.info:
+        return image.info.min_disk_gib
+    return manifest.install.disk_size_gib if manifest.install else 0  # the disk Setup will be given
 
 
 def _render_template(template: Path, context: dict) -> dict:
