@@ -147,7 +147,8 @@ def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket:
         argv += ["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
     for index, iso in enumerate(spec.cdroms):
         argv += ["-drive", f"file={iso},if=none,id=cd{index},media=cdrom,readonly=on,format=raw"]
-        bus = f",bus=ide.{index}" if spec.machine == "q35" else ""
+        # q35's AHCI has one device per port; pc's PIIX IDE has two buses of two units each
+        bus = f",bus=ide.{index}" if spec.machine == "q35" else f",bus=ide.{index // 2},unit={index % 2}"
         argv += ["-device", f"ide-cd,drive=cd{index}{bus}" + (",bootindex=0" if index == 0 else "")]
     return argv
 

@@ -169,12 +169,14 @@ def test_hung_setup_times_out_with_a_screenshot(media, install_media, target, tm
 
 def test_guest_panic_fails_the_build_and_the_password_is_never_printed(media, install_media, target, tmp_path, monkeypatch):
     monkeypatch.setenv("BAKERY_TEST_PASSWORD", PASSWORD)
-    manifest = install_manifest(tmp_path, media, install_media, mode="panic",
+    # on pc (i440fx, PIIX IDE CD-ROMs), the machine the legacy Windows 7 manifest uses
+    manifest = install_manifest(tmp_path, media, install_media, mode="panic", machine="pc",
                                 administrator_password={"env": "BAKERY_TEST_PASSWORD"})
     report = Report("t")
     with pytest.raises(VmFailed) as failure:
         publish(manifest, target, "2026-11-01", report)
     assert "the guest panicked" in failure.value.one_line()
+    assert "panicking" in Path(report.details["install"]["vm"]["serial_log"]).read_text(), "the stand-in never found its media"
     assert PASSWORD not in failure.value.one_line() + report.to_json()
     vm = report.details["install"]["vm"]
     assert vm["outcome"] == "panic" and Path(vm["screenshot"]).is_file()
@@ -217,3 +219,13 @@ def test_a_missing_password_stops_before_any_vm(media, install_media, target, tm
         publish(manifest, target, "2026-11-01")
     assert "install.administrator_password: environment variable BAKERY_TEST_PASSWORD is not set" in failure.value.one_line()
     assert project_images(target) == []
+
+
+def test_plan_of_an_install_starts_no_vm(media, install_media, target, tmp_path, isolated_state):
+    manifest = install_manifest(tmp_path, media, install_media, firmware="uefi", disk_bus="virtio-scsi")
+    report = job.plan(job.JobOptions(manifest, release_date="2026-11-01"), Report("plan"), target=target)
+    assert report.plan["upload"] == {"path": None, "installed_from": str(install_media[0])}
+    props = report.plan["properties"]
+    assert (props["hw_disk_bus"], props["hw_scsi_model"], props["hw_firmware_type"]) == ("scsi", "virtio-scsi", "uefi")
+    assert props["min_disk"] == "1" and "install" not in report.details
+    assert not (isolated_state / "logs").exists()

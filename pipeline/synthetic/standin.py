@@ -32,7 +32,7 @@ SNAKEOIL_CERT = Path("/usr/share/ovmf/PkKek-1-snakeoil.pem")
 SNAKEOIL_PASSPHRASE = "snakeoil"  # public, documented in Debian's ovmf package
 KERNEL_CMDLINE = "console=ttyS0 panic=0 loglevel=3"
 # What the stand-in needs: the disk buses, the CD-ROM, ISO 9660, pvpanic and efivarfs (Secure Boot state).
-MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci", "sr_mod", "isofs", "pvpanic_mmio",
+MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci", "ata_piix", "sr_mod", "isofs", "pvpanic_mmio",
            "pvpanic_pci", "efivarfs")
 VOLUME_LABEL = "STANDIN_SETUP"
 
