@@ -12,10 +12,12 @@ BASE_PYTHON := /usr/bin/python3
 # qemu-system-common: qemu-storage-daemon (exposes a partition of an image over FUSE, no root or loop device);
 # ntfs-3g: mkntfs and the NTFS mount; python3-hivex: the registry bindings (linked into the venv below).
 # qemu-system-x86, ovmf, swtpm: the install-from-media VM (UEFI, Secure Boot, TPM 2.0).
+# libfaketime: freezes ntfs-3g's clock at the build epoch, so a bake is bit-for-bit reproducible.
 # The rest builds the tests' stand-in install ISO (a Debian kernel + busybox playing Windows Setup) that
 # boots under SeaBIOS (isolinux) and OVMF (a signed unified kernel image in an El Torito FAT image).
 APT_PACKAGES := python3-venv qemu-utils fdisk qemu-system-common fuse3 ntfs-3g python3-hivex libhivex-bin \
 	qemu-system-x86 ovmf swtpm swtpm-tools \
+	libfaketime \
 	xorriso mtools isolinux syslinux-common systemd-boot-efi busybox-static sbsigntool
 PYTEST_ARGS ?=
 

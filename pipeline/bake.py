@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pipeline.progress import say
 from pipeline.run import require_tool, run
 from pipeline.virtio_win import SelectedDriver, VirtioWin
 from pipeline.windows.drivers import BOOT_DRIVERS, STAGING_DIR
-from pipeline.windows.registry import Hive
+from pipeline.windows.registry import Hive, pin_timestamps
 
 HIVES = ("SYSTEM", "SOFTWARE")
 GUEST_AGENT_FILES = ("guest-agent/qemu-ga-x86_64.msi", "guest-agent/qemu-ga-i386.msi")
@@ -76,7 +77,8 @@ def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_e
     say(f"convert {source.name} ({source_format}) to a sparse raw work copy")
     run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "raw", source, partial], timeout=6 * 3600)
 
-    with VirtioWin(virtio_win) as media, windows_volume(partial, "raw", workdir / "mnt", writable=True) as found:
+    started = time.time()  # hivex stamps from here on are ours, and get the build epoch instead
+    with VirtioWin(virtio_win) as media, windows_volume(partial, "raw", workdir / "mnt", writable=True, clock=build_epoch) as found:
         windows = read_windows(found, str(partial))
         say(f"found {windows.product_name} (build {windows.build}, {windows.arch}, {windows.control_set}) on partition {found.partition.number}")
         selection = media.select(spec.drivers, os_dir=windows.virtio_os_dir, arch=windows.arch, product=windows.product_name)
@@ -91,6 +93,8 @@ def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_e
         elements.merge_hooks(resolved, hooks)
         environment = element_environment(found, windows, hives, drivers_dir, selection, media.version, build_epoch)
         elements.run_phases(hooks, environment, _log_path(workdir))
+        for copy in hives.values():
+            pin_timestamps(copy, since=started, to=build_epoch)
         _copy_hives_back(hives, found)
         facts = read_facts(found, image=str(partial), fmt="raw", virtual_size=image_info(partial).virtual_size)
         version = media.version

@@ -146,8 +146,9 @@ class WindowsVolume:
 
 
 @contextlib.contextmanager
-def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool) -> Iterator[WindowsVolume]:
-    """Find the NTFS partition that holds Windows and mount it (read-only unless writable)."""
+def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool, clock: int | None = None) -> Iterator[WindowsVolume]:
+    """Find the NTFS partition that holds Windows and mount it (read-only unless writable; with `clock`,
+    every time the file system stamps is that Unix time)."""
     size = image_info(image).virtual_size
     with contextlib.ExitStack() as stack:
         disk = image if fmt == "raw" else stack.enter_context(volume.exposed(image, fmt, mountpoint=workdir / "disk"))
@@ -164,7 +165,8 @@ def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool) -> I
             if found:
                 window_ctx = volume.exposed(image, fmt, mountpoint=window, window=partition, writable=writable)
                 stack.enter_context(window_ctx)
-                root = stack.enter_context(volume.ntfs_mounted(window, workdir / "windows", writable=writable, label_for_errors=str(image)))
+                root = stack.enter_context(volume.ntfs_mounted(window, workdir / "windows", writable=writable,
+                                                               label_for_errors=str(image), clock=clock))
                 yield WindowsVolume(root, layout, partition)
                 return
         if not searched:

@@ -190,3 +190,50 @@ def _minimal_security_descriptor() -> bytes:
     admins = bytes([1, 2, 0, 0, 0, 0, 0, 5]) + struct.pack("<II", 32, 544)
     header = struct.pack("<BBHIIII", 1, 0, 0x8000, 20, 20 + len(admins), 0, 0)
     return header + admins + admins
+
+
+FILETIME_UNIX_OFFSET = 11644473600  # seconds from 1601-01-01 (Windows' epoch) to 1970-01-01
+
+
+def filetime(unix_seconds: float) -> int:
+    return int((unix_seconds + FILETIME_UNIX_OFFSET) * 10_000_000)
+
+
+def pin_timestamps(path: Path, *, since: float, to: int) -> int:
+    """Rewrite every last-written time hivex stamped during this build (at or after `since`) to `to`.
+
+    hivex stamps the current time into the base block, new hbins and every key it creates or changes;
+    without this, two bakes of the same inputs differ in those bytes. Times older than `since` belong to
+    the source image and are kept. Returns how many stamps were rewritten.
+    """
+    data = bytearray(Path(path).read_bytes())
+    threshold, target = filetime(since), filetime(to)
+    changed = 0
+
+    def pin(offset: int) -> None:
+        nonlocal changed
+        (stamp,) = struct.unpack_from("<Q", data, offset)
+        if stamp >= threshold:
+            struct.pack_into("<Q", data, offset, target)
+            changed += 1
+
+    pin(0x0C)  # base block: last written
+    offset = _HEADER_SIZE
+    while offset + 0x20 <= len(data) and data[offset:offset + 4] == b"hbin":
+        (hbin_size,) = struct.unpack_from("<I", data, offset + 8)
+        pin(offset + 0x14)
+        cell = offset + 0x20
+        while cell + 4 <= offset + hbin_size:
+            (size,) = struct.unpack_from("<i", data, cell)
+            if size == 0:
+                break
+            if size < 0 and data[cell + 4:cell + 6] == b"nk":
+                pin(cell + 4 + 4)  # nk: signature, flags, then the last-written FILETIME
+            cell += abs(size)
+        offset += hbin_size
+    checksum = 0
+    for (dword,) in struct.iter_unpack("<I", bytes(data[:0x1FC])):
+        checksum ^= dword
+    struct.pack_into("<I", data, 0x1FC, checksum)
+    Path(path).write_bytes(bytes(data))
+    return changed

@@ -122,22 +122,40 @@ def exposed(image: Path, fmt: str, *, mountpoint: Path, window: Partition | None
 
 
 @contextlib.contextmanager
-def ntfs_mounted(volume_file: Path, mountpoint: Path, *, writable: bool, label_for_errors: str) -> Iterator[Path]:
-    """An NTFS file system mounted with Windows' case-insensitive lookups; flushed when the block ends."""
+def ntfs_mounted(volume_file: Path, mountpoint: Path, *, writable: bool, label_for_errors: str,
+                 clock: int | None = None) -> Iterator[Path]:
+    """An NTFS file system mounted with Windows' case-insensitive lookups; flushed when the block ends.
+
+    With `clock` (a Unix time), ntfs-3g runs under libfaketime with its wall clock frozen there: every
+    time it stamps (in $STANDARD_INFORMATION, in $FILE_NAME, in the parent's index) is that time, so two
+    runs doing the same writes write the same bytes. Monotonic time stays real.
+    """
     require_tool("lowntfs-3g", "ntfs-3g")
+    env = None
+    if clock is not None:
+        if not FAKETIME.exists():
+            raise BakeryError(f"{FAKETIME} missing: a reproducible bake freezes ntfs-3g's clock with it",
+                              hint="install the Debian package libfaketime, or run `make deps`")
+        frozen = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(clock))
+        env = {**os.environ, "LD_PRELOAD": str(FAKETIME), "FAKETIME": frozen, "TZ": "UTC",
+               "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_DONT_RESET": "1"}
     mountpoint.mkdir(parents=True, exist_ok=True)
-    options = "no_detach,ignore_case,windows_names" + ("" if writable else ",ro")
+    # noatime: reading a file must not change the image (a bake is meant to be reproducible)
+    options = "no_detach,ignore_case,windows_names,noatime" + ("" if writable else ",ro")
     if writable:
         options += ",remove_hiberfile"
     daemon = subprocess.Popen(
         ["lowntfs-3g", "-o", options, volume_file, mountpoint],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )
     try:
         _wait_mounted(mountpoint, daemon, "ntfs-3g", label_for_errors)
         yield mountpoint
     finally:
         _stop(daemon, mountpoint, unmount_first=True)  # it flushes and exits once unmounted
+
+
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 
 
 def is_ntfs(volume_file: Path) -> bool:
