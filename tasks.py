@@ -1,6 +1,9 @@
 """Invoke tasks: parse arguments, call pipeline/. No logic lives here.
 
-    invoke build-and-publish --manifest manifests/w10entx64.yaml [--cloud NAME] [--json report.json]
+    invoke build-and-publish --manifest manifests/w10entx64.yaml [--cloud NAME] [--json report.json] [--no-cache]
+    invoke lock --manifest manifests/w10entx64.yaml [--release-date D]      (writes manifests/w10entx64.lock)
+    invoke rebuild --image ID | --lock FILE
+    invoke cache-ls | cache-gc [--max-gib N] [--all]
     invoke plan --manifest manifests/w10entx64.yaml
     invoke inspect IMAGE                       (a disk image file or a Glance image id)
     invoke synthetic --windows w10 --out base.raw [--virtio-win-iso virtio.iso]
@@ -20,9 +23,11 @@ from pipeline import audit as audit_stage
 from pipeline import explain as explain_stage
 from pipeline import job
 from pipeline import inspection
+from pipeline import cache as cache_stage
+from pipeline import rebuild as rebuild_stage
 from pipeline import synthetic as synthetic_stage
 from pipeline.synthetic import virtio_iso, windows_disk
-from pipeline.cli import execute, print_audit, print_findings, print_inspection
+from pipeline.cli import execute, print_audit, print_cache, print_findings, print_inspection
 from pipeline.cloud import connect
 from pipeline.localglance import LocalGlance
 from pipeline.paths import state_dir
@@ -42,15 +47,47 @@ def _help(*names: str) -> dict[str, str]:
     return {name: COMMON_HELP[name] for name in names}
 
 
-def _options(manifest, cloud, release_date, set, allow_older=False) -> job.JobOptions:
-    return job.JobOptions(Path(manifest), cloud=cloud, release_date=release_date, variables=tuple(set or ()), allow_older=allow_older)
+def _options(manifest, cloud, release_date, set, allow_older=False, no_cache=False, lock=None) -> job.JobOptions:
+    return job.JobOptions(Path(manifest), cloud=cloud, release_date=release_date, variables=tuple(set or ()), allow_older=allow_older,
+                          use_cache=not no_cache, lock=Path(lock) if lock else None)
 
 
-@task(iterable=["set"], help=COMMON_HELP)
-def build_and_publish(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_older=False):
+@task(iterable=["set"], help={**COMMON_HELP, "no-cache": "build every stage again, without reading or filling the stage cache",
+                              "lock": "the lock file to verify against (default: the manifest's .lock, when it exists)"})
+def build_and_publish(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_older=False, no_cache=False, lock=None):
     """Build the image of a manifest, publish it verified to Glance, demote the previous release."""
-    options = _options(manifest, cloud, release_date, set, allow_older)
+    options = _options(manifest, cloud, release_date, set, allow_older, no_cache, lock)
     execute("build-and-publish", json, lambda report: job.build_and_publish(options, report))
+
+
+@task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json"), "out": "where to write it (default: next to the manifest, .lock)"})
+def lock(c, manifest, release_date=None, set=None, json=None, out=None):
+    """Pin every input of a release (files, elements, templates, tools) in a lock file to review in git."""
+    options = _options(manifest, None, release_date, set, lock=out)
+    execute("lock", json, lambda report: job.write_lock(options, report), summary=False)
+
+
+@task(help={"image": "a Glance image id: rebuild from the lock its provenance names", "lock": "rebuild from this lock file",
+            **_help("cloud", "json")})
+def rebuild(c, image=None, lock=None, cloud=None, json=None):
+    """Rebuild a release from its lock, without the cache, and compare it with what was published."""
+    execute("rebuild", json, lambda report: rebuild_stage.rebuild(report, image_id=image, lock_file=lock, cloud=cloud), summary=False)
+
+
+@task(help=_help("json"))
+def cache_ls(c, json=None):
+    """List the stage cache: stage, id, size on disk, last use."""
+    report = execute("cache-ls", json, cache_stage.list_entries, summary=False)
+    print_cache(report)
+
+
+@task(help={"max_gib": "evict least recently used entries until the cache fits (default: BAKERY_CACHE_MAX_GIB or 100)",
+            "all": "empty the cache", **_help("json")})
+def cache_gc(c, max_gib=None, all=False, json=None):
+    """Evict least recently used stage outputs beyond the size limit (and any broken entry)."""
+    limit = 0 if all else (None if max_gib is None else int(float(max_gib) * 2**30))
+    report = execute("cache-gc", json, lambda report: cache_stage.collect(report, limit=limit), summary=False)
+    print_cache(report)
 
 
 @task(iterable=["set"], help=COMMON_HELP)

@@ -41,6 +41,7 @@ class BuiltImage:
     facts: ImageFacts | None = None  # what inspection found in the image (baked images)
     baked: BakeResult | None = None
     installed_virtio_win: str | None = None  # the virtio-win release Setup loaded, for an install without a bake
+    cache_entry: str | None = None  # "<stage>/<id>" when the image lives in the stage cache
 
     @property
     def virtio_win_version(self) -> str | None:
@@ -53,6 +54,7 @@ class BuiltImage:
             "virtual_size": self.info.virtual_size if self.info else None,
             "source": str(self.source_path),
             "source_sha256": self.source_sha256,
+            "cache_entry": self.cache_entry,
             **({"bake": self.baked.to_dict()} if self.baked else {}),
             **({"facts": self.facts.to_dict()} if self.facts else {}),
         }
@@ -63,26 +65,116 @@ def origin_sha256(manifest: Manifest) -> str:
     return manifest.source.sha256 if manifest.source else manifest.install.media.sha256
 
 
-def build_id(manifest: Manifest, *, template_sha256: str) -> str:
-    """Content address of a build: everything that decides what gets published, hashed."""
-    inputs = {
+@dataclass(frozen=True)
+class StageIds:
+    """Content addresses of the stages: each is the sha256 of everything that determines its output."""
+
+    install: str | None  # the disk Setup leaves (installs only)
+    build: str  # the raw image: bake, or convert (+ inspection for installs)
+    measure: str  # size, md5, sha512 of that raw image
+
+    def to_dict(self) -> dict:
+        return {"install": self.install, "build": self.build, "measure": self.measure}
+
+
+def _digest(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def stage_ids(manifest: Manifest) -> StageIds:
+    from pipeline.install import templates_sha256
+    from pipeline.lock import tool_versions
+
+    tools = tool_versions()
+    install_id = None
+    if manifest.install:
+        install_id = _digest({"stage": "install", **manifest.install.to_dict(), "templates_sha256": templates_sha256(),
+                              "tools": tools})
+    build = {"stage": "bake" if manifest.bake else "convert", "input": install_id or manifest.source.sha256, "tools": tools,
+             "inspect": bool(manifest.install)}
+    if manifest.bake:
+        build.update(virtio_win_sha256=manifest.bake.virtio_win.sha256, drivers=list(manifest.bake.drivers),
+                     elements_sha256=elements.content_sha256(bake_stage.resolve_elements(manifest.bake)),
+                     qcow2=manifest.bake.qcow2, build_epoch=build_epoch(manifest))
+    build_stage = _digest(build)
+    return StageIds(install_id, build_stage, _digest({"stage": "measure", "input": build_stage}))
+
+
+def build_id(manifest: Manifest, *, template_sha256: str, stages: StageIds | None = None) -> str:
+    """Content address of a release: the image's bytes (its stage id), the manifest and the properties template."""
+    stages = stages or stage_ids(manifest)
+    return _digest({
         "manifest_sha256": manifest.sha256,
         "release_date": manifest.release_date,
-        "source_sha256": origin_sha256(manifest),
+        "build_stage": stages.build,
         "properties_template_sha256": template_sha256,
         "pipeline_version": __version__,
-    }
-    if manifest.bake:
-        inputs["bake"] = {
-            "virtio_win_sha256": manifest.bake.virtio_win.sha256,
-            "drivers": list(manifest.bake.drivers),
-            "elements_sha256": elements.content_sha256(bake_stage.resolve_elements(manifest.bake)),
-        }
-    if manifest.install:
-        from pipeline.install import templates_sha256
+    })
 
-        inputs["install"] = {**manifest.install.to_dict(), "templates_sha256": templates_sha256()}
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+@dataclass(frozen=True)
+class RecordedFacts:
+    """Facts as a cache entry recorded them: what properties and lint read, without mounting the image."""
+
+    data: dict
+    lint: dict
+
+    @property
+    def firmware(self) -> str:
+        return self.data["layout"]["firmware"] if "layout" in self.data else self.data.get("firmware")
+
+    def to_dict(self) -> dict:
+        return self.data
+
+    def lint_facts(self) -> dict:
+        return dict(self.lint)
+
+
+@dataclass(frozen=True)
+class RecordedBake:
+    data: dict
+
+    @property
+    def virtio_win_version(self) -> str:
+        return self.data["virtio_win_version"]
+
+    def to_dict(self) -> dict:
+        return self.data
+
+
+def cacheable(image: BuiltImage) -> bool:
+    """A raw source used as it is needs no cache entry: it is its own output."""
+    return image.temporary
+
+
+def from_cache(entry, manifest: Manifest) -> BuiltImage:
+    record = entry.record
+    raw = entry.file("image.raw")
+    facts = RecordedFacts(record["facts"], record["lint_facts"]) if record.get("facts") else None
+    baked = RecordedBake(record["bake"]) if record.get("bake") else None
+    return BuiltImage(raw, image_info(raw), Path(record["source_path"]), origin_sha256(manifest), temporary=False,
+                      facts=facts, baked=baked, installed_virtio_win=record.get("installed_virtio_win"),
+                      cache_entry=f"{entry.stage}/{entry.id}")
+
+
+def to_cache(cache, stage_id: str, image: BuiltImage) -> BuiltImage:
+    """Move a freshly built image into the cache; the work directory it came from is removed."""
+    record = {
+        "source_path": str(image.source_path),
+        "facts": image.facts.to_dict() if image.facts else None,
+        "lint_facts": image.facts.lint_facts() if image.facts else None,
+        "bake": image.baked.to_dict() if image.baked else None,
+        "installed_virtio_win": image.installed_virtio_win,
+    }
+    files = {"image.raw": image.path}
+    qcow2 = getattr(image.baked, "qcow2", None)
+    if qcow2:
+        files["image.qcow2"] = qcow2
+        record["bake"] = {**record["bake"], "qcow2": "image.qcow2 in the cache entry"}
+    workdir = image.path.parent
+    entry = cache.put("build", stage_id, files, record)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return replace(image, path=entry.file("image.raw"), temporary=False, cache_entry=f"build/{stage_id}")
 
 
 def locate_source(manifest: Manifest, downloads: Path, memo: DigestMemo) -> Path:

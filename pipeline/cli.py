@@ -130,3 +130,17 @@ def print_inspection(report: Report) -> None:
         start = "-" if state["service_start"] is None else str(state["service_start"])
         print(f"{name:<10} {start:<13} {'yes' if state['sys_file'] else 'no':<5} {'yes' if state['boot_registered'] else 'no':<9} "
               f"{state['staged_version'] or '-':<18} {', '.join(state['installed_versions']) or '-'}")
+
+
+def print_cache(report: Report) -> None:
+    cache = report.details.get("cache")
+    if not cache:
+        return
+    entries = cache["entries"]
+    total = sum(e["bytes"] for e in entries)
+    for name in report.details.get("evicted", []):
+        print(f"evicted  {name}")
+    for entry in entries:
+        print(f"{entry['stage']:<8} {entry['id'][:16]}  {entry['bytes'] / 2**20:>10,.1f} MiB  last used {entry['last_used']}")
+    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 2**30:.2f} GiB of {cache['limit_bytes'] / 2**30:.1f} GiB"
+          f" in {cache['root']}")

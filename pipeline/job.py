@@ -14,10 +14,13 @@ from pathlib import Path
 from pipeline import build as build_stage
 from pipeline import install as install_stage
 from pipeline import lint, properties, publish, release
+from pipeline import lock as lockfile
+from pipeline.cache import StageCache
 from pipeline.cloud import Target, connect
-from pipeline.errors import LintFailed
+from pipeline.errors import BakeryError, LintFailed
+from pipeline.lock import git_commit
 from pipeline.manifest import Manifest, load_manifest, parse_variables
-from pipeline.measure import DigestMemo, measure_file
+from pipeline.measure import DigestMemo, Measurement, measure_file
 from pipeline.paths import state_dir
 from pipeline.progress import progress, say
 from pipeline.report import Report
@@ -30,6 +33,8 @@ class JobOptions:
     release_date: str | None = None
     variables: tuple[str, ...] = ()
     allow_older: bool = False
+    use_cache: bool = True
+    lock: Path | None = None  # default: the manifest's .lock file when there is one
 
 
 @dataclass
@@ -38,57 +43,138 @@ class _Prepared:
     image: build_stage.BuiltImage
     propset: properties.PropertySet
     build_id: str
+    stages: build_stage.StageIds
 
 
-def _prepare(options: JobOptions, report: Report, *, convert: bool) -> _Prepared:
+def _prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Manifest | None = None) -> _Prepared:
     """Everything up to (not including) the first call to Glance."""
-    state = state_dir()
-    memo = DigestMemo(state / "memo")
     with report.stage("manifest"):
-        manifest = _load(options, report)
-    downloads = state / "downloads"
-    with report.stage("source"):
-        if manifest.install:
-            source_path = build_stage.fetch_pinned(manifest.install.media, manifest, downloads, memo)
-            install_drivers = build_stage.fetch_pinned(manifest.install.virtio_win, manifest, downloads, memo)
-        else:
-            source_path = build_stage.locate_source(manifest, downloads, memo)
-        virtio_win = build_stage.fetch_pinned(manifest.bake.virtio_win, manifest, downloads, memo) if manifest.bake else None
-    build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256())
+        manifest = manifest or _load(options, report)
+        used_lock = _check_lock(manifest, options, report)
+    stages = build_stage.stage_ids(manifest)
+    report.details["stages"] = stages.to_dict()
+    build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256(), stages=stages)
     report.build_id = build_id
-    workdir = state / "work" / build_id
-    if manifest.install and convert:
-        with report.stage("install"):
-            installed = install_stage.install(manifest, source_path, install_drivers, state / "work" / f"{build_id}-install", build_id=build_id,
-                                              record=lambda result: report.details.__setitem__("install", result.to_dict()))
-        source_path = installed.disk
-    with report.stage("build"):
-        if convert:
-            try:
-                image = build_stage.build(manifest, source_path, workdir, virtio_win=virtio_win)
-                if manifest.install:
-                    image = dataclasses.replace(image, installed_virtio_win=installed.virtio_win_version)
-            finally:
-                if manifest.install:  # the installed disk: the built image is what counts now
-                    shutil.rmtree(source_path.parent, ignore_errors=True)
-        elif manifest.install:
-            image = build_stage.BuiltImage(None, None, source_path, build_stage.origin_sha256(manifest), temporary=False)
-        else:
-            image = build_stage.preview(manifest, source_path)
+    cache = StageCache() if options.use_cache else None
+    image = _built(manifest, stages, cache, report) if convert else _preview(manifest, report)
     report.built = image.to_dict()
+    provenance = {"lock_sha256": used_lock.sha256 if used_lock else None, "manifest_commit": git_commit(manifest.path),
+                  "build_stage": stages.build}
     try:
         with report.stage("properties"):
-            propset = properties.render(manifest, image, build_id=build_id)
+            propset = properties.render(manifest, image, build_id=build_id, provenance=provenance)
     except BaseException:
         build_stage.discard(image)
         raise
     report.lint = [f.to_dict() for f in propset.findings]
-    return _Prepared(manifest, image, propset, build_id)
+    return _Prepared(manifest, image, propset, build_id, stages)
+
+
+def _check_lock(manifest: Manifest, options: JobOptions, report: Report) -> lockfile.Lock | None:
+    path = options.lock or lockfile.lock_path(manifest.path)
+    if not path.is_file():
+        if options.lock:
+            raise BakeryError(f"{path}: no such lock file")
+        report.details["lock"] = None
+        return None
+    lock = lockfile.load(path)
+    lockfile.verify(manifest, lock)
+    lockfile.remember(lock)
+    report.details["lock"] = {"path": str(path), "sha256": lock.sha256}
+    say(f"lock {path.name}: every input matches ({lock.sha256[:12]})")
+    return lock
+
+
+def _fetch(manifest: Manifest, report: Report) -> dict[str, Path]:
+    """Every pinned input as a local file whose sha256 matches its pin."""
+    state = state_dir()
+    memo, downloads = DigestMemo(state / "memo"), state / "downloads"
+    pinned = {}
+    with report.stage("source"):
+        if manifest.install:
+            pinned["media"] = build_stage.fetch_pinned(manifest.install.media, manifest, downloads, memo)
+            pinned["install_drivers"] = build_stage.fetch_pinned(manifest.install.virtio_win, manifest, downloads, memo)
+        else:
+            pinned["source"] = build_stage.locate_source(manifest, downloads, memo)
+        if manifest.bake:
+            pinned["virtio_win"] = build_stage.fetch_pinned(manifest.bake.virtio_win, manifest, downloads, memo)
+    return pinned
+
+
+def _built(manifest: Manifest, stages: build_stage.StageIds, cache: StageCache | None, report: Report) -> build_stage.BuiltImage:
+    """The raw image to publish: from the stage cache when its inputs did not change, else built (and cached)."""
+    entry = cache.get("build", stages.build) if cache else None
+    if entry:
+        say(f"cache: the {entry.record.get('stage', 'build')} stage's output {stages.build[:12]} is cached: not building again")
+        report.details["cache"] = {"build": "hit"}
+        return build_stage.from_cache(entry, manifest)
+    report.details["cache"] = {"build": "miss" if cache else "disabled"}
+    pinned = _fetch(manifest, report)
+    installed_version = None
+    source_path = pinned.get("source")
+    if manifest.install:
+        source_path, installed_version = _installed(manifest, pinned, stages, cache, report)
+    workdir = state_dir() / "work" / stages.build
+    try:
+        with report.stage("build"):
+            image = build_stage.build(manifest, source_path, workdir, virtio_win=pinned.get("virtio_win"))
+            if manifest.install:
+                image = dataclasses.replace(image, installed_virtio_win=installed_version)
+    finally:
+        if manifest.install and not cache:  # the installed disk: the built image is what counts now
+            shutil.rmtree(source_path.parent, ignore_errors=True)
+    if cache and build_stage.cacheable(image):
+        image = build_stage.to_cache(cache, stages.build, image)
+    return image
+
+
+def build_uncached(manifest: Manifest, stages: build_stage.StageIds, report: Report) -> build_stage.BuiltImage:
+    """Build from the inputs, ignoring (and not filling) the stage cache: what a rebuild must do."""
+    return _built(manifest, stages, None, report)
+
+
+def write_lock(options: JobOptions, report: Report) -> Report:
+    """Resolve every input of the manifest's build (each file checked against its pin) into its lock file."""
+    manifest = _load(options, report)
+    _fetch(manifest, report)
+    written = lockfile.write(manifest, options.lock)
+    report.details["lock"] = {"path": str(written.path), "sha256": written.sha256, "pins": written.pins}
+    say(f"wrote {written.path} ({len(written.pins)} pins, sha256 {written.sha256[:12]})")
+    report.ok = True
+    return report
+
+
+def _installed(manifest: Manifest, pinned: dict[str, Path], stages: build_stage.StageIds, cache: StageCache | None,
+               report: Report) -> tuple[Path, str | None]:
+    """The disk Setup leaves: cached by the install stage's id, so a new virtio-win alone does not reinstall."""
+    entry = cache.get("install", stages.install) if cache else None
+    if entry:
+        say(f"cache: the install stage's output {stages.install[:12]} is cached: not installing again")
+        report.details["cache"]["install"] = "hit"
+        return entry.file("installed.qcow2"), entry.record.get("virtio_win_version")
+    with report.stage("install"):
+        installed = install_stage.install(manifest, pinned["media"], pinned["install_drivers"],
+                                          state_dir() / "work" / f"{stages.install}-install", build_id=stages.install,
+                                          record=lambda result: report.details.__setitem__("install", result.to_dict()))
+    if not cache:
+        return installed.disk, installed.virtio_win_version
+    entry = cache.put("install", stages.install, {"installed.qcow2": installed.disk},
+                      {"virtio_win_version": installed.virtio_win_version, "answer_sha256": installed.answer_sha256})
+    shutil.rmtree(installed.disk.parent, ignore_errors=True)
+    return entry.file("installed.qcow2"), installed.virtio_win_version
+
+
+def _preview(manifest: Manifest, report: Report) -> build_stage.BuiltImage:
+    """What plan shows: the source as it is, or nothing yet for an install."""
+    pinned = _fetch(manifest, report)
+    if manifest.install:
+        return build_stage.BuiltImage(None, None, pinned["media"], build_stage.origin_sha256(manifest), temporary=False)
+    return build_stage.preview(manifest, pinned["source"])
 
 
 def build_and_publish(options: JobOptions, report: Report, *, target: Target | None = None) -> Report:
     prepared = _prepare(options, report, convert=True)
-    manifest, image, propset = prepared.manifest, prepared.image, prepared.propset
+    manifest = prepared.manifest
     try:
         with report.stage("connect"):
             target = target or connect(options.cloud)
@@ -97,15 +183,10 @@ def build_and_publish(options: JobOptions, report: Report, *, target: Target | N
         journal = publish.Journal(state_dir() / "journal", target)
         report.cleaned_up = journal.sweep()
 
-        published = _reuse_if_published(target, prepared, memo, report)
+        published = _reuse_if_published(target, prepared, memo, report, options)
         release.to_supersede(target, manifest, new_id=published.id if published else None, allow_older=options.allow_older)
         if published is None:
-            with report.stage("publish"):
-                published = publish.upload(
-                    target, manifest.name, image, propset,
-                    visibility=manifest.visibility, tags=manifest.tags, memo=memo, journal=journal,
-                )
-            say(f"verified {published.id}: checksum {published.checksum}, {published.size:,} bytes")
+            published, prepared = _upload(target, prepared, memo, journal, report, options)
         with report.stage("release"):
             previous = release.to_supersede(target, manifest, new_id=published.id, allow_older=True)
             demoted = release.demote(target, published.id, previous, policy=manifest.release.previous)
@@ -115,18 +196,64 @@ def build_and_publish(options: JobOptions, report: Report, *, target: Target | N
         report.ok = True
         return report
     finally:
-        build_stage.discard(image)
+        build_stage.discard(prepared.image)
 
 
-def _reuse_if_published(target: Target, prepared: _Prepared, memo: DigestMemo, report: Report) -> publish.Published | None:
+def _upload(target: Target, prepared: _Prepared, memo: DigestMemo, journal: publish.Journal, report: Report,
+            options: JobOptions) -> tuple[publish.Published, _Prepared]:
+    """Upload and verify; bytes from the cache must be the bytes recorded when they were built, else the
+    entry is dropped, the image built again and that one published."""
+    cache = StageCache() if options.use_cache else None
+    expected = _recorded_measurement(cache, prepared.stages) if prepared.image.cache_entry else None
+    try:
+        published = _send(target, prepared, memo, journal, report, expected)
+    except publish.ContentMismatch as mismatch:
+        if not prepared.image.cache_entry:
+            raise
+        say(f"cache: {mismatch.one_line()}; dropping the entry and building again")
+        report.details["cache_dropped"] = {"entry": prepared.image.cache_entry, "reason": mismatch.one_line()}
+        cache.drop("build", prepared.stages.build)
+        cache.drop("measure", prepared.stages.measure)
+        prepared = _prepare(options, report, convert=True, manifest=prepared.manifest)
+        published = _send(target, prepared, memo, journal, report, None)
+    if cache:
+        cache.put("measure", prepared.stages.measure, {}, {"size": published.size, "md5": published.checksum,
+                                                            "sha512": published.os_hash_value})
+    return published, prepared
+
+
+def _send(target, prepared: _Prepared, memo, journal, report: Report, expected) -> publish.Published:
+    manifest = prepared.manifest
+    with report.stage("publish"):
+        published = publish.upload(target, manifest.name, prepared.image, prepared.propset, visibility=manifest.visibility,
+                                   tags=manifest.tags, memo=memo, journal=journal, expected=expected)
+    say(f"verified {published.id}: checksum {published.checksum}, {published.size:,} bytes")
+    return published
+
+
+def _recorded_measurement(cache: StageCache | None, stages: build_stage.StageIds) -> Measurement | None:
+    entry = cache.get("measure", stages.measure) if cache else None
+    if entry is None:
+        return None
+    record = entry.record
+    return Measurement(size=record["size"], md5=record["md5"], sha512=record["sha512"])
+
+
+def _reuse_if_published(target: Target, prepared: _Prepared, memo: DigestMemo, report: Report,
+                        options: JobOptions) -> publish.Published | None:
     """Idempotence: the same build id with the same bytes is already verified in Glance."""
     existing = publish.find_verified(target, prepared.build_id)
     if not existing:
         return None
     image = prepared.image
     with report.stage("measure"):
-        measurement = memo.measurement(image.path)
+        measurement = _recorded_measurement(StageCache() if options.use_cache else None, prepared.stages)
+        report.details["measure"] = "cache"
         if measurement is None:
+            measurement = memo.measurement(image.path)
+            report.details["measure"] = "memo"
+        if measurement is None:
+            report.details["measure"] = "read"
             with progress(f"measure {image.path.name}", image.path.stat().st_size) as advance:
                 measurement = measure_file(image.path, on_read=advance)
             memo.put(image.path, size=measurement.size, md5=measurement.md5, sha512=measurement.sha512)
@@ -188,7 +315,8 @@ def lint_manifest(options: JobOptions, report: Report, *, enforce: bool = True) 
         missing = f"source {source.location} is not at hand" if source else "the disk is installed from media"
         report.details["skipped"] = f"{missing}: image facts (virtual size) not checked"
     build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256())
-    propset = properties.render(manifest, image, build_id=build_id, enforce=False)
+    propset = properties.render(manifest, image, build_id=build_id, enforce=False,
+                                provenance={"build_stage": build_stage.stage_ids(manifest).build})
     report.lint = [f.to_dict() for f in propset.findings]
     report.details["properties"] = propset.all()
     if enforce and lint.errors(list(propset.findings)):

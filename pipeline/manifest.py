@@ -178,6 +178,11 @@ def load_manifest(path: str | Path, *, release_date: str | None = None, variable
     return _validate(path, document, positions, context)
 
 
+def manifest_from_document(path: Path, document: dict, *, release_date: str, variables: dict[str, str]) -> Manifest:
+    """A manifest from its already rendered document (as a lock file records it)."""
+    return _validate(path, json.loads(json.dumps(document)), {}, {"release_date": release_date, **variables})
+
+
 # -- rendering ------------------------------------------------------------------------------------------
 
 

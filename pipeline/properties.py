@@ -44,9 +44,14 @@ def template_sha256(template: Path = TEMPLATE) -> str:
     return hashlib.sha256(template.read_bytes()).hexdigest()
 
 
-def render(manifest: Manifest, image: BuiltImage, *, build_id: str, template: Path = TEMPLATE, enforce: bool = True) -> PropertySet:
-    """Render, merge overrides, lint; raises LintFailed on any error finding unless enforce is False."""
-    rendered = _render_template(template, _context(manifest, image, build_id))
+def render(manifest: Manifest, image: BuiltImage, *, build_id: str, template: Path = TEMPLATE, enforce: bool = True,
+           provenance: dict | None = None) -> PropertySet:
+    """Render, merge overrides, lint; raises LintFailed on any error finding unless enforce is False.
+
+    provenance: lock_sha256, manifest_commit, build_stage (what the job knows beyond the manifest)."""
+    context = _context(manifest, image, build_id)
+    context["provenance"].update({"lock_sha256": None, "manifest_commit": None, "build_stage": None, **(provenance or {})})
+    rendered = _render_template(template, context)
     _check_overrides(manifest)
     merged = {**rendered, **manifest.properties}
     facts = image.facts.lint_facts() if image.facts else {}

@@ -36,6 +36,10 @@ GLANCE_FIELDS = frozenset({
 })
 
 
+class ContentMismatch(PublishError):
+    """The file sent is not the one that was measured when it was built: a corrupt cache entry."""
+
+
 @dataclass(frozen=True)
 class Published:
     id: str
@@ -121,7 +125,10 @@ def upload(
     tags: tuple[str, ...],
     memo: DigestMemo,
     journal: Journal,
+    expected: Measurement | None = None,
 ) -> Published:
+    """Upload and verify. `expected`: what the bytes measured when they were made (a cache entry's record);
+    sending anything else raises ContentMismatch after the partial image is deleted."""
     glance = target.glance
     staged = {**propset.properties, "recommended": "false", STATE_KEY: "uploading"}
     created = glance.images.create(
@@ -133,6 +140,8 @@ def upload(
     try:
         measurement = _stream(glance, image_id, image.path)
         server = glance.images.get(image_id)
+        if expected and (expected.size, expected.md5, expected.sha512) != (measurement.size, measurement.md5, measurement.sha512):
+            raise ContentMismatch(f"{image.path} no longer has the bytes recorded when it was built (md5 {expected.md5}, now {measurement.md5})")
         _verify(server, measurement, memo.measurement(image.path))
         memo.put(image.path, size=measurement.size, md5=measurement.md5, sha512=measurement.sha512)
         glance.images.update(
@@ -152,6 +161,8 @@ def upload(
             say(f"interrupted: {outcome}")
             raise
         reason = exc.one_line() if isinstance(exc, BakeryError) else f"{type(exc).__name__}: {redact(str(exc))}"
+        if isinstance(exc, ContentMismatch):
+            raise ContentMismatch(f"{reason}; {outcome}") from None
         raise PublishError(f"publish failed: {reason}; {outcome}; the previous release is untouched") from None
     journal.remove(image_id)
     return published_from(final, uploaded=True)

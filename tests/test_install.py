@@ -134,7 +134,9 @@ def test_bios_install_reboots_then_refresh_publish_and_demote(media, install_med
     kept = "".join(p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file() and p.suffix in (".xml", ".log", ".jsonl"))
     assert PASSWORD not in kept + report.to_json()
     assert "*SENSITIVE*DATA*DELETED*" in (logs / "autounattend.redacted.xml").read_text()
-    assert not list(isolated_state.rglob("config.iso")) and not list(isolated_state.rglob("installed.qcow2"))
+    assert not list(isolated_state.rglob("config.iso"))
+    # the installed disk is kept by the install stage's id, for months that only change the refresh
+    assert [p.relative_to(isolated_state).parts[:2] for p in isolated_state.rglob("installed.qcow2")] == [("cache", "install")]
     assert processes_mentioning(str(logs)) == []
 
 
@@ -229,3 +231,18 @@ def test_plan_of_an_install_starts_no_vm(media, install_media, target, tmp_path,
     assert (props["hw_disk_bus"], props["hw_scsi_model"], props["hw_firmware_type"]) == ("scsi", "virtio-scsi", "uefi")
     assert props["min_disk"] == "1" and "install" not in report.details
     assert not (isolated_state / "logs").exists()
+
+
+def test_a_new_virtio_win_for_the_refresh_does_not_reinstall(media, install_media, target, tmp_path):
+    manifest = install_manifest(tmp_path, media, install_media, reboots=0)
+    first = publish(manifest, target, "2026-11-01")
+    assert first.details["cache"] == {"build": "miss"} and "install" in first.timings
+    iso, iso_sha = media.iso("0.1.262")
+    document = yaml.safe_load(manifest.read_text())
+    document["bake"]["virtio_win"] = {"path": str(iso), "sha256": iso_sha}
+    manifest.write_text(yaml.safe_dump(document))
+    second = publish(manifest, target, "2026-12-01")
+    assert second.details["cache"] == {"build": "miss", "install": "hit"} and "install" not in second.timings
+    assert second.details["stages"]["install"] == first.details["stages"]["install"]
+    assert second.image["properties"]["bakery_virtio_win_version"] == "0.1.262"
+    assert [d["id"] for d in second.demoted] == [first.image["id"]]

@@ -202,9 +202,10 @@ def filetime(unix_seconds: float) -> int:
 def pin_timestamps(path: Path, *, since: float, to: int) -> int:
     """Rewrite every last-written time hivex stamped during this build (at or after `since`) to `to`.
 
-    hivex stamps the current time into the base block, new hbins and every key it creates or changes;
-    without this, two bakes of the same inputs differ in those bytes. Times older than `since` belong to
-    the source image and are kept. Returns how many stamps were rewritten.
+    hivex stamps the current time into the base block and new hbins, and leaves the keys it creates at 0
+    (1601-01-01); without this, two bakes of the same inputs differ in those bytes, and new keys look
+    older than Windows. Times older than `since` belong to the source image and are kept; a zero stamp is
+    never Windows' own. Returns how many stamps were rewritten.
     """
     data = bytearray(Path(path).read_bytes())
     threshold, target = filetime(since), filetime(to)
@@ -213,7 +214,7 @@ def pin_timestamps(path: Path, *, since: float, to: int) -> int:
     def pin(offset: int) -> None:
         nonlocal changed
         (stamp,) = struct.unpack_from("<Q", data, offset)
-        if stamp >= threshold:
+        if stamp >= threshold or stamp == 0:
             struct.pack_into("<Q", data, offset, target)
             changed += 1
 
