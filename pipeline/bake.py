@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -39,9 +40,11 @@ class BakeResult:
     virtio_win_version: str
     drivers: tuple[SelectedDriver, ...]
     elements: tuple[str, ...]
+    build_epoch: int = 0  # the one time the bake wrote
 
     def to_dict(self) -> dict:
         return {
+            "build_epoch": dt.datetime.fromtimestamp(self.build_epoch, dt.timezone.utc).isoformat(),
             "raw": str(self.raw), "qcow2": str(self.qcow2) if self.qcow2 else None,
             "virtio_win_version": self.virtio_win_version, "drivers": [d.to_dict() for d in self.drivers],
             "elements": list(self.elements),
@@ -52,8 +55,11 @@ def resolve_elements(spec: BakeSpec) -> list[elements.Element]:
     return elements.resolve((*elements.DEFAULT_ELEMENTS, *spec.elements), elements.search_path(spec.elements_path))
 
 
-def bake(spec: BakeSpec, source: Path, virtio_win: Path, workdir: Path, *, build_epoch: int) -> BakeResult:
-    """Bake into workdir/image.raw. On any failure workdir is removed: nothing half-done survives."""
+def bake(spec: BakeSpec, source: Path, virtio_win: Path, workdir: Path, *, build_epoch: int | None = None) -> BakeResult:
+    """Bake into workdir/image.raw. On any failure workdir is removed: nothing half-done survives.
+
+    Every time the bake writes is build_epoch: by default bake.epoch from the manifest, else the virtio-win
+    release's newest DriverVer date, so the same inputs give the same bytes whenever they are baked."""
     for tool, package in (("qemu-img", "qemu-utils"), ("qemu-storage-daemon", "qemu-system-common"), ("lowntfs-3g", "ntfs-3g")):
         require_tool(tool, package)
     resolved = resolve_elements(spec)
@@ -78,33 +84,47 @@ def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_e
     run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "raw", source, partial], timeout=6 * 3600)
 
     started = time.time()  # hivex stamps from here on are ours, and get the build epoch instead
-    with VirtioWin(virtio_win) as media, windows_volume(partial, "raw", workdir / "mnt", writable=True, clock=build_epoch) as found:
-        windows = read_windows(found, str(partial))
-        say(f"found {windows.product_name} (build {windows.build}, {windows.arch}, {windows.control_set}) on partition {found.partition.number}")
-        selection = media.select(spec.drivers, os_dir=windows.virtio_os_dir, arch=windows.arch, product=windows.product_name)
-        say(f"virtio-win {media.version}: {', '.join(f'{d.name} {d.version}' for d in selection)} for {windows.virtio_os_dir}")
-        drivers_dir = workdir / "drivers"
-        media.extract(selection, drivers_dir)
-        (drivers_dir / "guest-agent").mkdir(parents=True, exist_ok=True)
-        for agent in GUEST_AGENT_FILES:
-            media.extract_file(agent, drivers_dir / agent)
-        hives = _copy_hives_out(found, workdir / "hives")
-        hooks = workdir / "hooks"
-        elements.merge_hooks(resolved, hooks)
-        environment = element_environment(found, windows, hives, drivers_dir, selection, media.version, build_epoch)
-        elements.run_phases(hooks, environment, _log_path(workdir))
-        for copy in hives.values():
-            pin_timestamps(copy, since=started, to=build_epoch)
-        _copy_hives_back(hives, found)
-        facts = read_facts(found, image=str(partial), fmt="raw", virtual_size=image_info(partial).virtual_size)
+    with VirtioWin(virtio_win) as media:
+        build_epoch = epoch_of(spec, media) if build_epoch is None else build_epoch
+        with windows_volume(partial, "raw", workdir / "mnt", writable=True, clock=build_epoch) as found:
+            facts, selection = _refresh(spec, found, media, partial, workdir, resolved, started, build_epoch)
         version = media.version
-
+    # unmounted: ntfs-3g has flushed everything
     _check_result(facts, selection)
     target = workdir / "image.raw"
     partial.replace(target)
     facts = _renamed(facts, target)
     qcow2 = _qcow2(target, workdir) if spec.qcow2 else None
-    return BakeResult(target, qcow2, facts, version, tuple(selection), tuple(e.name for e in resolved))
+    return BakeResult(target, qcow2, facts, version, tuple(selection), tuple(e.name for e in resolved), build_epoch)
+
+
+def epoch_of(spec: BakeSpec, media: VirtioWin) -> int:
+    if spec.epoch:
+        return int(dt.datetime.fromisoformat(spec.epoch).replace(tzinfo=dt.timezone.utc).timestamp())
+    return media.release_epoch()
+
+
+def _refresh(spec: BakeSpec, found: WindowsVolume, media: VirtioWin, partial: Path, workdir: Path, resolved,
+             started: float, build_epoch: int) -> tuple[ImageFacts, list[SelectedDriver]]:
+    """Select, stage and register the drivers, run the elements; returns the facts read back and the selection."""
+    windows = read_windows(found, str(partial))
+    say(f"found {windows.product_name} (build {windows.build}, {windows.arch}, {windows.control_set}) on partition {found.partition.number}")
+    selection = media.select(spec.drivers, os_dir=windows.virtio_os_dir, arch=windows.arch, product=windows.product_name)
+    say(f"virtio-win {media.version}: {', '.join(f'{d.name} {d.version}' for d in selection)} for {windows.virtio_os_dir}")
+    drivers_dir = workdir / "drivers"
+    media.extract(selection, drivers_dir)
+    (drivers_dir / "guest-agent").mkdir(parents=True, exist_ok=True)
+    for agent in GUEST_AGENT_FILES:
+        media.extract_file(agent, drivers_dir / agent)
+    hives = _copy_hives_out(found, workdir / "hives")
+    hooks = workdir / "hooks"
+    elements.merge_hooks(resolved, hooks)
+    environment = element_environment(found, windows, hives, drivers_dir, selection, media.version, build_epoch)
+    elements.run_phases(hooks, environment, _log_path(workdir))
+    for copy in hives.values():
+        pin_timestamps(copy, since=started, to=build_epoch)
+    _copy_hives_back(hives, found)
+    return read_facts(found, image=str(partial), fmt="raw", virtual_size=image_info(partial).virtual_size), selection
 
 
 def _log_path(workdir: Path) -> Path:

@@ -8,7 +8,6 @@ BuiltImage, and the source file is only ever read.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import shutil
@@ -95,7 +94,7 @@ def stage_ids(manifest: Manifest) -> StageIds:
     if manifest.bake:
         build.update(virtio_win_sha256=manifest.bake.virtio_win.sha256, drivers=list(manifest.bake.drivers),
                      elements_sha256=elements.content_sha256(bake_stage.resolve_elements(manifest.bake)),
-                     qcow2=manifest.bake.qcow2, build_epoch=build_epoch(manifest))
+                     qcow2=manifest.bake.qcow2, epoch=manifest.bake.epoch)
     build_stage = _digest(build)
     return StageIds(install_id, build_stage, _digest({"stage": "measure", "input": build_stage}))
 
@@ -258,7 +257,7 @@ def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: P
     planned = preview(manifest, source_path)
     origin = origin_sha256(manifest)
     if manifest.bake:
-        result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir, build_epoch=build_epoch(manifest))
+        result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir)
         return BuiltImage(result.raw, image_info(result.raw), source_path, origin, temporary=True,
                           facts=result.facts, baked=result)
     if planned.info.format == "raw":
@@ -285,11 +284,6 @@ def _convert(source_path: Path, workdir: Path, origin: str) -> BuiltImage:
     finally:
         partial.unlink(missing_ok=True)
     return BuiltImage(target, image_info(target), source_path, origin, temporary=True)
-
-
-def build_epoch(manifest: Manifest) -> int:
-    """Midnight UTC of the release date: the one timestamp a bake may write."""
-    return int(dt.datetime.fromisoformat(manifest.release_date).replace(tzinfo=dt.timezone.utc).timestamp())
 
 
 def discard(image: BuiltImage) -> None:

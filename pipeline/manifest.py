@@ -51,6 +51,7 @@ class BakeSpec:
     elements: tuple[str, ...]  # in addition to the default chain
     elements_path: tuple[str, ...]  # site element directories, searched before the project's
     qcow2: bool  # also write a qcow2 of the result
+    epoch: str | None = None  # ISO date stamped on everything the bake writes (default: virtio-win's release date)
 
 
 @dataclass(frozen=True)
@@ -453,12 +454,16 @@ def _bake(fields: _Fields, manifest_path: Path) -> BakeSpec | None:
             if not isinstance(value, str) or not value:
                 raise fields.error(("bake", key, index), f"expected a non-empty string, got {value!r}")
     qcow2 = fields.get("bake", "qcow2", kind=bool, required=False, default=False)
+    epoch = fields.get("bake", "epoch", required=False)
+    if epoch is not None and not ISO_DATE.match(epoch):
+        raise fields.error(("bake", "epoch"), f"expected an ISO date YYYY-MM-DD (quoted), got {epoch!r}")
     return BakeSpec(
         virtio_win=_source(fields, manifest_path, ("bake", "virtio_win"), formats=False),
         drivers=tuple(drivers),
         elements=tuple(elements),
         elements_path=tuple(str((manifest_path.parent / p).resolve()) for p in paths),
         qcow2=qcow2,
+        epoch=epoch,
     )
 
 

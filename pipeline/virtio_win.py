@@ -6,6 +6,8 @@ a Windows as the image's registry describes it, never as the manifest claims it.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import re
 import shutil
 from dataclasses import dataclass
@@ -123,6 +125,25 @@ class VirtioWin:
         buffer = io.BytesIO()
         self._iso.get_file_from_iso_fp(buffer, joliet_path="/" + path.lstrip("/"))
         return buffer.getvalue()
+
+    def release_epoch(self) -> int:
+        """Midnight UTC of the newest DriverVer date in this virtio-win: the bake's build epoch by default.
+
+        It is a property of the pinned input, so an unchanged virtio-win stamps the same time every month
+        and the stage cache can serve the next release; a new virtio-win moves it forward."""
+        newest = None
+        for name, by_os in self.index.items():
+            for by_arch in by_os.values():
+                for files in by_arch.values():
+                    for path in files:
+                        if path.lower().endswith(f"/{DRIVERS[name].inf}.inf"):
+                            found = driver_version(self._read(path).decode(errors="replace"))
+                            if found:
+                                month, day, year = (int(p) for p in found[0].split("/"))
+                                newest = max(newest or dt.date.min, dt.date(year, month, day))
+        if newest is None:
+            raise BakeryError(f"{self.location}: no DriverVer date in any INF; set bake.epoch in the manifest")
+        return int(dt.datetime(newest.year, newest.month, newest.day, tzinfo=dt.timezone.utc).timestamp())
 
     def _version_of(self, name: str, files: tuple[str, ...]) -> str | None:
         inf = next((f for f in files if f.lower().endswith(f"/{DRIVERS[name].inf}.inf")), None)

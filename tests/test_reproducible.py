@@ -237,3 +237,27 @@ def test_cache_ls_and_gc_from_the_command_line(media, target, tmp_path, isolated
     assert {e["stage"] for e in entries} == {"build", "measure"} and "build " in listed.stdout
     emptied = subprocess.run([INVOKE, "cache-gc", "--all"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert emptied.returncode == 0 and "0 entries" in emptied.stdout, emptied.stdout + emptied.stderr
+
+
+def test_next_month_with_unchanged_inputs_does_not_bake_again(media, target, tmp_path):
+    manifest = bake_manifest(tmp_path, media)
+    october = publish(manifest, target, "2026-10-01")
+    assert october.built["bake"]["build_epoch"].startswith("2023-07-11"), "default epoch: virtio-win 0.1.240's newest DriverVer"
+    november = publish(manifest, target, "2026-11-01")
+    assert november.details["cache"] == {"build": "hit"} and "build" not in november.timings
+    assert november.image["checksum"] == october.image["checksum"] and november.image["id"] != october.image["id"]
+    assert [d["id"] for d in november.demoted] == [october.image["id"]]
+
+
+def test_bake_epoch_from_the_manifest_is_what_gets_stamped(media, target, tmp_path):
+    iso, iso_sha = media.iso("0.1.240")
+    manifest = bake_manifest(tmp_path, media, bake={"virtio_win": {"path": str(iso), "sha256": iso_sha}, "epoch": "2026-01-15"})
+    report = publish(manifest, target)
+    assert report.built["bake"]["build_epoch"].startswith("2026-01-15")
+    windows = OfflineWindows(Path(report.built["path"]))
+    try:
+        stamps = _standard_times(windows.fs.mft.get("Windows/System32/drivers/viostor.sys"))
+    finally:
+        windows.close()
+    expected = int(dt.datetime(2026, 1, 15, tzinfo=dt.timezone.utc).timestamp())
+    assert {_ntfs_seconds(s) for s in stamps[1:3]} == {expected}  # modified and changed by the bake
