@@ -33,6 +33,7 @@ bench: deps
 	$(PYTHON) benchmarks/bench_measure.py
 	$(PYTHON) benchmarks/bench_publish.py
 	$(PYTHON) benchmarks/bench_bake.py
+	$(PYTHON) benchmarks/bench_cache.py
 
 deps: apt venv
 

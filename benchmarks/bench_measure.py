@@ -7,15 +7,33 @@ Prints ratios measured in the same run (target: >= 1.6x faster). Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.localglance import LocalGlance
 from pipeline.measure import measure_file
 
 GiB = 1024**3
+
+
+@contextlib.contextmanager
+def local_glance(root: Path) -> Iterator[LocalGlance]:
+    """A real Glance on a free loopback port for one benchmark, stopped afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = LocalGlance(root=root, port=port)
+    server.up(timeout=120)
+    try:
+        yield server
+    finally:
+        server.down()
 
 
 def make_file(path: Path, size: int) -> None:

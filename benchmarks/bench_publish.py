@@ -12,16 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench_measure import local_glance  # the benchmarks' shared helpers (their folder is on sys.path)
+
 from pipeline.build import BuiltImage
 from pipeline.cloud import connect_local
-from pipeline.localglance import LocalGlance
 from pipeline.measure import DigestMemo, ImageInfo
 from pipeline.properties import PropertySet
 from pipeline.publish import Journal, upload
@@ -82,12 +82,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         tmp = Path(tmp)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = LocalGlance(root=tmp / "glance", port=port)
-        server.up(timeout=120)
-        try:
+        with local_glance(tmp / "glance") as server:
+            port = server.port
             target = connect_local(server, project_id="bench")
             big, small = tmp / "big.raw", tmp / "small.raw"
             make_file(big, int(args.size_gib * GiB))
@@ -98,8 +94,6 @@ def main() -> None:
                 ours.append(pipeline_publish(target, big, tmp))
             rss_small = child_peak_rss(port, server.root, small)
             rss_big = child_peak_rss(port, server.root, big)
-        finally:
-            server.down()
     size_mib = args.size_gib * 1024
     b, o = min(base), min(ours)
     print(json.dumps({"size_mib": size_mib, "baseline_s": base, "pipeline_s": ours}))

@@ -144,7 +144,7 @@ def load(path: Path) -> Lock:
 def verify(manifest: Manifest, lock: Lock) -> None:
     """Refuse the first input whose hash differs from the lock's, naming it and both hashes."""
     expected, actual = lock.pins, pins(manifest)
-    for name in [*sorted(set(expected) | set(actual) - {"manifest"}), "manifest"]:
+    for name in [*sorted((set(expected) | set(actual)) - {"manifest"}), "manifest"]:
         if expected.get(name) != actual.get(name):
             raise BakeryError(
                 f"{lock.path}: {name}: the lock pins {expected.get(name, 'nothing')}, this build has {actual.get(name, 'nothing')}",

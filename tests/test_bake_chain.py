@@ -77,12 +77,8 @@ def test_iso_with_the_wrong_pin_is_refused(media, target, tmp_path):
 
 
 def test_a_site_element_runs_and_a_failing_one_stops_everything(media, target, tmp_path):
-    site = tmp_path / "site-elements"
+    site = site_element(tmp_path, "site-motd", "70-motd", 'echo "baked by site" > "$BAKERY_WINDOWS_ROOT/Windows/motd.txt"')
     good = site / "site-motd" / "install.d"
-    good.mkdir(parents=True)
-    (site / "site-motd" / "element-deps").write_text("windows-base\n")
-    (good / "70-motd").write_text('#!/bin/bash\nset -eu\necho "baked by site" > "$BAKERY_WINDOWS_ROOT/Windows/motd.txt"\n')
-    (good / "70-motd").chmod(0o755)
     manifest = bake_manifest(tmp_path, media, bake={**yaml_bake(media), "elements": ["site-motd"], "elements_path": [str(site)]})
     report = publish(manifest, target, "2026-11-01")
     assert "site-motd" in report.built["bake"]["elements"]
@@ -96,6 +92,17 @@ def test_a_site_element_runs_and_a_failing_one_stops_everything(media, target, t
     assert "cannot write the banner" in open(log).read()  # the log survives the removed work directory
     assert len(project_images(target)) == 1  # the failed month published nothing and demoted nothing
     assert target.glance.images.get(report.image["id"])["recommended"] == "true"
+
+
+def site_element(tmp_path, name: str, script: str, body: str):
+    """A site element directory (under tmp_path/site-elements) with one install.d bash script."""
+    site = tmp_path / "site-elements"
+    phase = site / name / "install.d"
+    phase.mkdir(parents=True)
+    (site / name / "element-deps").write_text("windows-base\n")
+    (phase / script).write_text(f"#!/bin/bash\nset -eu\n{body}\n")
+    (phase / script).chmod(0o755)
+    return site
 
 
 def yaml_bake(media):

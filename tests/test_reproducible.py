@@ -20,7 +20,7 @@ from pipeline.report import Report
 from pipeline.windows.registry import filetime
 from tests.conftest import project_images
 from tests.test_bake import spec
-from tests.test_bake_chain import bake_manifest
+from tests.test_bake_chain import bake_manifest, site_element
 from tests.test_cli import INVOKE, PROJECT_ROOT
 from tests.windows_reader import OfflineWindows
 
@@ -182,12 +182,7 @@ def test_rebuild_from_the_published_image_is_bit_for_bit(media, target, tmp_path
 
 
 def test_rebuild_says_where_an_unreproducible_step_changed_the_bytes(media, target, tmp_path):
-    site = tmp_path / "site-elements"
-    step = site / "site-random" / "install.d"
-    step.mkdir(parents=True)
-    (site / "site-random" / "element-deps").write_text("windows-base\n")
-    (step / "70-random").write_text('#!/bin/bash\nset -eu\nhead -c 4096 /dev/urandom > "$BAKERY_WINDOWS_ROOT/Windows/seed.bin"\n')
-    (step / "70-random").chmod(0o755)
+    site = site_element(tmp_path, "site-random", "70-random", 'head -c 4096 /dev/urandom > "$BAKERY_WINDOWS_ROOT/Windows/seed.bin"')
     iso, iso_sha = media.iso("0.1.240")
     manifest = locked_manifest(tmp_path, media, bake={"virtio_win": {"path": str(iso), "sha256": iso_sha},
                                                       "elements": ["site-random"], "elements_path": [str(site)]})
