@@ -56,6 +56,8 @@ def _prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Ma
     build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256(), stages=stages)
     report.build_id = build_id
     cache = StageCache() if options.use_cache else None
+    if convert:
+        _lint_before_building(manifest, build_id)
     image = _built(manifest, stages, cache, report) if convert else _preview(manifest, report)
     report.built = image.to_dict()
     provenance = {"lock_sha256": used_lock.sha256 if used_lock else None, "manifest_commit": git_commit(manifest.path),
@@ -68,6 +70,14 @@ def _prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Ma
         raise
     report.lint = [f.to_dict() for f in propset.findings]
     return _Prepared(manifest, image, propset, build_id, stages)
+
+
+def _lint_before_building(manifest: Manifest, build_id: str) -> None:
+    """The rules that need no image run before an install or bake that may take hours; the rest after."""
+    unbuilt = build_stage.BuiltImage(None, None, None, build_stage.origin_sha256(manifest), temporary=False)
+    propset = properties.render(manifest, unbuilt, build_id=build_id, enforce=False)
+    if lint.errors(list(propset.findings)):
+        raise LintFailed(propset.findings)
 
 
 def _check_lock(manifest: Manifest, options: JobOptions, report: Report) -> lockfile.Lock | None:

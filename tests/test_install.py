@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from pipeline import job
-from pipeline.errors import BakeryError, ManifestError
+from pipeline.errors import BakeryError, LintFailed, ManifestError
 from pipeline.report import Report
 from pipeline.vm import VmFailed
 from tests.conftest import project_images
@@ -246,3 +246,14 @@ def test_a_new_virtio_win_for_the_refresh_does_not_reinstall(media, install_medi
     assert second.details["stages"]["install"] == first.details["stages"]["install"]
     assert second.image["properties"]["bakery_virtio_win_version"] == "0.1.262"
     assert [d["id"] for d in second.demoted] == [first.image["id"]]
+
+
+def test_a_property_error_stops_before_setup_starts(media, install_media, target, tmp_path, isolated_state):
+    manifest = install_manifest(tmp_path, media, install_media)
+    document = yaml.safe_load(manifest.read_text())
+    document["os"]["type"] = "Windows"  # Nova would not enlighten these guests: refused before hours of Setup
+    manifest.write_text(yaml.safe_dump(document))
+    with pytest.raises(LintFailed) as failure:
+        publish(manifest, target, "2026-11-01")
+    assert "os_type" in failure.value.one_line()
+    assert not (isolated_state / "logs").exists() and processes_mentioning(str(isolated_state)) == []
