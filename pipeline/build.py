@@ -118,10 +118,6 @@ class RecordedFacts:
     data: dict
     lint: dict
 
-    @property
-    def firmware(self) -> str:
-        return self.data["layout"]["firmware"] if "layout" in self.data else self.data.get("firmware")
-
     def to_dict(self) -> dict:
         return self.data
 

@@ -44,6 +44,7 @@ class _Prepared:
     propset: properties.PropertySet
     build_id: str
     stages: build_stage.StageIds
+    cache: StageCache | None
 
 
 def _prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Manifest | None = None) -> _Prepared:
@@ -69,7 +70,7 @@ def _prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Ma
         build_stage.discard(image)
         raise
     report.lint = [f.to_dict() for f in propset.findings]
-    return _Prepared(manifest, image, propset, build_id, stages)
+    return _Prepared(manifest, image, propset, build_id, stages, cache)
 
 
 def _lint_before_building(manifest: Manifest, build_id: str) -> None:
@@ -193,7 +194,7 @@ def build_and_publish(options: JobOptions, report: Report, *, target: Target | N
         journal = publish.Journal(state_dir() / "journal", target)
         report.cleaned_up = journal.sweep()
 
-        published = _reuse_if_published(target, prepared, memo, report, options)
+        published = _reuse_if_published(target, prepared, memo, report)
         release.to_supersede(target, manifest, new_id=published.id if published else None, allow_older=options.allow_older)
         if published is None:
             published, prepared = _upload(target, prepared, memo, journal, report, options)
@@ -213,7 +214,7 @@ def _upload(target: Target, prepared: _Prepared, memo: DigestMemo, journal: publ
             options: JobOptions) -> tuple[publish.Published, _Prepared]:
     """Upload and verify; bytes from the cache must be the bytes recorded when they were built, else the
     entry is dropped, the image built again and that one published."""
-    cache = StageCache() if options.use_cache else None
+    cache = prepared.cache
     expected = _recorded_measurement(cache, prepared.stages) if prepared.image.cache_entry else None
     try:
         published = _send(target, prepared, memo, journal, report, expected)
@@ -249,15 +250,14 @@ def _recorded_measurement(cache: StageCache | None, stages: build_stage.StageIds
     return Measurement(size=record["size"], md5=record["md5"], sha512=record["sha512"])
 
 
-def _reuse_if_published(target: Target, prepared: _Prepared, memo: DigestMemo, report: Report,
-                        options: JobOptions) -> publish.Published | None:
+def _reuse_if_published(target: Target, prepared: _Prepared, memo: DigestMemo, report: Report) -> publish.Published | None:
     """Idempotence: the same build id with the same bytes is already verified in Glance."""
     existing = publish.find_verified(target, prepared.build_id)
     if not existing:
         return None
     image = prepared.image
     with report.stage("measure"):
-        measurement = _recorded_measurement(StageCache() if options.use_cache else None, prepared.stages)
+        measurement = _recorded_measurement(prepared.cache, prepared.stages)
         report.details["measure"] = "cache"
         if measurement is None:
             measurement = memo.measurement(image.path)
@@ -324,9 +324,9 @@ def lint_manifest(options: JobOptions, report: Report, *, enforce: bool = True) 
         image = build_stage.BuiltImage(None, None, None, build_stage.origin_sha256(manifest), temporary=False)
         missing = f"source {source.location} is not at hand" if source else "the disk is installed from media"
         report.details["skipped"] = f"{missing}: image facts (virtual size) not checked"
-    build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256())
-    propset = properties.render(manifest, image, build_id=build_id, enforce=False,
-                                provenance={"build_stage": build_stage.stage_ids(manifest).build})
+    stages = build_stage.stage_ids(manifest)
+    build_id = build_stage.build_id(manifest, template_sha256=properties.template_sha256(), stages=stages)
+    propset = properties.render(manifest, image, build_id=build_id, enforce=False, provenance={"build_stage": stages.build})
     report.lint = [f.to_dict() for f in propset.findings]
     report.details["properties"] = propset.all()
     if enforce and lint.errors(list(propset.findings)):
