@@ -81,9 +81,7 @@ def install(manifest: Manifest, media: Path, virtio_win: Path, workdir: Path, *,
     try:
         with VirtioWin(virtio_win) as drivers:
             result.virtio_win_version = drivers.version
-            has_agent = drivers.extract_file(unattend.GUEST_AGENT, workdir / "guest-agent-probe.msi")
-            (workdir / "guest-agent-probe.msi").unlink(missing_ok=True)
-            answer = unattend.render(manifest, password=password, key=key, guest_agent=has_agent)
+            answer = unattend.render(manifest, password=password, key=key, guest_agent=drivers.has_file(unattend.GUEST_AGENT))
             (logs / "autounattend.redacted.xml").write_text(answer.redacted)
             result.answer_sha256 = answer.sha256
             result.config_media = unattend.write_config_media(config, answer, drivers, spec, workdir / "config")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import subprocess
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +21,8 @@ from pipeline import __version__, elements
 from pipeline.errors import BakeryError
 from pipeline.manifest import Manifest, manifest_from_document
 from pipeline.measure import sha256_file
-from pipeline.paths import PROJECT_ROOT, TEMPLATES, state_dir
+from pipeline.paths import PROJECT_ROOT, TEMPLATES, project_relative, state_dir
+from pipeline.run import run
 
 LOCK_VERSION = 1
 DEBIAN_PACKAGES = ("qemu-utils", "ntfs-3g", "libhivex0", "libfaketime", "qemu-system-x86", "ovmf")
@@ -74,10 +74,11 @@ def _pipeline_source_sha256() -> str:
 
 def _debian_version(package: str) -> str:
     try:
-        proc = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+        proc = run(["dpkg-query", "-W", "-f=${Version}", package], check=False, timeout=30)
+    except BakeryError:  # no dpkg-query, or it hung
         return "unknown"
-    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "absent"
+    version = proc.stdout.decode().strip()
+    return version if proc.returncode == 0 and version else "absent"
 
 
 def pins(manifest: Manifest) -> dict[str, str]:
@@ -110,7 +111,7 @@ def pins(manifest: Manifest) -> dict[str, str]:
 def render(manifest: Manifest) -> str:
     document = {
         "lock_version": LOCK_VERSION,
-        "manifest_path": _relative(manifest.path),
+        "manifest_path": project_relative(manifest.path),
         "release_date": manifest.release_date,
         "variables": manifest.variables,
         "document": json.loads(manifest.rendered),
@@ -167,11 +168,10 @@ def find(sha256: str, *, manifest: str | None, commit: str | None) -> Lock:
     if stored.is_file():
         return Lock(stored, stored.read_text())
     if manifest and commit:
-        lock_file = Path(manifest).with_suffix(".lock").as_posix()
-        proc = subprocess.run(["git", "-C", str(PROJECT_ROOT), "show", f"{commit.removesuffix('+dirty')}:{lock_file}"],
-                              capture_output=True, text=True)
-        if proc.returncode == 0 and hashlib.sha256(proc.stdout.encode()).hexdigest() == sha256:
-            return Lock(PROJECT_ROOT / lock_file, proc.stdout)
+        lock_file = lock_path(Path(manifest)).as_posix()
+        proc = _git(PROJECT_ROOT, "show", f"{commit.removesuffix('+dirty')}:{lock_file}")
+        if proc and proc.returncode == 0 and hashlib.sha256(proc.stdout).hexdigest() == sha256:
+            return Lock(PROJECT_ROOT / lock_file, proc.stdout.decode())
     raise BakeryError(f"no lock file with sha256 {sha256} (not in {state_dir() / 'locks'}, not in git at {commit or 'no commit'})")
 
 
@@ -184,16 +184,16 @@ def manifest_of(lock: Lock) -> Manifest:
 
 def git_commit(path: Path) -> str | None:
     """The commit of the repository holding path, with +dirty when its directory has uncommitted changes."""
-    run = lambda *args: subprocess.run(["git", "-C", str(path.parent), *args], capture_output=True, text=True)  # noqa: E731
-    head = run("rev-parse", "HEAD")
-    if head.returncode != 0:
+    head = _git(path.parent, "rev-parse", "HEAD")
+    if not head or head.returncode != 0:
         return None
-    dirty = run("status", "--porcelain", "--", ".").stdout.strip()
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+    dirty = _git(path.parent, "status", "--porcelain", "--", ".").stdout.strip()
+    return head.stdout.decode().strip() + ("+dirty" if dirty else "")
 
 
-def _relative(path: Path) -> str:
+def _git(directory: Path, *args: str):
+    """git in directory, or None where git is not installed."""
     try:
-        return path.resolve().relative_to(PROJECT_ROOT).as_posix()
-    except ValueError:
-        return str(path.resolve())
+        return run(["git", "-C", directory, *args], check=False, timeout=60)
+    except BakeryError:
+        return None

@@ -19,7 +19,7 @@ from pipeline import __version__, lint
 from pipeline.build import BuiltImage
 from pipeline.errors import BakeryError, LintFailed, ManifestError
 from pipeline.manifest import Manifest
-from pipeline.paths import PROJECT_ROOT, TEMPLATES
+from pipeline.paths import TEMPLATES, project_relative
 
 TEMPLATE = TEMPLATES / "properties.yaml.j2"
 # Set by the pipeline itself; a manifest may not override them.
@@ -65,10 +65,6 @@ def render(manifest: Manifest, image: BuiltImage, *, build_id: str, template: Pa
 
 
 def _context(manifest: Manifest, image: BuiltImage, build_id: str) -> dict:
-    try:
-        manifest_path = str(manifest.path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        manifest_path = str(manifest.path.resolve())
     return {
         "release_date": manifest.release_date,
         "family": manifest.family,
@@ -84,7 +80,7 @@ def _context(manifest: Manifest, image: BuiltImage, build_id: str) -> dict:
         "install": manifest.install.to_dict() if manifest.install else None,
         "provenance": {
             "build_id": build_id,
-            "manifest": manifest_path,
+            "manifest": project_relative(manifest.path),
             "manifest_sha256": manifest.sha256,
             "source_sha256": image.source_sha256,
             "pipeline_version": __version__,

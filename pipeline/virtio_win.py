@@ -102,13 +102,19 @@ class VirtioWin:
             for path in driver.files:
                 self._copy(path, target / Path(path).name)
 
-    def extract_file(self, path: str, destination: Path) -> bool:
-        if self._iso is None and not (self.location / path).is_file():
-            return False
+    def has_file(self, path: str) -> bool:
+        if self._iso is None:
+            return (self.location / path).is_file()
         try:
-            self._copy(path, destination)
+            self._iso.get_record(joliet_path="/" + path.lstrip("/"))
         except Exception:  # pycdlib raises its own exception for a missing path
             return False
+        return True
+
+    def extract_file(self, path: str, destination: Path) -> bool:
+        if not self.has_file(path):
+            return False
+        self._copy(path, destination)
         return True
 
     def _copy(self, path: str, target: Path) -> None:
