@@ -54,7 +54,15 @@ def project() -> str:
 
 @pytest.fixture
 def target(glance_server, project) -> Target:
-    return connect_local(glance_server, project_id=project)
+    """The test's own project; its images are deleted afterwards, because Glance's file store keeps every
+    byte (a sparse 1 GiB image costs 1 GiB) and the session's store would otherwise grow past 20 GB."""
+    connected = connect_local(glance_server, project_id=project)
+    yield connected
+    try:
+        for image in project_images(connected):
+            connected.glance.images.delete(image["id"])
+    except Exception:  # already gone, or a test stopped the server: nothing left to free
+        pass
 
 
 def make_image(path: Path, size: int, *, seed: str = "", sparse_tail: int = 0) -> str:
