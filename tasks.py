@@ -19,19 +19,19 @@ from pathlib import Path
 
 from invoke import task
 
-from pipeline import audit as audit_stage
-from pipeline import explain as explain_stage
-from pipeline import job
-from pipeline import inspection
-from pipeline import cache as cache_stage
-from pipeline import rebuild as rebuild_stage
+from pipeline import chain
 from pipeline import synthetic as synthetic_stage
-from pipeline.synthetic import virtio_iso, windows_disk
 from pipeline.cli import execute, print_audit, print_cache, print_findings, print_inspection
-from pipeline.cloud import connect
-from pipeline.localglance import LocalGlance
-from pipeline.paths import state_dir
-from pipeline.progress import say
+from pipeline.common.errors import BakeryError
+from pipeline.common.paths import state_dir
+from pipeline.common.progress import say
+from pipeline.glance.connect import connect
+from pipeline.glance.local import LocalGlance
+from pipeline.properties import audit as audit_stage
+from pipeline.properties import explain as explain_stage
+from pipeline.repro import cache as cache_stage
+from pipeline.repro import rebuild as rebuild_stage
+from pipeline.synthetic import virtio_iso, windows_disk
 
 COMMON_HELP = {
     "manifest": "the family's manifest, e.g. manifests/w10entx64.yaml",
@@ -47,8 +47,8 @@ def _help(*names: str) -> dict[str, str]:
     return {name: COMMON_HELP[name] for name in names}
 
 
-def _options(manifest, cloud, release_date, set, allow_older=False, no_cache=False, lock=None) -> job.JobOptions:
-    return job.JobOptions(Path(manifest), cloud=cloud, release_date=release_date, variables=tuple(set or ()), allow_older=allow_older,
+def _options(manifest, cloud, release_date, set, allow_older=False, no_cache=False, lock=None) -> chain.JobOptions:
+    return chain.JobOptions(Path(manifest), cloud=cloud, release_date=release_date, variables=tuple(set or ()), allow_older=allow_older,
                           use_cache=not no_cache, lock=Path(lock) if lock else None)
 
 
@@ -57,14 +57,14 @@ def _options(manifest, cloud, release_date, set, allow_older=False, no_cache=Fal
 def build_and_publish(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_older=False, no_cache=False, lock=None):
     """Build the image of a manifest, publish it verified to Glance, demote the previous release."""
     options = _options(manifest, cloud, release_date, set, allow_older, no_cache, lock)
-    execute("build-and-publish", json, lambda report: job.build_and_publish(options, report))
+    execute("build-and-publish", json, lambda report: chain.build_and_publish(options, report))
 
 
 @task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json"), "out": "where to write it (default: next to the manifest, .lock)"})
 def lock(c, manifest, release_date=None, set=None, json=None, out=None):
     """Pin every input of a release (files, elements, templates, tools) in a lock file to review in git."""
     options = _options(manifest, None, release_date, set, lock=out)
-    execute("lock", json, lambda report: job.write_lock(options, report), summary=False)
+    execute("lock", json, lambda report: chain.write_lock(options, report), summary=False)
 
 
 @task(help={"image": "a Glance image id: rebuild from the lock its provenance names", "lock": "rebuild from this lock file",
@@ -94,7 +94,7 @@ def cache_gc(c, max_gib=None, all=False, json=None):
 def plan(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_older=False):
     """Dry run: the properties, the target, what would be uploaded and demoted. Changes nothing."""
     options = _options(manifest, cloud, release_date, set, allow_older)
-    execute("plan", json, lambda report: job.plan(options, report))
+    execute("plan", json, lambda report: chain.plan(options, report))
 
 
 @task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json", "cloud"), "image": "lint a Glance image by id instead"})
@@ -103,7 +103,7 @@ def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, 
     if image:
         action = lambda report: audit_stage.lint_image(connect(cloud), image, report)  # noqa: E731
     else:
-        action = lambda report: job.lint_manifest(_options(manifest, None, release_date, set), report)  # noqa: E731
+        action = lambda report: chain.lint_manifest(_options(manifest, None, release_date, set), report)  # noqa: E731
     report = execute("lint", json, action, summary=False, on_error=print_findings)
     print_findings(report)
     if "properties" in report.details:
@@ -117,7 +117,7 @@ def explain(c, manifest=None, image=None, cloud=None, nova="master", release_dat
     if image:
         action = lambda report: explain_stage.explain_image(connect(cloud), image, report, nova=nova)  # noqa: E731
     else:
-        action = lambda report: explain_stage.explain_manifest(_options(manifest, None, release_date, set), report, nova=nova)  # noqa: E731
+        action = lambda report: chain.explain_manifest(_options(manifest, None, release_date, set), report, nova=nova)  # noqa: E731
     report = execute("explain", json, action, summary=False)
     shown = report.details["explain"]
     print(shown["xml"])
@@ -129,7 +129,7 @@ def explain(c, manifest=None, image=None, cloud=None, nova="master", release_dat
 @task(help={"image": "a raw/qcow2 disk image file, or a Glance image id", **_help("cloud", "json")})
 def inspect(c, image, cloud=None, json=None):
     """What a Windows image is and which virtio drivers it carries, read offline from its registry."""
-    report = execute("inspect", json, lambda report: inspection.inspect_reference(image, report, cloud=cloud, workdir=state_dir() / "inspect"),
+    report = execute("inspect", json, lambda report: chain.inspect_reference(image, report, cloud=cloud, workdir=state_dir() / "inspect"),
                      summary=False)
     print_inspection(report)
 
@@ -170,8 +170,6 @@ def glance_status(c, json=None):
 
 
 def _glance_report(report, status, require_healthy=False):
-    from pipeline.errors import BakeryError
-
     report.details["glance"] = status.to_dict()
     say(status.message)
     if require_healthy and not status.healthy:

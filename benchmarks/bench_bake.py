@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench_measure import timed  # the benchmarks' one timer (run as scripts: their folder is on sys.path)
 
-from pipeline import bake
+from pipeline.build.bake import refresh as bake
 from pipeline.manifest import BakeSpec, Source
 from pipeline.synthetic import virtio_iso, windows_disk
 from pipeline.windows.drivers import DEFAULT_SELECTION

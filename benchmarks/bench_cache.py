@@ -17,10 +17,10 @@ from pathlib import Path
 import yaml
 from bench_measure import local_glance, timed  # the benchmarks' one timer (run as scripts: their folder is on sys.path)
 
-from pipeline import job
-from pipeline.cloud import connect_local
-from pipeline.measure import sha256_file
-from pipeline.report import Report
+from pipeline import chain
+from pipeline.common.digests import sha256_file
+from pipeline.common.report import Report
+from pipeline.glance.connect import connect_local
 from pipeline.synthetic import virtio_iso, windows_disk
 
 GiB = 1024**3
@@ -47,7 +47,7 @@ def main() -> None:
             target = connect_local(glance)
 
             def publish(date: str, **options) -> float:
-                return timed(lambda: job.build_and_publish(job.JobOptions(manifest, release_date=date, **options),
+                return timed(lambda: chain.build_and_publish(chain.JobOptions(manifest, release_date=date, **options),
                                                            Report("bench"), target=target))
 
             cold = publish("2026-10-01")

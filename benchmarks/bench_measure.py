@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.localglance import LocalGlance
-from pipeline.measure import measure_file
+from pipeline.glance.local import LocalGlance
+from pipeline.publish.measure import measure_file
 
 GiB = 1024**3
 

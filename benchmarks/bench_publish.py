@@ -20,11 +20,12 @@ from pathlib import Path
 
 from bench_measure import local_glance  # the benchmarks' shared helpers (their folder is on sys.path)
 
-from pipeline.build import BuiltImage
-from pipeline.cloud import connect_local
-from pipeline.measure import DigestMemo, ImageInfo
-from pipeline.properties import PropertySet
-from pipeline.publish import Journal, upload
+from pipeline.build.stage import BuiltImage
+from pipeline.common.digests import DigestMemo
+from pipeline.diskimage.info import ImageInfo
+from pipeline.glance.connect import connect_local
+from pipeline.properties.render import PropertySet
+from pipeline.publish.upload import Journal, upload
 
 GiB = 1024**3
 CORE = {"disk_format": "raw", "container_format": "bare", "min_disk": 1, "min_ram": 0}
@@ -65,8 +66,8 @@ import sys, resource
 from pathlib import Path
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from bench_publish import pipeline_publish
-from pipeline.cloud import connect_local
-from pipeline.localglance import LocalGlance
+from pipeline.glance.connect import connect_local
+from pipeline.glance.local import LocalGlance
 target = connect_local(LocalGlance(root=Path({str(root)!r}), port={port}), project_id="bench")
 pipeline_publish(target, Path({str(path)!r}), Path({str(root)!r}))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 from invoke.exceptions import Exit
 
-from pipeline.errors import BakeryError
-from pipeline.paths import state_dir
-from pipeline.report import Report, print_summary
-from pipeline.secrets import redact
+from pipeline.common.errors import BakeryError
+from pipeline.common.paths import state_dir
+from pipeline.common.report import Report, print_summary
+from pipeline.common.secrets import redact
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -74,7 +74,7 @@ def execute(
 
 def print_findings(report: Report) -> None:
     """Lint findings for people: what, where, why (the rule's source)."""
-    from pipeline.lint import RULES
+    from pipeline.properties.lint import RULES
 
     for finding in report.lint:
         where = f" {finding['property']}:" if finding["property"] else ""

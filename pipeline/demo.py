@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.measure import sha256_file
+from pipeline.common.digests import sha256_file
 from pipeline.synthetic import virtio_iso, windows_disk
 
 DEMO_MANIFEST = "manifests/demo-w10entx64.yaml"  # as recorded in bakery_manifest
@@ -27,12 +27,13 @@ def generate_inputs(directory: Path) -> dict[str, str]:
 
 def run_demo(report, *, months: tuple[str, str]) -> None:
     """Publish two monthly releases of the demo family to the local Glance; the first ends demoted."""
-    from pipeline import job, release
-    from pipeline.cloud import connect_local
+    from pipeline import chain
+    from pipeline.common.paths import MANIFESTS, state_dir
+    from pipeline.common.progress import say
+    from pipeline.common.report import Report
+    from pipeline.glance.connect import connect_local
     from pipeline.manifest import load_manifest
-    from pipeline.paths import MANIFESTS, state_dir
-    from pipeline.progress import say
-    from pipeline.report import Report
+    from pipeline.publish import release
 
     inputs = generate_inputs(state_dir() / "demo")
     say(f"generated SYNTHETIC inputs: {inputs['base_image']} (Windows 10 22H2 with virtio-win 0.1.173 drivers) "
@@ -45,7 +46,7 @@ def run_demo(report, *, months: tuple[str, str]) -> None:
     for month in months:
         say(f"--- release {month} ---")
         run = Report(f"build-and-publish {month}")
-        job.build_and_publish(job.JobOptions(manifest_path, release_date=month, variables=variables), run, target=target)
+        chain.build_and_publish(chain.JobOptions(manifest_path, release_date=month, variables=variables), run, target=target)
         runs.append(run)
     family = release.family_members(target, load_manifest(manifest_path, release_date=months[1], variables=inputs), recommended_only=False)
     report.target = target.to_dict()
@@ -60,8 +61,8 @@ def run_demo(report, *, months: tuple[str, str]) -> None:
 
 def _forget_earlier_demo(target, manifest) -> None:
     """The demo starts from an empty family each time, so its outcome is the same on every run."""
-    from pipeline import release
-    from pipeline.progress import say
+    from pipeline.common.progress import say
+    from pipeline.publish import release
 
     for member in release.family_members(target, manifest, recommended_only=False):
         if target.glance.images.get(member.id).get("bakery_manifest") != DEMO_MANIFEST:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cloud import Target, connect_local
-from pipeline.localglance import LocalGlance
+from pipeline.glance.connect import Target, connect_local
+from pipeline.glance.local import LocalGlance
 
 MiB = 1024 * 1024
 
@@ -142,7 +142,7 @@ def media(tmp_path_factory):
     reason = offline_windows_tools_missing()
     if reason:
         pytest.skip(reason)
-    from pipeline.measure import sha256_file
+    from pipeline.common.digests import sha256_file
     from pipeline.synthetic import virtio_iso, windows_disk
 
     root = tmp_path_factory.mktemp("media")
@@ -193,7 +193,7 @@ def install_media(media, tmp_path_factory):
     reason = qemu_tools_missing()
     if reason:
         pytest.skip(reason)
-    from pipeline.measure import sha256_file
+    from pipeline.common.digests import sha256_file
     from pipeline.synthetic import standin, windows_disk
 
     root = tmp_path_factory.mktemp("install-media")

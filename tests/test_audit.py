@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import audit
-from pipeline.errors import BakeryError, LintFailed
-from pipeline.report import Report
+from pipeline.common.errors import BakeryError, LintFailed
+from pipeline.common.report import Report
+from pipeline.properties import audit
 
 GOOD = {"os_distro": "windows", "os_type": "windows", "os_distro_major": "w10entx64", "os_edition": "DESKTOP",
         "architecture": "x86_64", "release_date": "2026-11-01", "recommended": "true"}
@@ -55,7 +55,7 @@ def test_audit_reports_findings_and_family_health(target):
 
 
 def test_explain_image_unknown_id(target):
-    from pipeline.explain import explain_image
+    from pipeline.properties.explain import explain_image
 
     with pytest.raises(BakeryError, match="not found"):
         explain_image(target, "00000000-0000-0000-0000-000000000000", Report("explain"), nova="master")

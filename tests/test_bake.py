@@ -6,13 +6,13 @@ import hashlib
 
 import pytest
 
-from pipeline import bake as bake_stage
-from pipeline.errors import BakeryError
-from pipeline.inspection import inspect_image
+from pipeline.build.bake import refresh as bake_stage
+from pipeline.common.errors import BakeryError
 from pipeline.manifest import BakeSpec, Source
 from pipeline.synthetic import virtio_iso
-from pipeline.windows.drivers import DEFAULT_SELECTION, DRIVERS, os_directory
 from pipeline.synthetic.windows_disk import RELEASES
+from pipeline.windows.drivers import DEFAULT_SELECTION, DRIVERS, os_directory
+from pipeline.windows.inspection import inspect_image
 from tests.windows_reader import OfflineWindows
 
 GENERATIONS = ("w7", "2k8r2", "w10", "2k19", "2k22", "w11")
@@ -163,8 +163,7 @@ def test_a_virtio_win_directory_works_like_the_iso(media, tmp_path):
 
 
 def test_two_elements_shipping_the_same_script_are_refused(tmp_path):
-    from pipeline import elements
-
+    from pipeline.build.bake import elements
     for name in ("site-a", "site-b"):
         phase = tmp_path / name / "install.d"
         phase.mkdir(parents=True)
@@ -176,8 +175,7 @@ def test_two_elements_shipping_the_same_script_are_refused(tmp_path):
 
 
 def test_an_unknown_element_is_a_one_line_error(tmp_path):
-    from pipeline import elements
-
+    from pipeline.build.bake import elements
     with pytest.raises(BakeryError) as failure:
         elements.resolve(("no-such-element",), elements.search_path())
     assert "no-such-element" in failure.value.one_line() and "\n" not in failure.value.one_line()
@@ -186,7 +184,7 @@ def test_an_unknown_element_is_a_one_line_error(tmp_path):
 def test_directory_pin_matches_the_documented_shell_pipeline(tmp_path):
     import subprocess
 
-    from pipeline.build import tree_sha256
+    from pipeline.build.inputs import tree_sha256
 
     tree = virtio_iso.write_tree(tmp_path / "vw", "0.1.240")
     shell = subprocess.run(

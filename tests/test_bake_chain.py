@@ -8,12 +8,12 @@ import subprocess
 
 import pytest
 
-from pipeline import job
-from pipeline.errors import BakeryError, LintFailed, ManifestError
-from pipeline.inspection import inspect_image
-from pipeline.report import Report
-from pipeline.run import run
+from pipeline import chain
+from pipeline.common.errors import BakeryError, LintFailed, ManifestError
+from pipeline.common.report import Report
+from pipeline.common.run import run
 from pipeline.windows import volume
+from pipeline.windows.inspection import inspect_image
 from tests.conftest import project_images, write_manifest
 from tests.test_cli import assert_one_line_error, invoke
 
@@ -33,7 +33,7 @@ def bake_manifest(tmp_path, media, generation="w10-oldvirtio", iso_version="0.1.
 
 
 def publish(manifest, target, date):
-    return job.build_and_publish(job.JobOptions(manifest, release_date=date), Report("t"), target=target)
+    return chain.build_and_publish(chain.JobOptions(manifest, release_date=date), Report("t"), target=target)
 
 
 def test_fixture_baked_published_and_previous_demoted(media, target, tmp_path):
@@ -168,7 +168,7 @@ def test_inspect_cli_table_and_json(media, tmp_path, session_state, glance_serve
 def test_no_fuse_daemon_outlives_a_failure(media, tmp_path):
     disk, _ = media.disk("w7")
     iso, _ = media.iso("0.1.240")
-    from pipeline import bake as bake_stage
+    from pipeline.build.bake import refresh as bake_stage
     from tests.test_bake import spec
 
     with pytest.raises(BakeryError):

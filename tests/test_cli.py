@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.localglance import LocalGlance
-from pipeline.paths import PROJECT_ROOT
+from pipeline.common.paths import PROJECT_ROOT
+from pipeline.glance.local import LocalGlance
 from tests.conftest import MiB, free_port, make_image, write_manifest
 
 SECRET = "S3cr3t-" + uuid.uuid4().hex
@@ -69,7 +69,7 @@ def test_build_and_publish_writes_a_json_report(glance_server, session_state, tm
 
 
 def test_bad_manifest_is_one_line_and_glance_untouched(glance_server, session_state, tmp_path, family_manifest):
-    from pipeline.cloud import connect_local
+    from pipeline.glance.connect import connect_local
 
     before = len(list(connect_local(glance_server).glance.images.list()))
     manifest = family_manifest(os={"type": "Windows", "version": "10"})

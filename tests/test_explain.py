@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pipeline.errors import BakeryError
-from pipeline.explain import explain
+from pipeline.common.errors import BakeryError
+from pipeline.properties.explain import explain
 
 WINDOWS = {"os_distro": "windows", "os_type": "windows"}
 WIN11 = {**WINDOWS, "hw_machine_type": "q35", "hw_firmware_type": "uefi", "os_secure_boot": "required",
@@ -81,9 +81,8 @@ def test_unknown_release():
 
 
 def test_a_manifest_with_lint_errors_is_still_explained(tmp_path):
-    from pipeline.explain import explain_manifest
-    from pipeline.job import JobOptions
-    from pipeline.report import Report
+    from pipeline.chain import JobOptions, explain_manifest
+    from pipeline.common.report import Report
     from tests.conftest import write_manifest
 
     manifest = write_manifest(tmp_path, tmp_path / "x.raw", "ab" * 32, os={"type": "Windows", "version": "10"})

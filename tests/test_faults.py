@@ -9,11 +9,11 @@ import pytest
 from glanceclient import Client as GlanceClient
 from keystoneauth1 import session
 
-from pipeline import job
-from pipeline.cloud import Target, TrustedHeaders, connect_local
-from pipeline.errors import PublishError
-from pipeline.localglance import LocalGlance
-from pipeline.report import Report
+from pipeline import chain
+from pipeline.common.errors import PublishError
+from pipeline.common.report import Report
+from pipeline.glance.connect import Target, TrustedHeaders, connect_local
+from pipeline.glance.local import LocalGlance
 from tests import faults
 from tests.conftest import MiB, free_port, make_image, project_images, write_manifest
 
@@ -22,7 +22,7 @@ BIG = 192 * MiB  # sparse: large enough to interrupt mid-stream, cheap to make
 
 def publish(target, manifest, release_date):
     report = Report("build-and-publish")
-    job.build_and_publish(job.JobOptions(manifest, release_date=release_date), report, target=target)
+    chain.build_and_publish(chain.JobOptions(manifest, release_date=release_date), report, target=target)
     return report
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import job
-from pipeline.errors import BakeryError, LintFailed, ManifestError
-from pipeline.report import Report
-from pipeline.vm import VmFailed
+from pipeline import chain
+from pipeline.build.install.vm import VmFailed
+from pipeline.common.errors import LintFailed, ManifestError
+from pipeline.common.report import Report
 from tests.conftest import project_images
 from tests.test_cli import INVOKE, PROJECT_ROOT
 
@@ -70,7 +70,7 @@ def install_manifest(tmp_path: Path, media, install_media, *, windows="w10", ind
 
 
 def publish(manifest: Path, target, date: str, report: Report | None = None) -> Report:
-    return job.build_and_publish(job.JobOptions(manifest, release_date=date), report or Report("t"), target=target)
+    return chain.build_and_publish(chain.JobOptions(manifest, release_date=date), report or Report("t"), target=target)
 
 
 def first_bytes(target, image_id: str, count: int) -> bytes:
@@ -225,7 +225,7 @@ def test_a_missing_password_stops_before_any_vm(media, install_media, target, tm
 
 def test_plan_of_an_install_starts_no_vm(media, install_media, target, tmp_path, isolated_state):
     manifest = install_manifest(tmp_path, media, install_media, firmware="uefi", disk_bus="virtio-scsi")
-    report = job.plan(job.JobOptions(manifest, release_date="2026-11-01"), Report("plan"), target=target)
+    report = chain.plan(chain.JobOptions(manifest, release_date="2026-11-01"), Report("plan"), target=target)
     assert report.plan["upload"] == {"path": None, "installed_from": str(install_media[0])}
     props = report.plan["properties"]
     assert (props["hw_disk_bus"], props["hw_scsi_model"], props["hw_firmware_type"]) == ("scsi", "virtio-scsi", "uefi")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import lint
-from pipeline.errors import ManifestError
+from pipeline.common.errors import ManifestError
+from pipeline.properties import lint
 from tests.test_properties import rendered
 
 GiB = 1024**3

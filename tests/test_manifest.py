@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import ManifestError
+from pipeline.common.errors import ManifestError
+from pipeline.common.paths import MANIFESTS
 from pipeline.manifest import load_manifest, parse_release_date, parse_variables
-from pipeline.paths import MANIFESTS
 from tests.conftest import write_manifest
 
 PIN = "ab" * 32

@@ -8,8 +8,10 @@ import subprocess
 
 import pytest
 
-from pipeline.errors import BakeryError
-from pipeline.measure import DigestMemo, HashingReader, image_info, measure_file
+from pipeline.common.digests import DigestMemo
+from pipeline.common.errors import BakeryError
+from pipeline.diskimage.info import image_info
+from pipeline.publish.measure import HashingReader, measure_file
 from tests.conftest import MiB, make_image
 
 

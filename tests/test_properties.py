@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import lint
-from pipeline.build import BuiltImage
-from pipeline.errors import LintFailed, ManifestError
+from pipeline.build.stage import BuiltImage
+from pipeline.common.errors import LintFailed, ManifestError
+from pipeline.diskimage.info import ImageInfo
 from pipeline.manifest import load_manifest
-from pipeline.measure import ImageInfo
-from pipeline.properties import render
+from pipeline.properties import lint
+from pipeline.properties.render import render
 from tests.conftest import write_manifest
 
 PIN = "cd" * 32

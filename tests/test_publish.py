@@ -7,19 +7,17 @@ import subprocess
 
 import pytest
 
-from pipeline import job
-from pipeline.cloud import connect_local
-from pipeline.errors import BakeryError, ManifestError
-from pipeline.publish import GLANCE_FIELDS
-from pipeline.report import Report
+from pipeline import chain
+from pipeline.common.errors import BakeryError, ManifestError
+from pipeline.common.report import Report
+from pipeline.glance.connect import connect_local
+from pipeline.glance.images import GLANCE_FIELDS
 from tests.conftest import MiB, make_image, project_images, write_manifest
-
-
 
 
 def publish(target, manifest, release_date, **options):
     report = Report("build-and-publish")
-    job.build_and_publish(job.JobOptions(manifest, release_date=release_date, **options), report, target=target)
+    chain.build_and_publish(chain.JobOptions(manifest, release_date=release_date, **options), report, target=target)
     return report
 
 
@@ -33,7 +31,7 @@ def test_publish_stores_exactly_the_rendered_properties(target, tmp_path, source
     image_path, sha256 = source
     manifest = write_manifest(tmp_path, image_path, sha256)
     plan = Report("plan")
-    job.plan(job.JobOptions(manifest, release_date="2026-10-01"), plan, target=target)
+    chain.plan(chain.JobOptions(manifest, release_date="2026-10-01"), plan, target=target)
 
     report = publish(target, manifest, "2026-10-01")
 
@@ -110,7 +108,7 @@ def test_plan_changes_nothing(target, tmp_path, source):
     before = sorted((i["id"], i["updated_at"], i.get("recommended")) for i in project_images(target))
 
     report = Report("plan")
-    job.plan(job.JobOptions(manifest, release_date="2026-11-01"), report, target=target)
+    chain.plan(chain.JobOptions(manifest, release_date="2026-11-01"), report, target=target)
 
     after = sorted((i["id"], i["updated_at"], i.get("recommended")) for i in project_images(target))
     assert before == after

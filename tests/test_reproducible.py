@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import bake as bake_stage
-from pipeline import job, rebuild
-from pipeline import lock as lockfile
-from pipeline.cache import StageCache
-from pipeline.errors import BakeryError
-from pipeline.measure import sha256_file
-from pipeline.report import Report
+from pipeline import chain
+from pipeline.build.bake import refresh as bake_stage
+from pipeline.common.digests import sha256_file
+from pipeline.common.errors import BakeryError
+from pipeline.common.report import Report
+from pipeline.repro import lock as lockfile
+from pipeline.repro import rebuild
+from pipeline.repro.cache import StageCache
 from pipeline.windows.registry import filetime
 from tests.conftest import project_images
 from tests.test_bake import spec
@@ -28,12 +29,12 @@ EPOCH = int(dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc).timestamp())
 
 
 def publish(manifest: Path, target, date: str = "2026-11-01", **options) -> Report:
-    return job.build_and_publish(job.JobOptions(manifest, release_date=date, **options), Report("t"), target=target)
+    return chain.build_and_publish(chain.JobOptions(manifest, release_date=date, **options), Report("t"), target=target)
 
 
 def locked_manifest(tmp_path, media, date="2026-11-01", **overrides) -> Path:
     manifest = bake_manifest(tmp_path, media, **overrides)
-    job.write_lock(job.JobOptions(manifest, release_date=date), Report("lock"))
+    chain.write_lock(chain.JobOptions(manifest, release_date=date), Report("lock"))
     return manifest
 
 
@@ -123,7 +124,7 @@ def test_unchanged_rerun_uses_the_cache_and_uploads_nothing_then_a_property_chan
     document = yaml.safe_load(manifest.read_text())
     document["image"]["min_ram"] = 8192
     manifest.write_text(yaml.safe_dump(document))
-    job.write_lock(job.JobOptions(manifest, release_date="2026-11-01"), Report("lock"))
+    chain.write_lock(chain.JobOptions(manifest, release_date="2026-11-01"), Report("lock"))
     changed = publish(manifest, target)
     assert changed.details["cache"] == {"build": "hit"} and "build" not in changed.timings
     assert changed.image["id"] != first.image["id"] and changed.image["checksum"] == first.image["checksum"]

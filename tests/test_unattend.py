@@ -12,14 +12,14 @@ import pycdlib
 import pytest
 import yaml
 
-from pipeline import unattend
-from pipeline.errors import BakeryError, ManifestError
-from pipeline.job import JobOptions, lint_manifest
+from pipeline.build.install import unattend
+from pipeline.build.install.vm import probe_accelerator
+from pipeline.chain import JobOptions, lint_manifest
+from pipeline.common.errors import BakeryError, ManifestError
+from pipeline.common.paths import MANIFESTS
+from pipeline.common.report import Report
 from pipeline.manifest import load_manifest
-from pipeline.paths import MANIFESTS
-from pipeline.report import Report
-from pipeline.virtio_win import VirtioWin
-from pipeline.vm import probe_accelerator
+from pipeline.windows.virtio_win import VirtioWin
 
 NS = "{urn:schemas-microsoft-com:unattend}"
 PASSWORD = "s3cret<&>\"pass"

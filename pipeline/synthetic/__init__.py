@@ -2,6 +2,7 @@
 
 Nothing here is Windows: every artefact carries a SYNTHETIC marker. They exist because real media cannot be
 downloaded on the build machines, and they are real enough for the real tools (sfdisk, ntfs-3g, hivex, pycdlib).
+Not part of the chain: may import pipeline.windows, pipeline.diskimage and pipeline.common.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ GiB = 1024**3
 
 def generate(report, *, windows: str, out: Path, fmt: str, size_gib: int, iso: Path | None, iso_version: str) -> None:
     """`invoke synthetic`: a fixture disk (and optionally a virtio-win ISO), with their sha256 pins."""
-    from pipeline.errors import BakeryError
-    from pipeline.measure import sha256_file
-    from pipeline.progress import say
+    from pipeline.common.digests import sha256_file
+    from pipeline.common.errors import BakeryError
+    from pipeline.common.progress import say
     from pipeline.synthetic import virtio_iso, windows_disk
 
     if windows not in windows_disk.RELEASES:

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.run import require_tool, run
+from pipeline.common.run import require_tool, run
 
 INIT_SCRIPT = Path(__file__).with_name("standin-init.sh")
 BUSYBOX = Path("/usr/bin/busybox")  # busybox-static: the one binary the initramfs needs

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.isomedia import write_iso as write_iso_files
+from pipeline.common.isomedia import write_iso as write_iso_files
 from pipeline.windows.drivers import DRIVERS, OS_DIRECTORIES, VirtioDriver
 
 

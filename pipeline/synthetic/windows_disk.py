@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.run import require_tool, run
+from pipeline.common.run import require_tool, run
 from pipeline.synthetic import virtio_iso
 from pipeline.windows import volume
 from pipeline.windows.drivers import DRIVERS, os_directory

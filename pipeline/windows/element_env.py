@@ -1,6 +1,6 @@
 """What the bake hands to element scripts, read back from the environment (for Python element scripts).
 
-The bake sets these variables (pipeline/bake.py, `element_environment`); bash scripts use them directly.
+The bake sets these variables (pipeline/build/bake/refresh.py, `element_environment`); bash scripts use them directly.
 """
 
 from __future__ import annotations

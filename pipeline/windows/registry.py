@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import BakeryError
+from pipeline.common.errors import BakeryError
 
 REG_NONE, REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ = 0, 1, 2, 3, 4, 7
 

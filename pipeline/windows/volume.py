@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import BakeryError
-from pipeline.run import require_tool, run
+from pipeline.common.errors import BakeryError
+from pipeline.common.run import require_tool, run
 
 SECTOR = 512
 ESP_GPT = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"

@@ -1,0 +1,359 @@
+"""Run one installer VM under QEMU until the guest powers itself off, and never leave a process behind.
+
+The guest is watched over QMP (the monitor socket is ours: Python listens, QEMU connects, so there is no
+start-up race). Reboots (RESET) are part of Windows Setup and are counted, not treated as the end; the end
+is SHUTDOWN initiated by the guest. A panic (pvpanic's GUEST_PANICKED, with the guest paused so the screen
+can be captured) or the timeout takes a PNG screenshot, stops QEMU and fails the build in one line.
+
+Every child (QEMU, swtpm) gets PR_SET_PDEATHSIG, so even a SIGKILLed build takes them down; on Ctrl-C,
+SIGTERM or any exception the `finally` quits QEMU, then kills what is left, then stops swtpm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qemu.qmp import QMPClient
+from qemu.qmp.error import QMPError
+
+from pipeline.common.errors import BakeryError
+from pipeline.common.run import require_tool
+
+OVMF_DIR = Path("/usr/share/OVMF")
+OVMF_CODE = OVMF_DIR / "OVMF_CODE_4M.fd"
+OVMF_CODE_SECURE = OVMF_DIR / "OVMF_CODE_4M.secboot.fd"
+OVMF_VARS = OVMF_DIR / "OVMF_VARS_4M.fd"
+OVMF_VARS_SECURE = OVMF_DIR / "OVMF_VARS_4M.ms.fd"  # Microsoft's keys enrolled: Windows' boot manager verifies
+KEYPRESS_WINDOW_S = 60.0  # how long the first boot may sit at "Press any key to boot from CD or DVD"
+STOP_GRACE_S = 10.0
+RESET_DEBOUNCE_S = 2.0  # one reboot can raise RESET twice (the guest's reset, then the firmware's own)
+PR_SET_PDEATHSIG = 1
+
+
+class VmFailed(BakeryError):
+    """The guest did not finish: timeout, panic, or QEMU stopped. Carries what was captured."""
+
+    def __init__(self, message: str, result: "VmResult"):
+        super().__init__(message, hint=f"serial log {result.serial_log}" + (f", screenshot {result.screenshot}" if result.screenshot else ""))
+        self.result = result
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str  # kvm | tcg
+    reason: str
+
+
+@dataclass(frozen=True)
+class Drive:
+    path: Path
+    format: str  # raw | qcow2
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    disk: Drive
+    disk_bus: str  # virtio-blk | virtio-scsi
+    cdroms: tuple[Path, ...]  # the first one is booted when the disk holds nothing bootable
+    firmware: str = "bios"  # bios | uefi
+    secure_boot: bool = False
+    tpm: bool = False
+    machine: str = "q35"
+    memory_mib: int = 4096
+    cpus: int = 2
+    timeout_s: float = 4 * 3600
+    boot_keypress: bool = False
+    ovmf_code: Path | None = None
+    ovmf_vars: Path | None = None
+
+
+@dataclass
+class VmResult:
+    accelerator: str
+    workdir: Path
+    serial_log: Path
+    event_log: Path
+    reboots: int = 0
+    elapsed_s: float = 0.0
+    outcome: str = "running"  # powered-off | timeout | panic | qemu-exited | interrupted
+    screenshot: Path | None = None
+    last_serial_line: str = ""
+    command: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "outcome": self.outcome, "accelerator": self.accelerator, "reboots": self.reboots,
+            "elapsed_s": round(self.elapsed_s, 1), "serial_log": str(self.serial_log), "event_log": str(self.event_log),
+            "screenshot": str(self.screenshot) if self.screenshot else None, "last_serial_line": self.last_serial_line,
+        }
+
+
+def probe_accelerator(cpuinfo: Path = Path("/proc/cpuinfo"), sysfs: Path = Path("/sys/module")) -> Accelerator:
+    """KVM only where it runs stock guests: hardware virtualisation flags, and not Firecracker's kvm-pvm
+    (whose /dev/kvm exists but loops a stock kernel forever and fails OVMF at once)."""
+    override = os.environ.get("BAKERY_ACCEL")
+    if override in ("kvm", "tcg"):
+        return Accelerator(override, "BAKERY_ACCEL")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Accelerator("tcg", "/dev/kvm is missing or not accessible")
+    flags = {word for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for word in line.split()}
+    if not flags & {"vmx", "svm"}:
+        return Accelerator("tcg", "the CPU shows no vmx/svm: /dev/kvm cannot run stock guests here")
+    if (sysfs / "kvm_pvm").exists():
+        return Accelerator("tcg", "/dev/kvm is kvm-pvm, which does not run stock firmware")
+    return Accelerator("kvm", "vmx/svm present and /dev/kvm usable")
+
+
+def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket: Path, tpm_socket: Path | None) -> list[str]:
+    machine = spec.machine + (",smm=on" if spec.secure_boot else "")
+    argv = [
+        "qemu-system-x86_64", "-name", "bakery-install", "-nodefaults", "-machine", machine, "-accel", accel.name,
+        "-cpu", "host" if accel.name == "kvm" else "max",
+        "-smp", str(spec.cpus), "-m", str(spec.memory_mib),
+        "-display", "none", "-vga", "std",  # a framebuffer to screenshot; nobody watches it
+        "-chardev", f"socket,id=mon,path={qmp_socket}", "-mon", "chardev=mon,mode=control",
+        "-chardev", f"file,id=ser0,path={workdir / 'serial.log'}", "-serial", "chardev:ser0",
+        "-device", "pvpanic", "-action", "panic=pause",
+        "-rtc", "base=localtime",  # what Windows expects of a PC's clock (and what Nova gives os_type=windows)
+        "-device", "virtio-net-pci,netdev=net0", "-netdev", "user,id=net0,restrict=on",
+        "-device", "qemu-xhci", "-device", "usb-tablet",
+    ]
+    if spec.firmware == "uefi":
+        code = spec.ovmf_code or (OVMF_CODE_SECURE if spec.secure_boot else OVMF_CODE)
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={workdir / 'OVMF_VARS.fd'}"]
+        if spec.secure_boot:
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+    if tpm_socket:
+        argv += ["-chardev", f"socket,id=tpmchr,path={tpm_socket}", "-tpmdev", "emulator,id=tpm0,chardev=tpmchr",
+                 "-device", "tpm-crb,tpmdev=tpm0" if spec.machine == "q35" else "tpm-tis,tpmdev=tpm0"]
+    # detect-zeroes=unmap keeps the target sparse: what Setup zeroes costs no space in the image.
+    argv += ["-drive", f"file={spec.disk.path},if=none,id=disk0,format={spec.disk.format},cache=unsafe,discard=unmap,detect-zeroes=unmap"]
+    if spec.disk_bus == "virtio-scsi":
+        argv += ["-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=1"]
+    else:
+        argv += ["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
+    for index, iso in enumerate(spec.cdroms):
+        argv += ["-drive", f"file={iso},if=none,id=cd{index},media=cdrom,readonly=on,format=raw"]
+        # q35's AHCI has one device per port; pc's PIIX IDE has two buses of two units each
+        bus = f",bus=ide.{index}" if spec.machine == "q35" else f",bus=ide.{index // 2},unit={index % 2}"
+        argv += ["-device", f"ide-cd,drive=cd{index}{bus}" + (",bootindex=0" if index == 0 else "")]
+    return argv
+
+
+def run_vm(spec: VmSpec, workdir: Path, *, on_status: Callable[[str], None] = lambda line: None) -> VmResult:
+    """Boot the VM and wait for the guest to power off. Raises VmFailed otherwise; no child survives."""
+    require_tool("qemu-system-x86_64", "qemu-system-x86")
+    workdir.mkdir(parents=True, exist_ok=True)
+    accel = probe_accelerator()
+    result = VmResult(accel.name, workdir, workdir / "serial.log", workdir / "qmp-events.jsonl")
+    on_status(f"accelerator {accel.name} ({accel.reason}); timeout {spec.timeout_s / 60:.0f} min")
+    # Unix socket paths are limited to 107 bytes: the sockets live in a short private directory instead.
+    with _children() as children, _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="bakery-vm-") as sockets:
+        tpm_socket = _start_swtpm(workdir, Path(sockets), children) if spec.tpm else None
+        if spec.firmware == "uefi":
+            shutil.copyfile(spec.ovmf_vars or (OVMF_VARS_SECURE if spec.secure_boot else OVMF_VARS), workdir / "OVMF_VARS.fd")
+        try:
+            asyncio.run(_supervise(spec, workdir, Path(sockets) / "qmp.sock", accel, result, children, tpm_socket, on_status))
+        except KeyboardInterrupt:
+            result.outcome = "interrupted"
+            raise
+    if result.outcome != "powered-off":
+        raise VmFailed(_failure_message(result, spec), result)
+    return result
+
+
+def _failure_message(result: VmResult, spec: VmSpec) -> str:
+    last = f"; last serial line: {result.last_serial_line!r}" if result.last_serial_line else ""
+    what = {
+        "timeout": f"the guest did not power off within {spec.timeout_s / 60:.1f} min ({result.accelerator})",
+        "panic": "the guest panicked (pvpanic)",
+        "qemu-exited": "QEMU exited before the guest powered off",
+        "host-shutdown": "QEMU was shut down from outside the guest",
+    }.get(result.outcome, result.outcome)
+    return f"install VM: {what} after {result.reboots} reboot(s), {result.elapsed_s:.0f} s{last}"
+
+
+async def _supervise(spec: VmSpec, workdir: Path, qmp_socket: Path, accel: Accelerator, result: VmResult,
+                     children: list[subprocess.Popen], tpm_socket: Path | None, on_status: Callable[[str], None]) -> None:
+    qmp = QMPClient("bakery-install")
+    await qmp.start_server(str(qmp_socket))
+    result.command = qemu_command(spec, workdir, accel, qmp_socket=qmp_socket, tpm_socket=tpm_socket)
+    qemu = _spawn(result.command, workdir / "qemu.log", children)
+    try:
+        await asyncio.wait_for(qmp.accept(), timeout=30)
+    except (asyncio.TimeoutError, QMPError, OSError):
+        await _wait_exit(qemu, 5)
+        result.outcome = "qemu-exited"
+        raise BakeryError(f"QEMU did not start: {_last_line(workdir / 'qemu.log') or 'no output'}",
+                          hint=f"command in {workdir / 'qemu.log'}") from None
+    started = time.monotonic()
+    try:
+        with open(result.event_log, "w") as events:
+            await _watch(qmp, qemu, spec, result, events, started, on_status)
+    finally:
+        result.elapsed_s = time.monotonic() - started
+        result.last_serial_line = _last_line(result.serial_log)
+        if qemu.poll() is None and result.outcome != "powered-off":
+            await _quit(qmp, qemu)
+        try:
+            await qmp.disconnect()
+        except (EOFError, QMPError, OSError):
+            pass  # QEMU exited first and closed the socket: the expected end of a powered-off guest
+
+
+async def _watch(qmp: QMPClient, qemu: subprocess.Popen, spec: VmSpec, result: VmResult, events, started: float,
+                 on_status: Callable[[str], None]) -> None:
+    with qmp.listener() as listener:
+        next_status = started + 30
+        last_reset = float("-inf")
+        while True:
+            now = time.monotonic()
+            if now - started > spec.timeout_s:
+                result.outcome = "timeout"
+                await _screenshot(qmp, result)
+                return
+            if spec.boot_keypress and result.reboots == 0 and now - started < KEYPRESS_WINDOW_S:
+                await _execute(qmp, "send-key", {"keys": [{"type": "qcode", "data": "spc"}]})
+            try:
+                event = await asyncio.wait_for(listener.get(), timeout=1.0)
+            except asyncio.TimeoutError:
+                if qemu.poll() is not None:
+                    result.outcome = "qemu-exited"
+                    return
+                if now >= next_status:
+                    next_status = now + 30
+                    on_status(f"{now - started:.0f} s, {result.reboots} reboot(s); serial: {_last_line(result.serial_log)}")
+                continue
+            events.write(json.dumps({"event": event["event"], "data": event.get("data", {}), "timestamp": event.get("timestamp")}) + "\n")
+            events.flush()
+            name, data = event["event"], event.get("data", {})
+            if name == "RESET":
+                received = time.monotonic()
+                if received - last_reset > RESET_DEBOUNCE_S:
+                    result.reboots += 1
+                    on_status(f"guest rebooted ({result.reboots}); serial: {_last_line(result.serial_log)}")
+                last_reset = received
+            elif name == "GUEST_PANICKED":
+                result.outcome = "panic"
+                await _screenshot(qmp, result)
+                return
+            elif name == "SHUTDOWN":
+                result.outcome = "powered-off" if data.get("guest") else "host-shutdown"
+                await _wait_exit(qemu, STOP_GRACE_S)
+                return
+
+
+async def _execute(qmp: QMPClient, command: str, arguments: dict | None = None) -> bool:
+    try:
+        await asyncio.wait_for(qmp.execute(command, arguments), timeout=10)
+        return True
+    except (QMPError, OSError, asyncio.TimeoutError):
+        return False
+
+
+async def _screenshot(qmp: QMPClient, result: VmResult) -> None:
+    target = result.workdir / "screenshot.png"
+    if await _execute(qmp, "screendump", {"filename": str(target), "format": "png"}) and target.exists():
+        result.screenshot = target
+
+
+async def _quit(qmp: QMPClient, qemu: subprocess.Popen) -> None:
+    await _execute(qmp, "quit")
+    if not await _wait_exit(qemu, STOP_GRACE_S):
+        qemu.kill()
+        await _wait_exit(qemu, STOP_GRACE_S)
+
+
+async def _wait_exit(process: subprocess.Popen, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return process.poll() is not None
+
+
+def _start_swtpm(workdir: Path, sockets: Path, children: list[subprocess.Popen]) -> Path:
+    require_tool("swtpm", "swtpm")
+    state = workdir / "tpm"
+    state.mkdir(exist_ok=True)
+    socket = sockets / "swtpm.sock"
+    process = _spawn(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}", "--ctrl", f"type=unixio,path={socket}",
+                      "--terminate", "--log", f"file={state / 'swtpm.log'}"], state / "swtpm.out", children)
+    deadline = time.monotonic() + 10
+    while not socket.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise BakeryError(f"swtpm did not start: {_last_line(state / 'swtpm.out') or _last_line(state / 'swtpm.log') or 'no output'}")
+        time.sleep(0.05)
+    return socket
+
+
+def _spawn(argv: list[str], log: Path, children: list[subprocess.Popen]) -> subprocess.Popen:
+    with open(log, "w") as output:
+        output.write("$ " + " ".join(argv) + "\n")
+        output.flush()
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True, preexec_fn=_die_with_parent)
+    children.append(process)
+    return process
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it when the build process dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@contextmanager
+def _children() -> Iterator[list[subprocess.Popen]]:
+    """Whatever happens inside, every process started in it is gone afterwards."""
+    children: list[subprocess.Popen] = []
+    try:
+        yield children
+    finally:
+        for process in reversed(children):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """CI cancels a job with SIGTERM; turn it into KeyboardInterrupt so the clean-up above runs."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - 4096))
+            lines = [line.strip() for line in file.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""

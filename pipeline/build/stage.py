@@ -1,0 +1,66 @@
+"""The build stage: from the manifest's pinned source to the raw image that gets published.
+
+The chain takes an existing disk image (raw or qcow2), or the disk an install from media left. With a
+`bake:` section the offline virtio refresh (build/bake) turns it into a raw image with the pinned drivers;
+without one it is converted to a sparse raw file when needed. Either way the result is a BuiltImage, and
+the source file is only ever read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.build.bake import refresh as bake_stage
+from pipeline.build.image import BuiltImage, discard, origin_sha256
+from pipeline.common.errors import ManifestError
+from pipeline.common.progress import say
+from pipeline.common.run import run
+from pipeline.diskimage.info import check_qcow2, image_info
+from pipeline.manifest import Manifest
+from pipeline.windows.inspection import inspect_image
+
+
+def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: Path | None = None) -> BuiltImage:
+    """The raw image to publish: baked when the manifest says so, else the source (converted if qcow2)."""
+    planned = preview(manifest, source_path)
+    origin = origin_sha256(manifest)
+    if manifest.bake:
+        result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir)
+        return BuiltImage(result.raw, image_info(result.raw), source_path, origin, temporary=True,
+                          facts=result.facts, baked=result)
+    if planned.info.format == "raw":
+        return planned
+    converted = _convert(source_path, workdir, origin)
+    if manifest.install:  # what Setup left is checked against the manifest by the facts-based lint rules
+        try:
+            return replace(converted, facts=inspect_image(converted.path, workdir=workdir / "inspect"))
+        except BaseException:
+            discard(converted)
+            raise
+    return converted
+
+
+def _convert(source_path: Path, workdir: Path, origin: str) -> BuiltImage:
+    check_qcow2(source_path)
+    workdir.mkdir(parents=True, exist_ok=True)
+    target = workdir / "image.raw"
+    partial = workdir / "image.raw.part"
+    say(f"convert {source_path.name} (qcow2) to raw")
+    try:
+        run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", source_path, partial], timeout=6 * 3600)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return BuiltImage(target, image_info(target), source_path, origin, temporary=True)
+
+
+def preview(manifest: Manifest, source_path: Path) -> BuiltImage:
+    """What build() would hand on, without writing anything (for plan and lint)."""
+    info = image_info(source_path)
+    expected = manifest.source.format if manifest.source else None
+    if expected and info.format != expected:
+        raise ManifestError(str(manifest.path), "source.format", f"manifest says {expected}, but qemu-img reads {source_path} as {info.format}")
+    if info.format not in ("raw", "qcow2"):
+        raise ManifestError(str(manifest.path), "source", f"{source_path} is {info.format}; expected a raw or qcow2 image")
+    return BuiltImage(source_path, info, source_path, origin_sha256(manifest), temporary=False)

@@ -1,0 +1,57 @@
+"""Progress for long work: a rich bar on a terminal, plain lines (every 10 % or 15 s) in CI logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+from pipeline.common.secrets import redact
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """A status line for humans, on stderr so stdout stays clean for data."""
+    console.print(redact(message), markup=False)
+
+
+@contextmanager
+def progress(label: str, total: int, *, plain_every_s: float = 15.0) -> Iterator[Callable[[int], None]]:
+    if console.is_terminal:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda n: bar.advance(task, n)
+        return
+    yield from _plain(label, total, plain_every_s)
+
+
+def _plain(label: str, total: int, every_s: float) -> Iterator[Callable[[int], None]]:
+    done = 0
+    started = last_time = time.monotonic()
+    last_decile = -1
+
+    def advance(n: int) -> None:
+        nonlocal done, last_time, last_decile
+        done += n
+        now = time.monotonic()
+        decile = int(10 * done / total) if total else 10
+        if decile > last_decile or now - last_time >= every_s:
+            last_decile, last_time = decile, now
+            rate = done / max(now - started, 1e-6) / 2**20
+            print(f"{label}: {done / 2**20:,.0f}/{total / 2**20:,.0f} MiB ({100 * done / max(total, 1):.0f}%) {rate:,.0f} MiB/s",
+                  file=sys.stderr, flush=True)
+
+    yield advance

@@ -1,0 +1,89 @@
+"""What a command did, for people (a summary table) and for CI (`--json FILE`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import __version__
+from pipeline.common.secrets import redact
+
+
+@dataclass
+class Report:
+    command: str
+    ok: bool = False
+    error: str | None = None
+    pipeline_version: str = __version__
+    target: dict | None = None
+    manifest: dict | None = None
+    build_id: str | None = None
+    built: dict | None = None
+    image: dict | None = None
+    lint: list[dict] = field(default_factory=list)
+    demoted: list[dict] = field(default_factory=list)
+    cleaned_up: list[str] = field(default_factory=list)
+    plan: dict | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.monotonic() - started, 3)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return redact(json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str))
+
+    def write(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json() + "\n")
+        tmp.replace(path)
+
+
+def print_summary(report: Report, console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    table = Table(title=f"{report.command}: {'ok' if report.ok else 'FAILED'}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    if report.target:
+        table.add_row("target", report.target.get("description", ""))
+    if report.manifest:
+        table.add_row("manifest", f"{report.manifest.get('path')} (release {report.manifest.get('release_date')})")
+    if report.image:
+        image = report.image
+        table.add_row("image", f"{image['name']} ({image['id']})")
+        table.add_row("uploaded", "yes" if image.get("uploaded") else "no: identical verified image reused")
+        table.add_row("checksum (md5)", image.get("checksum", ""))
+        table.add_row("os_hash_value", (image.get("os_hash_value") or "")[:32] + "…")
+        table.add_row("size / virtual", f"{image.get('size'):,} / {image.get('virtual_size') or 0:,} bytes")
+    if report.plan:
+        for key, value in report.plan.get("summary", {}).items():
+            table.add_row(key, str(value))
+    if report.command != "plan" or report.demoted:
+        table.add_row("demoted", ", ".join(f"{d['name']} ({d['id']})" for d in report.demoted) or "none")
+    if report.cleaned_up:
+        table.add_row("cleaned up", ", ".join(report.cleaned_up))
+    for finding in report.lint:
+        table.add_row(finding["severity"], f"[{finding['rule']}] {finding.get('property') or ''}: {finding['message']}")
+    if report.error:
+        table.add_row("error", report.error)
+    if report.timings:
+        table.add_row("timings", ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
+    console.print(table)

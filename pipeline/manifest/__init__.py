@@ -1,0 +1,13 @@
+"""The manifest: a family's release as Jinja-templated YAML, rendered in a sandbox and validated into data.
+
+Owns rendering (render), validation (validate), the typed result (model) and loading (load). It may import
+pipeline.common and the Windows driver catalogue (pipeline.windows.drivers), nothing else of the pipeline.
+"""
+
+from pipeline.manifest.load import load_manifest, manifest_from_document, parse_release_date, parse_variables, today
+from pipeline.manifest.model import DEFAULT_FAMILY_KEYS, BakeSpec, InstallSpec, Manifest, ReleasePolicy, SecretRef, Source
+
+__all__ = [
+    "DEFAULT_FAMILY_KEYS", "BakeSpec", "InstallSpec", "Manifest", "ReleasePolicy", "SecretRef", "Source",
+    "load_manifest", "manifest_from_document", "parse_release_date", "parse_variables", "today",
+]

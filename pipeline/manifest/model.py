@@ -1,0 +1,134 @@
+"""The typed manifest: what a family's release asks for, after rendering and validation."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.errors import ManifestError
+
+DEFAULT_FAMILY_KEYS = ("os_distro", "os_distro_major", "os_edition", "architecture")
+
+
+
+@dataclass(frozen=True)
+class Source:
+    location: str  # an absolute path, or a URL
+    sha256: str
+    format: str | None  # None: detected with qemu-img
+    field: str = "source"  # where the manifest pins it (for error messages)
+
+    @property
+    def is_url(self) -> bool:
+        return "://" in self.location
+
+
+@dataclass(frozen=True)
+class BakeSpec:
+    """The offline virtio refresh: which virtio-win, which drivers, which extra elements."""
+
+    virtio_win: Source
+    drivers: tuple[str, ...]
+    elements: tuple[str, ...]  # in addition to the default chain
+    elements_path: tuple[str, ...]  # site element directories, searched before the project's
+    qcow2: bool  # also write a qcow2 of the result
+    epoch: str | None = None  # ISO date stamped on everything the bake writes (default: virtio-win's release date)
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret is read from at build time; the manifest holds only this reference."""
+
+    file: str | None = None  # absolute path
+    env: str | None = None  # environment variable name
+    field: str = ""
+
+    def describe(self) -> str:
+        return f"file {self.file}" if self.file else f"environment variable {self.env}"
+
+
+@dataclass(frozen=True)
+class InstallSpec:
+    """An unattended Windows Setup run under QEMU: the media, the answer file's choices, the machine."""
+
+    media: Source  # the installation ISO
+    virtio_win: Source  # the drivers Setup loads in windowsPE (storage, network)
+    windows: str  # virtio-win OS directory of what gets installed: w7, 2k8R2, w10, w11, 2k16, 2k19, 2k22, 2k25
+    image_index: int | None  # /IMAGE/INDEX in install.wim, or
+    image_name: str | None  # /IMAGE/NAME
+    edition: str  # the edition id the KMS client key is chosen by (Enterprise, ServerStandard, ...)
+    product_key: str | SecretRef | None  # "kms" (public KMS client key), None (no key), or a secret file
+    administrator_password: SecretRef
+    language: str
+    timezone: str
+    firmware: str  # bios | uefi
+    secure_boot: bool
+    tpm: bool
+    machine: str  # q35 | pc
+    disk_bus: str  # virtio-blk | virtio-scsi
+    disk_size_gib: int
+    memory_mib: int
+    cpus: int
+    timeout_minutes: float  # with KVM; multiplied by tcg_timeout_factor under TCG
+    tcg_timeout_factor: float
+    boot_keypress: bool  # press a key while the first boot shows "Press any key to boot from CD" (UEFI ISOs)
+    config_files: tuple[tuple[str, str], ...] = ()  # (name on the config media, absolute path)
+    ovmf_code: str | None = None  # firmware overrides (default: Debian's OVMF 4M, Secure Boot build when asked)
+    ovmf_vars: str | None = None
+
+    def to_dict(self) -> dict:
+        """The settings that shape the installed disk (no secret values, only where they come from)."""
+        data = {k: v for k, v in self.__dict__.items() if k not in ("media", "virtio_win", "product_key", "administrator_password")}
+        data["media_sha256"] = self.media.sha256
+        data["virtio_win_sha256"] = self.virtio_win.sha256
+        data["product_key"] = self.product_key if isinstance(self.product_key, str) or self.product_key is None else "file"
+        data["config_files"] = [list(pair) for pair in self.config_files]
+        return data
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    family_keys: tuple[str, ...]
+    previous: str  # what happens to the releases this one supersedes
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    name: str
+    release_date: str
+    family: dict[str, str]
+    os: dict[str, str]
+    source: Source | None  # the disk image the chain starts from (None: it is installed from media)
+    properties: dict[str, Any]
+    visibility: str
+    min_ram: int
+    min_disk: int | None
+    tags: tuple[str, ...]
+    release: ReleasePolicy
+    upstream_provider: str
+    lint_suppress: dict[str, str] = field(default_factory=dict)  # rule id -> why it does not apply
+    bake: BakeSpec | None = None
+    install: InstallSpec | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    rendered: str = ""  # canonical JSON of the validated document: what the build id hashes
+    # (file, line) of every key path in the YAML, for errors found after validation
+    positions: dict[tuple, tuple[Path, int]] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.rendered.encode()).hexdigest()
+
+    @property
+    def family_filter(self) -> dict[str, str]:
+        return {key: self.family[key] for key in self.release.family_keys}
+
+    def error(self, keys: tuple, expected: str) -> ManifestError:
+        """A one-line error naming the file and line where `keys` (or its nearest section) is written."""
+        for depth in range(len(keys), 0, -1):
+            if keys[:depth] in self.positions:
+                file, line = self.positions[keys[:depth]]
+                return ManifestError(str(file), ".".join(str(k) for k in keys), expected, line=line)
+        return ManifestError(str(self.path), ".".join(str(k) for k in keys), expected)

@@ -1,0 +1,309 @@
+"""Validating a rendered manifest into typed data, failing with file, line, field and expectation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pipeline.common.errors import ManifestError
+from pipeline.manifest.model import (
+    DEFAULT_FAMILY_KEYS,
+    BakeSpec,
+    InstallSpec,
+    Manifest,
+    ReleasePolicy,
+    SecretRef,
+    Source,
+)
+from pipeline.windows.drivers import DEFAULT_SELECTION, DRIVERS
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SOURCE_FORMATS = ("raw", "qcow2")
+PREVIOUS_POLICIES = ("demote", "hide")
+VISIBILITIES = ("public", "community", "shared", "private")
+
+
+class _Fields:
+    """Typed access to the parsed document that fails with file, line, field and expectation."""
+
+    def __init__(self, path: Path, document: dict, positions: dict[tuple, tuple[Path, int]]):
+        self.path, self.document, self.positions = path, document, positions
+
+    def error(self, keys: tuple, expected: str) -> ManifestError:
+        file, line = self.positions.get(keys, (self.path, None))
+        if line is None:
+            for n in range(len(keys) - 1, 0, -1):  # fall back to the enclosing section's line
+                file, line = self.positions.get(keys[:n], (self.path, None))
+                if line is not None:
+                    break
+        return ManifestError(str(file), ".".join(str(k) for k in keys), expected, line=line)
+
+    def get(self, *keys: str, kind: type | tuple = str, required: bool = True, default: Any = None) -> Any:
+        node: Any = self.document
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict):
+                raise self.error(keys[:depth], "expected a mapping")
+            if key not in node or node[key] is None:
+                if required:
+                    raise self.error(keys, f"required field is missing{_expected(kind)}")
+                return default
+            node = node[key]
+        if kind is str and isinstance(node, (int, float, bool, dt.date)):
+            raise self.error(keys, f"expected a string, got {type(node).__name__} {node!r} (quote it in YAML)")
+        if (kind is int and isinstance(node, bool)) or not isinstance(node, kind):
+            raise self.error(keys, f"expected {_kind_name(kind)}, got {type(node).__name__} {node!r}")
+        return node
+
+    def choice(self, *keys: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(*keys, required=False, default=default)
+        if value not in choices:
+            raise self.error(keys, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+def _kind_name(kind: type | tuple) -> str:
+    names = {str: "a string", int: "an integer", dict: "a mapping", list: "a list", bool: "true or false"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _expected(kind: type | tuple) -> str:
+    return f" (expected {_kind_name(kind)})"
+
+
+KNOWN_TOP_LEVEL = {"name", "family", "os", "source", "properties", "image", "release", "upstream_provider", "lint", "bake",
+                   "install"}
+
+
+def validate(path: Path, document: dict, positions: dict, context: dict[str, str]) -> Manifest:
+    fields = _Fields(path, document, positions)
+    for key in document:
+        if key not in KNOWN_TOP_LEVEL:
+            raise fields.error((key,), f"unknown field; expected one of {', '.join(sorted(KNOWN_TOP_LEVEL))}")
+
+    if ("source" in document) == ("install" in document):
+        raise fields.error(("install",) if "install" in document else ("source",),
+                           "expected exactly one of source (a disk image to start from) or install (installation media)")
+    family = fields.get("family", kind=dict)
+    for key in DEFAULT_FAMILY_KEYS:
+        fields.get("family", key)
+    for key in family:
+        fields.get("family", key)  # every family value is a string
+
+    os_info = {key: fields.get("os", key) for key in ("type", "version")}
+    os_info["name"] = fields.get("os", "name", required=False, default="WINDOWS")
+
+    properties = fields.get("properties", kind=dict, required=False, default={})
+    release_keys = fields.get("release", "family_properties", kind=list, required=False, default=list(family))
+    for index, key in enumerate(release_keys):
+        if not isinstance(key, str) or key not in family:
+            raise fields.error(("release", "family_properties", index), f"expected a key of family ({', '.join(family)}), got {key!r}")
+
+    min_disk = fields.get("image", "min_disk", kind=int, required=False)
+    min_ram = fields.get("image", "min_ram", kind=int, required=False, default=0)
+    for keys, value in ((("image", "min_disk"), min_disk), (("image", "min_ram"), min_ram)):
+        if value is not None and value < 0:
+            raise fields.error(keys, f"expected a non-negative integer, got {value}")
+    tags = fields.get("image", "tags", kind=list, required=False, default=[])
+    for index, tag in enumerate(tags):
+        if not isinstance(tag, str) or not tag:
+            raise fields.error(("image", "tags", index), f"expected a non-empty string, got {tag!r}")
+
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return Manifest(
+        path=path,
+        name=fields.get("name"),
+        release_date=context["release_date"],
+        family=dict(family),
+        os=os_info,
+        source=_source(fields, path) if "source" in document else None,
+        properties=dict(properties),
+        visibility=fields.choice("image", "visibility", choices=VISIBILITIES, default="public"),
+        min_ram=min_ram,
+        min_disk=min_disk,
+        tags=tuple(tags),
+        release=ReleasePolicy(
+            family_keys=tuple(release_keys),
+            previous=fields.choice("release", "previous", choices=PREVIOUS_POLICIES, default="demote"),
+        ),
+        upstream_provider=fields.get("upstream_provider", required=False, default=""),
+        lint_suppress=_suppressions(fields),
+        bake=_bake(fields, path),
+        install=_install(fields, path) if "install" in document else None,
+        variables={k: v for k, v in context.items() if k != "release_date"},
+        rendered=canonical,
+        positions=positions,
+    )
+
+
+def _suppressions(fields: _Fields) -> dict[str, str]:
+    """Rule ids with the reason each is suppressed; that the ids exist is checked where the rules live."""
+    suppress = fields.get("lint", "suppress", kind=dict, required=False, default={})
+    for rule_id in suppress:
+        reason = fields.get("lint", "suppress", rule_id)
+        if not reason.strip():
+            raise fields.error(("lint", "suppress", rule_id), "a suppression needs a reason")
+    return dict(suppress)
+
+
+def _source(fields: _Fields, manifest_path: Path, section: tuple[str, ...] = ("source",), *, formats: bool = True) -> Source:
+    """A pinned input: exactly one of path (relative to the manifest) or url, and its sha256."""
+    fields.get(*section, kind=dict)
+    location_path = fields.get(*section, "path", required=False)
+    location_url = fields.get(*section, "url", required=False)
+    if bool(location_path) == bool(location_url):
+        raise fields.error(section, "expected exactly one of path or url")
+    sha256 = fields.get(*section, "sha256", required=False)
+    if sha256 is None:
+        raise fields.error((*section, "sha256"), "required pin is missing: expected the file's sha256 (64 hex digits)")
+    if not SHA256.match(sha256.lower()):
+        raise fields.error((*section, "sha256"), f"expected 64 hex digits, got {sha256!r}")
+    source_format = fields.get(*section, "format", required=False) if formats else None
+    if source_format is not None and source_format not in SOURCE_FORMATS:
+        raise fields.error((*section, "format"), f"expected one of {', '.join(SOURCE_FORMATS)}, got {source_format!r}")
+    if location_url:
+        if not re.match(r"^(https?|file)://", location_url):
+            raise fields.error((*section, "url"), f"expected an http(s):// or file:// URL, got {location_url!r}")
+        location = location_url
+    else:
+        location = str((manifest_path.parent / location_path).resolve())
+    return Source(location=location, sha256=sha256.lower(), format=source_format, field=".".join(section))
+
+
+def _bake(fields: _Fields, manifest_path: Path) -> BakeSpec | None:
+    if fields.get("bake", kind=dict, required=False) is None:
+        return None
+    drivers = fields.get("bake", "drivers", kind=list, required=False, default=list(DEFAULT_SELECTION))
+    for index, name in enumerate(drivers):
+        if name not in DRIVERS:
+            raise fields.error(("bake", "drivers", index), f"unknown virtio driver {name!r}; expected one of {', '.join(DRIVERS)}")
+    elements = fields.get("bake", "elements", kind=list, required=False, default=[])
+    paths = fields.get("bake", "elements_path", kind=list, required=False, default=[])
+    for key, values in (("elements", elements), ("elements_path", paths)):
+        for index, value in enumerate(values):
+            if not isinstance(value, str) or not value:
+                raise fields.error(("bake", key, index), f"expected a non-empty string, got {value!r}")
+    qcow2 = fields.get("bake", "qcow2", kind=bool, required=False, default=False)
+    epoch = fields.get("bake", "epoch", required=False)
+    if epoch is not None and not ISO_DATE.match(epoch):
+        raise fields.error(("bake", "epoch"), f"expected an ISO date YYYY-MM-DD (quoted), got {epoch!r}")
+    return BakeSpec(
+        virtio_win=_source(fields, manifest_path, ("bake", "virtio_win"), formats=False),
+        drivers=tuple(drivers),
+        elements=tuple(elements),
+        elements_path=tuple(str((manifest_path.parent / p).resolve()) for p in paths),
+        qcow2=qcow2,
+        epoch=epoch,
+    )
+
+
+INSTALL_WINDOWS = ("w7", "2k8R2", "w8.1", "2k12R2", "w10", "2k16", "2k19", "2k22", "w11", "2k25")
+FIRMWARES = ("bios", "uefi")
+MACHINES = ("q35", "pc")
+DISK_BUSES = ("virtio-blk", "virtio-scsi")
+LANGUAGE = re.compile(r"^[a-z]{2,3}-[A-Z][A-Za-z]{1,3}$")
+
+
+def _install(fields: _Fields, manifest_path: Path) -> InstallSpec:
+    section = ("install",)
+    fields.get(*section, kind=dict)
+    fields.get(*section, "windows")
+    windows = fields.choice(*section, "windows", choices=INSTALL_WINDOWS, default="")
+    index = fields.get(*section, "image", "index", kind=int, required=False)
+    name = fields.get(*section, "image", "name", required=False)
+    if (index is None) == (name is None):
+        raise fields.error((*section, "image"), "expected exactly one of index or name (the image in install.wim)")
+    if index is not None and index < 1:
+        raise fields.error((*section, "image", "index"), f"expected an index from 1, got {index}")
+    firmware = fields.choice(*section, "firmware", choices=FIRMWARES, default="uefi")
+    secure_boot = fields.get(*section, "secure_boot", kind=bool, required=False, default=False)
+    tpm = fields.get(*section, "tpm", kind=bool, required=False, default=False)
+    machine = fields.choice(*section, "machine", choices=MACHINES, default="q35")
+    for flag, value in (("secure_boot", secure_boot), ("tpm", tpm)):
+        if value and firmware != "uefi":
+            raise fields.error((*section, flag), "needs firmware: uefi")
+    if secure_boot and machine != "q35":
+        raise fields.error((*section, "machine"), "Secure Boot needs machine: q35 (SMM)")
+    language = fields.get(*section, "language", required=False, default="en-US")
+    if not LANGUAGE.match(language):
+        raise fields.error((*section, "language"), f"expected a language tag such as en-US, got {language!r}")
+    numbers = {}
+    for key, default, low in (("disk_size_gib", 40, 1), ("memory_mib", 4096, 256), ("cpus", 2, 1)):
+        numbers[key] = fields.get(*section, key, kind=int, required=False, default=default)
+        if numbers[key] < low:
+            raise fields.error((*section, key), f"expected an integer of at least {low}, got {numbers[key]}")
+    timing = {}
+    for key, default in (("timeout_minutes", 240), ("tcg_timeout_factor", 20)):
+        timing[key] = fields.get(*section, key, kind=(int, float), required=False, default=default)
+        if isinstance(timing[key], bool) or timing[key] <= 0:
+            raise fields.error((*section, key), f"expected a positive number, got {timing[key]!r}")
+    virtio_section = (*section, "virtio_win") if fields.get(*section, "virtio_win", kind=dict, required=False) else ("bake", "virtio_win")
+    if virtio_section[0] == "bake" and fields.get("bake", "virtio_win", kind=dict, required=False) is None:
+        raise fields.error((*section, "virtio_win"), "required pin is missing: the virtio-win ISO whose drivers Setup loads")
+    return InstallSpec(
+        media=_source(fields, manifest_path, (*section, "media"), formats=False),
+        virtio_win=_source(fields, manifest_path, virtio_section, formats=False),
+        windows=windows,
+        image_index=index,
+        image_name=name,
+        edition=fields.get(*section, "edition"),
+        product_key=_product_key(fields, manifest_path),
+        administrator_password=_secret_ref(fields, manifest_path, (*section, "administrator_password")),
+        language=language,
+        timezone=fields.get(*section, "timezone", required=False, default="UTC"),
+        firmware=firmware,
+        secure_boot=secure_boot,
+        tpm=tpm,
+        machine=machine,
+        disk_bus=fields.choice(*section, "disk_bus", choices=DISK_BUSES, default="virtio-blk"),
+        boot_keypress=fields.get(*section, "boot_keypress", kind=bool, required=False, default=firmware == "uefi"),
+        config_files=_config_files(fields, manifest_path),
+        ovmf_code=_optional_path(fields, manifest_path, (*section, "ovmf", "code")),
+        ovmf_vars=_optional_path(fields, manifest_path, (*section, "ovmf", "vars")),
+        **numbers,
+        **timing,
+    )
+
+
+def _optional_path(fields: _Fields, manifest_path: Path, keys: tuple[str, ...]) -> str | None:
+    value = fields.get(*keys, required=False)
+    return str((manifest_path.parent / value).resolve()) if value else None
+
+
+def _product_key(fields: _Fields, manifest_path: Path) -> str | SecretRef | None:
+    keys = ("install", "product_key")
+    value = fields.get(*keys, kind=(str, dict), required=False, default="kms")
+    if isinstance(value, dict):
+        return _secret_ref(fields, manifest_path, keys)
+    if value not in ("kms", "none"):
+        raise fields.error(keys, f"expected kms, none, or {{file: PATH}} / {{env: NAME}} (never the key itself), got {value!r}")
+    return None if value == "none" else value
+
+
+def _secret_ref(fields: _Fields, manifest_path: Path, keys: tuple[str, ...]) -> SecretRef:
+    fields.get(*keys, kind=dict)
+    file = fields.get(*keys, "file", required=False)
+    env = fields.get(*keys, "env", required=False)
+    if bool(file) == bool(env):
+        raise fields.error(keys, "expected exactly one of file (a path) or env (a variable name); secrets never go in a manifest")
+    if env and not VARIABLE.match(env):
+        raise fields.error((*keys, "env"), f"expected an environment variable name, got {env!r}")
+    return SecretRef(file=str((manifest_path.parent / file).resolve()) if file else None, env=env, field=".".join(keys))
+
+
+def _config_files(fields: _Fields, manifest_path: Path) -> tuple[tuple[str, str], ...]:
+    keys = ("install", "config_files")
+    files = fields.get(*keys, kind=dict, required=False, default={})
+    result = []
+    for name in sorted(files):
+        if not re.match(r"^[A-Za-z0-9_.-]+$", str(name)) or name.lower() == "autounattend.xml":
+            raise fields.error((*keys, name), "expected a plain file name (letters, digits, . _ -), not autounattend.xml")
+        value = fields.get(*keys, name)
+        result.append((name, str((manifest_path.parent / value).resolve())))
+    return tuple(result)

@@ -1,0 +1,127 @@
+"""The build stages run through the stage cache: fetch the pinned inputs, install, bake or convert.
+
+A stage whose id is in the cache is not run again; its output is taken from the entry. Without a cache
+(`--no-cache`, and rebuilds, where a cached output would prove nothing) every stage runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from pipeline.build import inputs
+from pipeline.build import stage as build_stage
+from pipeline.build.image import BuiltImage, RecordedBake, RecordedFacts, origin_sha256
+from pipeline.build.install import windows_setup
+from pipeline.common.digests import DigestMemo
+from pipeline.common.paths import state_dir
+from pipeline.common.progress import say
+from pipeline.common.report import Report
+from pipeline.diskimage.info import image_info
+from pipeline.manifest import Manifest
+from pipeline.repro.cache import Entry, StageCache
+from pipeline.repro.stages import StageIds
+
+
+def _cacheable(image: BuiltImage) -> bool:
+    """A raw source used as it is needs no cache entry: it is its own output."""
+    return image.temporary
+
+
+def _from_cache(entry: Entry, manifest: Manifest) -> BuiltImage:
+    record = entry.record
+    raw = entry.file("image.raw")
+    facts = RecordedFacts(record["facts"], record["lint_facts"]) if record.get("facts") else None
+    baked = RecordedBake(record["bake"]) if record.get("bake") else None
+    return BuiltImage(raw, image_info(raw), Path(record["source_path"]), origin_sha256(manifest), temporary=False,
+                      facts=facts, baked=baked, installed_virtio_win=record.get("installed_virtio_win"),
+                      cache_entry=f"{entry.stage}/{entry.id}")
+
+
+def _to_cache(cache: StageCache, stage_id: str, image: BuiltImage) -> BuiltImage:
+    """Move a freshly built image into the cache; the work directory it came from is removed."""
+    record = {
+        "source_path": str(image.source_path),
+        "facts": image.facts.to_dict() if image.facts else None,
+        "lint_facts": image.facts.lint_facts() if image.facts else None,
+        "bake": image.baked.to_dict() if image.baked else None,
+        "installed_virtio_win": image.installed_virtio_win,
+    }
+    files = {"image.raw": image.path}
+    qcow2 = getattr(image.baked, "qcow2", None)
+    if qcow2:
+        files["image.qcow2"] = qcow2
+        record["bake"] = {**record["bake"], "qcow2": "image.qcow2 in the cache entry"}
+    workdir = image.path.parent
+    entry = cache.put("build", stage_id, files, record)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return dataclasses.replace(image, path=entry.file("image.raw"), temporary=False, cache_entry=f"build/{stage_id}")
+
+
+def fetch_inputs(manifest: Manifest, report: Report) -> dict[str, Path]:
+    """Every pinned input as a local file whose sha256 matches its pin."""
+    state = state_dir()
+    memo, downloads = DigestMemo(state / "memo"), state / "downloads"
+    pinned = {}
+    with report.stage("source"):
+        if manifest.install:
+            pinned["media"] = inputs.fetch_pinned(manifest.install.media, manifest, downloads, memo)
+            pinned["install_drivers"] = inputs.fetch_pinned(manifest.install.virtio_win, manifest, downloads, memo)
+        else:
+            pinned["source"] = inputs.locate_source(manifest, downloads, memo)
+        if manifest.bake:
+            pinned["virtio_win"] = inputs.fetch_pinned(manifest.bake.virtio_win, manifest, downloads, memo)
+    return pinned
+
+
+def built(manifest: Manifest, stages: StageIds, cache: StageCache | None, report: Report) -> BuiltImage:
+    """The raw image to publish: from the stage cache when its inputs did not change, else built (and cached)."""
+    entry = cache.get("build", stages.build) if cache else None
+    if entry:
+        say(f"cache: the {entry.record.get('stage', 'build')} stage's output {stages.build[:12]} is cached: not building again")
+        report.details["cache"] = {"build": "hit"}
+        return _from_cache(entry, manifest)
+    report.details["cache"] = {"build": "miss" if cache else "disabled"}
+    pinned = fetch_inputs(manifest, report)
+    installed_version = None
+    source_path = pinned.get("source")
+    if manifest.install:
+        source_path, installed_version = _installed(manifest, pinned, stages, cache, report)
+    workdir = state_dir() / "work" / stages.build
+    try:
+        with report.stage("build"):
+            image = build_stage.build(manifest, source_path, workdir, virtio_win=pinned.get("virtio_win"))
+            if manifest.install:
+                image = dataclasses.replace(image, installed_virtio_win=installed_version)
+    finally:
+        if manifest.install and not cache:  # the installed disk: the built image is what counts now
+            shutil.rmtree(source_path.parent, ignore_errors=True)
+    if cache and _cacheable(image):
+        image = _to_cache(cache, stages.build, image)
+    return image
+
+
+def build_uncached(manifest: Manifest, stages: StageIds, report: Report) -> BuiltImage:
+    """Build from the inputs, ignoring (and not filling) the stage cache: what a rebuild must do."""
+    return built(manifest, stages, None, report)
+
+
+def _installed(manifest: Manifest, pinned: dict[str, Path], stages: StageIds, cache: StageCache | None,
+               report: Report) -> tuple[Path, str | None]:
+    """The disk Setup leaves: cached by the install stage's id, so a new virtio-win alone does not reinstall."""
+    entry = cache.get("install", stages.install) if cache else None
+    if entry:
+        say(f"cache: the install stage's output {stages.install[:12]} is cached: not installing again")
+        report.details["cache"]["install"] = "hit"
+        return entry.file("installed.qcow2"), entry.record.get("virtio_win_version")
+    with report.stage("install"):
+        installed = windows_setup.install(manifest, pinned["media"], pinned["install_drivers"],
+                                          state_dir() / "work" / f"{stages.install}-install", build_id=stages.install,
+                                          record=lambda result: report.details.__setitem__("install", result.to_dict()))
+    if not cache:
+        return installed.disk, installed.virtio_win_version
+    entry = cache.put("install", stages.install, {"installed.qcow2": installed.disk},
+                      {"virtio_win_version": installed.virtio_win_version, "answer_sha256": installed.answer_sha256})
+    shutil.rmtree(installed.disk.parent, ignore_errors=True)
+    return entry.file("installed.qcow2"), installed.virtio_win_version

@@ -1,0 +1,277 @@
+"""What a Windows disk image IS, read offline: product, version, build, arch, firmware layout, and the state
+of every virtio driver. Facts, not the manifest's claims: the bake picks drivers from them and the
+linter checks the property set against them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.common.errors import BakeryError
+from pipeline.diskimage.info import check_qcow2, image_info
+from pipeline.windows import volume
+from pipeline.windows.drivers import DRIVERS, STAGING_DIR, driver_version, os_directory, version_key
+from pipeline.windows.registry import Hive, current_control_set
+
+CURRENT_VERSION = r"Microsoft\Windows NT\CurrentVersion"
+GUEST_AGENT_SERVICE = "QEMU-GA"
+FIRSTBOOT_SCRIPT = STAGING_DIR + r"\install-virtio-drivers.cmd"
+
+
+@dataclass(frozen=True)
+class WindowsFacts:
+    product_name: str  # corrected for Windows 11, whose registry still says "Windows 10"
+    registry_product_name: str
+    edition_id: str
+    installation_type: str  # Client | Server
+    major: int
+    minor: int
+    build: int
+    display_version: str
+    arch: str  # AMD64 | X86 | ARM64
+    control_set: str  # ControlSet00N, from Select\Current
+    hostname: str
+
+    @property
+    def server(self) -> bool:
+        return self.installation_type.lower().startswith("server")
+
+    @property
+    def virtio_os_dir(self) -> str:
+        try:
+            return os_directory(self.major, self.minor, self.build, self.server)
+        except ValueError as exc:
+            raise BakeryError(f"{self.product_name}: {exc}") from None
+
+    @property
+    def os_version(self) -> str:
+        """The os_version property value that describes this Windows ("10", "11", "2019", "2008R2"...)."""
+        names = {"w7": "7", "2k8R2": "2008R2", "w8": "8", "2k12": "2012", "w8.1": "8.1", "2k12R2": "2012R2",
+                 "w10": "10", "2k16": "2016", "2k19": "2019", "2k22": "2022", "w11": "11", "2k25": "2025"}
+        return names[self.virtio_os_dir]
+
+    @property
+    def pre_windows8(self) -> bool:
+        """Boot drivers are registered in the CriticalDeviceDatabase before Windows 8, in DriverDatabase after."""
+        return (self.major, self.minor) < (6, 2)
+
+    def to_dict(self) -> dict:
+        try:
+            directory, version = self.virtio_os_dir, self.os_version
+        except BakeryError:  # a Windows virtio-win never supported: facts are still facts
+            directory = version = None
+        return {**asdict(self), "server": self.server, "os_version": version, "virtio_os_dir": directory}
+
+
+@dataclass(frozen=True)
+class DriverState:
+    name: str
+    service_start: int | None  # the service's Start value (0 = boot) in the current control set
+    sys_file: bool  # System32\drivers\<name>.sys present
+    boot_registered: bool  # CriticalDeviceDatabase (pre-8) or DriverDatabase entries for its PCI ids
+    staged_version: str | None  # in the staging folder (installed at first boot)
+    installed_versions: tuple[str, ...]  # in the driver store
+
+    @property
+    def bootable(self) -> bool:
+        return self.service_start == 0 and self.sys_file and self.boot_registered
+
+    @property
+    def present(self) -> bool:
+        return self.bootable or self.staged_version is not None or bool(self.installed_versions)
+
+    @property
+    def newest(self) -> str | None:
+        versions = [v for v in (self.staged_version, *self.installed_versions) if v]
+        return max(versions, key=version_key) if versions else None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bootable": self.bootable, "present": self.present, "newest": self.newest}
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    image: str
+    format: str
+    virtual_size: int
+    layout: volume.Layout
+    windows_partition: int
+    windows: WindowsFacts
+    drivers: dict[str, DriverState] = field(default_factory=dict)
+    guest_agent: dict[str, bool] = field(default_factory=dict)
+    device_path: str = ""
+    firstboot: bool = False
+
+    @property
+    def firmware(self) -> str:
+        return self.layout.firmware
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image, "format": self.format, "virtual_size": self.virtual_size,
+            "layout": self.layout.to_dict(), "firmware": self.firmware, "windows_partition": self.windows_partition,
+            "windows": self.windows.to_dict(), "drivers": {k: v.to_dict() for k, v in self.drivers.items()},
+            "guest_agent": self.guest_agent, "device_path": self.device_path, "firstboot": self.firstboot,
+        }
+
+    def lint_facts(self) -> dict:
+        """The subset the property linter reasons about."""
+        return {
+            "virtual_size": self.virtual_size,
+            "firmware": self.firmware,
+            "windows": self.windows.to_dict(),
+            "drivers": {k: {"bootable": v.bootable, "present": v.present} for k, v in self.drivers.items()},
+            "guest_agent": any(self.guest_agent.values()),
+        }
+
+
+@dataclass(frozen=True)
+class WindowsVolume:
+    root: Path  # the mounted Windows volume (case-insensitive)
+    layout: volume.Layout
+    partition: volume.Partition
+
+    @property
+    def system_hive(self) -> Path:
+        return self.root / "Windows/System32/config/SYSTEM"
+
+    @property
+    def software_hive(self) -> Path:
+        return self.root / "Windows/System32/config/SOFTWARE"
+
+
+@contextlib.contextmanager
+def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool, clock: int | None = None) -> Iterator[WindowsVolume]:
+    """Find the NTFS partition that holds Windows and mount it (read-only unless writable; with `clock`,
+    every time the file system stamps is that Unix time)."""
+    size = image_info(image).virtual_size
+    with contextlib.ExitStack() as stack:
+        disk = image if fmt == "raw" else stack.enter_context(volume.exposed(image, fmt, mountpoint=workdir / "disk"))
+        layout = volume.read_layout(disk, image_size=size, label_for_errors=str(image))
+        searched = []
+        for partition in layout.partitions:
+            window = workdir / f"part{partition.number}"
+            with volume.exposed(image, fmt, mountpoint=window, window=partition):
+                if not volume.is_ntfs(window):
+                    continue
+                searched.append(partition.number)
+                with volume.ntfs_mounted(window, workdir / "probe", writable=False, label_for_errors=str(image)) as root:
+                    found = (root / volume.SYSTEM_HIVE).is_file()
+            if found:
+                window_ctx = volume.exposed(image, fmt, mountpoint=window, window=partition, writable=writable)
+                stack.enter_context(window_ctx)
+                root = stack.enter_context(volume.ntfs_mounted(window, workdir / "windows", writable=writable,
+                                                               label_for_errors=str(image), clock=clock))
+                yield WindowsVolume(root, layout, partition)
+                return
+        if not searched:
+            raise BakeryError(f"{image}: no NTFS partition among {len(layout.partitions)}: not a Windows disk")
+        raise BakeryError(
+            f"{image}: no Windows installation (Windows\\System32\\config\\SYSTEM) on NTFS partition(s) {', '.join(map(str, searched))}"
+        )
+
+
+def inspect_image(image: Path, *, workdir: Path | None = None) -> ImageFacts:
+    info = image_info(image)
+    if info.format not in ("raw", "qcow2"):
+        raise BakeryError(f"{image}: {info.format} image; expected raw or qcow2")
+    if info.format == "qcow2":
+        check_qcow2(image)
+    if workdir:
+        workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bakery-inspect-", dir=workdir) as scratch:
+        with windows_volume(image, info.format, Path(scratch), writable=False) as found:
+            return read_facts(found, image=str(image), fmt=info.format, virtual_size=info.virtual_size)
+
+
+def read_windows(found: WindowsVolume, image: str) -> WindowsFacts:
+    """Just what Windows it is (the bake needs this before it changes anything)."""
+    with _hives(found, image) as (system, software):
+        return windows_facts(system, software, image)
+
+
+@contextlib.contextmanager
+def _hives(found: WindowsVolume, image: str) -> Iterator[tuple[Hive, Hive]]:
+    for hive in (found.system_hive, found.software_hive):
+        if not hive.is_file():
+            raise BakeryError(f"{image}: the Windows volume has no {hive.relative_to(found.root)} hive")
+    with Hive(found.system_hive) as system, Hive(found.software_hive) as software:
+        yield system, software
+
+
+def read_facts(found: WindowsVolume, *, image: str, fmt: str, virtual_size: int) -> ImageFacts:
+    with _hives(found, image) as (system, software):
+        windows = windows_facts(system, software, image)
+        drivers = {name: _driver_state(found.root, system, windows, name) for name in DRIVERS}
+        agent = {
+            "service": system.has(rf"{windows.control_set}\Services\{GUEST_AGENT_SERVICE}"),
+            "staged": (found.root / STAGING_DIR.replace("\\", "/") / "guest-agent").is_dir(),
+        }
+        device_path = software.get(r"Microsoft\Windows\CurrentVersion", "DevicePath", "")
+    return ImageFacts(
+        image=image, format=fmt, virtual_size=virtual_size, layout=found.layout, windows_partition=found.partition.number,
+        windows=windows, drivers=drivers, guest_agent=agent, device_path=device_path,
+        firstboot=(found.root / FIRSTBOOT_SCRIPT.replace("\\", "/")).is_file(),
+    )
+
+
+def windows_facts(system: Hive, software: Hive, image: str) -> WindowsFacts:
+    info = software.values(CURRENT_VERSION)
+    if not info.get("ProductName") or not info.get("CurrentBuildNumber"):
+        raise BakeryError(f"{image}: SOFTWARE has no {CURRENT_VERSION} with ProductName and CurrentBuildNumber: not a Windows installation")
+    control_set = current_control_set(system)
+    build = int(str(info.get("CurrentBuildNumber") or info.get("CurrentBuild")))
+    if "CurrentMajorVersionNumber" in info:
+        major, minor = int(info["CurrentMajorVersionNumber"]), int(info.get("CurrentMinorVersionNumber", 0))
+    else:
+        major, minor = (int(p) for p in str(info.get("CurrentVersion", "0.0")).split(".")[:2])
+    product = info["ProductName"]
+    installation_type = info.get("InstallationType") or ("Server" if "Server" in product else "Client")
+    if major == 10 and build >= 22000 and not installation_type.startswith("Server"):
+        product = product.replace("Windows 10", "Windows 11")
+    environment = system.values(rf"{control_set}\Control\Session Manager\Environment")
+    return WindowsFacts(
+        product_name=product, registry_product_name=info["ProductName"], edition_id=info.get("EditionID", ""),
+        installation_type=installation_type, major=major, minor=minor, build=build,
+        display_version=info.get("DisplayVersion", info.get("CSDVersion", "")),
+        arch=str(environment.get("PROCESSOR_ARCHITECTURE", "")).upper(), control_set=control_set,
+        hostname=system.get(rf"{control_set}\Control\ComputerName\ComputerName", "ComputerName", ""),
+    )
+
+
+def _driver_state(root: Path, system: Hive, windows: WindowsFacts, name: str) -> DriverState:
+    driver = DRIVERS[name]
+    service = system.values(rf"{windows.control_set}\Services\{driver.service}")
+    registered = False
+    if driver.hardware_ids:
+        if windows.pre_windows8:
+            cdd = rf"{windows.control_set}\Control\CriticalDeviceDatabase"
+            registered = all(system.get(rf"{cdd}\{_cdd_key(hwid)}", "Service") == driver.service for hwid in driver.hardware_ids)
+        else:
+            registered = all(system.subkeys(rf"DriverDatabase\DeviceIds\{hwid}") or system.values(rf"DriverDatabase\DeviceIds\{hwid}")
+                             for hwid in driver.hardware_ids)
+    staged = _inf_version(root / STAGING_DIR.replace("\\", "/") / name / f"{driver.inf}.inf")
+    store = root / "Windows/System32/DriverStore/FileRepository"
+    installed = sorted(
+        {v for package in (store.glob(f"{driver.inf}.inf_*") if store.is_dir() else []) if (v := _inf_version(package / f"{driver.inf}.inf"))},
+        key=version_key,
+    )
+    return DriverState(
+        name=name, service_start=service.get("Start"), sys_file=(root / "Windows/System32/drivers" / f"{driver.inf}.sys").is_file(),
+        boot_registered=registered, staged_version=staged, installed_versions=tuple(installed),
+    )
+
+
+def _cdd_key(hardware_id: str) -> str:
+    return hardware_id.lower().replace("\\", "#")
+
+
+def _inf_version(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    found = driver_version(path.read_text(encoding="utf-8", errors="replace"))
+    return found[1] if found else None
