@@ -28,9 +28,10 @@ def configure_logging(verbose: bool = False) -> None:
     handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    for noisy in ("keystoneauth", "glanceclient", "urllib3", "stevedore", "openstack"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+    # Libraries' own warnings (oslo's format inspector logs every refusal it makes) would turn a one-line
+    # error into several lines: only the pipeline's warnings are shown, unless verbose.
+    root.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    logging.getLogger("pipeline").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_LINE = 1000  # an error line is read by people in a CI log: a hostile input must not make it megabytes
+
 
 class BakeryError(Exception):
     """An error the user can act on. Its message is a single line: where, what, what was expected."""
@@ -16,7 +18,15 @@ class BakeryError(Exception):
         text = " ".join(str(self).split())
         if self.hint:
             text += f" ({' '.join(self.hint.split())})"
-        return redact(text)
+        return bounded(redact(text))
+
+
+def bounded(text: str, limit: int = MAX_LINE) -> str:
+    """At most `limit` characters, printable ones only (a bell or a right-to-left override is shown escaped)."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 30] + f"... [{len(text) - limit + 30:,} more characters]"
 
 
 class ManifestError(BakeryError):

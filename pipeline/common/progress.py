@@ -13,6 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from pipeline.common.secrets import redact
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+QUIET_S = 3.0
 
 
 def say(message: str) -> None:
@@ -39,6 +40,7 @@ def progress(label: str, total: int, *, plain_every_s: float = 15.0) -> Iterator
 
 
 def _plain(label: str, total: int, every_s: float) -> Iterator[Callable[[int], None]]:
+    """Lines for CI logs; work that is over within QUIET_S prints none (a refused input stays one line)."""
     done = 0
     started = last_time = time.monotonic()
     last_decile = -1
@@ -48,6 +50,8 @@ def _plain(label: str, total: int, every_s: float) -> Iterator[Callable[[int], N
         done += n
         now = time.monotonic()
         decile = int(10 * done / total) if total else 10
+        if now - started < QUIET_S:
+            return
         if decile > last_decile or now - last_time >= every_s:
             last_decile, last_time = decile, now
             rate = done / max(now - started, 1e-6) / 2**20

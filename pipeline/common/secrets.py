@@ -29,6 +29,8 @@ SECRET_KEYS = frozenset(
 )
 SECRET_ENV = re.compile(r"^OS_.*(PASSWORD|TOKEN|SECRET|PASSCODE)$")
 MASK = "***"
+# user:password@ in any URL, whether or not the password was registered (a manifest's source URL, say)
+URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:]*):(?P<password>[^\s/@]*)@")
 
 
 def register(value: object) -> None:
@@ -58,4 +60,14 @@ def redact(text: str) -> str:
         known = sorted(_secrets, key=len, reverse=True)
     for secret in known:
         text = text.replace(secret, MASK)
-    return text
+    return URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+
+
+def register_url(url: str) -> None:
+    """A URL's embedded password is a secret from the moment the URL is read."""
+    match = URL_PASSWORD.search(url)
+    if match and match["password"]:
+        register(match["password"])
+        from urllib.parse import unquote
+
+        register(unquote(match["password"]))
