@@ -106,6 +106,7 @@ class Manifest:
     visibility: str
     min_ram: int
     min_disk: int | None
+    max_virtual_gib: int  # a source (or built image) with a larger virtual size is refused before it is converted
     tags: tuple[str, ...]
     release: ReleasePolicy
     upstream_provider: str

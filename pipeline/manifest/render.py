@@ -6,31 +6,86 @@ environment, so the same manifest and arguments always render the same text (the
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
+from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pipeline.common.errors import ManifestError
 
 MAX_INCLUDE_DEPTH = 4
+MAX_DOCUMENT_BYTES = 1024 * 1024  # a manifest is a page of YAML; a 10 MB name is an attack, not a release
+MAX_NODES = 20_000  # YAML nodes once aliases are expanded (a "billion laughs" document expands to 10**9)
+RENDER_TIMEOUT_S = 10.0  # Jinja's sandbox caps range() but not nested loops that print nothing
 
 
-def _environment(directory: Path) -> ImmutableSandboxedEnvironment:
+class _OutsideFolder(Exception):
+    def __init__(self, name: str):
+        self.name = name
+
+
+class _ConfinedLoader(jinja2.BaseLoader):
+    """Templates from `search`, and only if their real path (symlinks resolved) is inside `root`."""
+
+    def __init__(self, search: Path, root: Path, top: Path):
+        self.search, self.root, self.top = search, root, top
+
+    def get_source(self, environment, template: str):
+        path = self.search.joinpath(*split_template_path(template))  # refuses ".." and absolute names
+        real = path.resolve()
+        if real != self.top and not real.is_relative_to(self.root):
+            raise _OutsideFolder(template)
+        if not real.is_file():
+            raise jinja2.TemplateNotFound(template)
+        return read_document(path, what="manifest" if real == self.top else f"template {template!r}"), str(path), lambda: True
+
+
+def read_document(path: Path, *, what: str = "manifest") -> str:
+    """A manifest or template file as text: a regular file, of bounded size, in UTF-8."""
+    if not path.is_file():
+        raise ManifestError(str(path), None, f"{what}: not a regular file")
+    size = path.stat().st_size
+    if size > MAX_DOCUMENT_BYTES:
+        raise ManifestError(str(path), None, f"{what}: {size:,} bytes is more than a manifest may be ({MAX_DOCUMENT_BYTES:,})")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(str(path), None, f"{what}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _environment(directory: Path, root: Path, top: Path) -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(str(directory)),
+        loader=_ConfinedLoader(directory, root, top),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
 
 
-def render_text(path: Path, context: dict[str, str]) -> str:
-    env = _environment(path.parent)
+def render_text(path: Path, context: dict[str, str], *, root: Path | None = None) -> str:
+    """Render a manifest file; `{% include %}`, `{% import %}` and `{% extends %}` stay inside `root`."""
+    root = root or path.parent.resolve()
+    env = _environment(path.parent, root, path.resolve())
     try:
-        return env.get_template(path.name).render(context)
+        with _deadline(RENDER_TIMEOUT_S):
+            return _bounded_render(env.get_template(path.name), context, path)
+    except ManifestError:
+        raise
+    except _OutsideFolder as exc:
+        raise ManifestError(str(path), None, f"template {exc.name!r} is outside the manifest's folder {root} "
+                            "(templates may include or import only files inside it)", line=_template_line(exc, path)) from None
+    except _RenderTimeout:
+        raise ManifestError(str(path), None, f"rendering took longer than {RENDER_TIMEOUT_S:.0f} s (a runaway loop?)") from None
+    except jinja2.TemplateNotFound as exc:
+        raise ManifestError(str(path), None, f"template {exc.name!r} not found in the manifest's folder {path.parent}",
+                            line=_template_line(exc, path)) from None
     except jinja2.TemplateSyntaxError as exc:
         raise ManifestError(str(path), None, f"template syntax error: {exc.message}", line=exc.lineno) from None
     except jinja2.UndefinedError as exc:
@@ -44,6 +99,39 @@ def render_text(path: Path, context: dict[str, str]) -> str:
         raise ManifestError(str(path), None, f"template error: {exc}", line=_template_line(exc, path)) from None
 
 
+def _bounded_render(template: jinja2.Template, context: dict[str, str], path: Path) -> str:
+    chunks, size = [], 0
+    for chunk in template.generate(context):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_DOCUMENT_BYTES:
+            raise ManifestError(str(path), None, f"the rendered manifest exceeds {MAX_DOCUMENT_BYTES:,} characters")
+    return "".join(chunks)
+
+
+class _RenderTimeout(Exception):
+    pass
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """SIGALRM after `seconds` (main thread only: elsewhere the size cap is the only bound)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise _RenderTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _template_line(exc: BaseException, path: Path) -> int | None:
     """Jinja rewrites tracebacks so that template frames carry the template's file name and line."""
     line, tb = None, exc.__traceback__
@@ -55,34 +143,81 @@ def _template_line(exc: BaseException, path: Path) -> int | None:
 
 
 def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[tuple, int]]:
+    """YAML (safe tags only) with the line of every key; duplicate keys and alias bombs are refused."""
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
+        node = loader.get_single_node()
+        positions: dict[tuple, int] = {}
+        if node is not None:
+            _check_expansion(path, node)
+            _record_positions(path, node, (), positions)
+        document = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ManifestError(str(path), None, f"invalid YAML: {problem}", line=mark.line + 1 if mark else None) from None
-    positions: dict[tuple, int] = {}
-    if node is not None:
-        _record_positions(node, (), positions)
+    finally:
+        loader.dispose()
     return document, positions
 
 
-def _record_positions(node: yaml.Node, prefix: tuple, out: dict[tuple, int]) -> None:
+def _check_expansion(path: Path, root: yaml.Node) -> None:
+    """Count the nodes the document has once every alias is expanded, without expanding it."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise ManifestError(str(path), None, "a YAML alias refers to itself (a recursive document)", line=node.start_mark.line + 1)
+        in_progress.add(key)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        in_progress.discard(key)
+        if total > MAX_NODES:
+            raise ManifestError(str(path), None, f"YAML aliases expand to more than {MAX_NODES:,} nodes (an alias bomb?)",
+                                line=node.start_mark.line + 1)
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+def _record_positions(path: Path, node: yaml.Node, prefix: tuple, out: dict[tuple, int]) -> None:
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
-            key = prefix + (key_node.value,)
-            out[key] = key_node.start_mark.line + 1
-            _record_positions(value_node, key, out)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                _record_positions(path, value_node, prefix, out)
+                continue
+            line = key_node.start_mark.line + 1
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(line)
+            if name in seen:
+                field = ".".join(str(k) for k in prefix + (name,))
+                raise ManifestError(str(path), field, f"duplicate key (also at line {seen[name]}): the last one would silently "
+                                    "win; keep one", line=line)
+            seen[name] = line
+            key = prefix + (name,)
+            out[key] = line
+            _record_positions(path, value_node, key, out)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             out[prefix + (index,)] = item.start_mark.line + 1
-            _record_positions(item, prefix + (index,), out)
+            _record_positions(path, item, prefix + (index,), out)
 
 
-def load_with_includes(path: Path, context: dict[str, str], depth: int = 0) -> tuple[dict, dict[tuple, tuple[Path, int]]]:
-    """Render and parse a manifest; `include:` names files (relative to it) whose data it overrides."""
-    document, lines = _parse_yaml(path, render_text(path, context))
+def load_with_includes(path: Path, context: dict[str, str], depth: int = 0, *,
+                       root: Path | None = None) -> tuple[dict, dict[tuple, tuple[Path, int]]]:
+    """Render and parse a manifest; `include:` names files (relative to it, inside the top manifest's
+    folder) whose data it overrides."""
+    root = root or path.parent.resolve()
+    document, lines = _parse_yaml(path, render_text(path, context, root=root))
     if not isinstance(document, dict):
         raise ManifestError(str(path), None, "expected a YAML mapping at the top level")
     positions = {key: (path, line) for key, line in lines.items()}
@@ -93,13 +228,17 @@ def load_with_includes(path: Path, context: dict[str, str], depth: int = 0) -> t
         raise ManifestError(str(path), "include", "expected a file name or a list of file names", line=lines.get(("include",)))
     merged: dict = {}
     merged_positions: dict[tuple, tuple[Path, int]] = {}
-    for name in includes:
-        included = (path.parent / name).resolve()
+    for index, name in enumerate(includes):
+        line = lines.get(("include", index), lines.get(("include",)))
         if depth >= MAX_INCLUDE_DEPTH:
-            raise ManifestError(str(path), "include", f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
+            raise ManifestError(str(path), "include", f"includes nested deeper than {MAX_INCLUDE_DEPTH}", line=line)
+        included = path.parent / name
+        if not included.resolve().is_relative_to(root):
+            raise ManifestError(str(path), "include", f"{name!r} is outside the manifest's folder {root} "
+                                "(includes must stay inside it)", line=line)
         if not included.is_file():
-            raise ManifestError(str(path), "include", f"included file {name!r} not found", line=lines.get(("include",)))
-        data, data_positions = load_with_includes(included, context, depth + 1)
+            raise ManifestError(str(path), "include", f"included file {name!r} not found", line=line)
+        data, data_positions = load_with_includes(included, context, depth + 1, root=root)
         merged = _deep_merge(merged, data)
         merged_positions.update(data_positions)
     merged_positions.update(positions)

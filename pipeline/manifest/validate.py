@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
+from pipeline.common import secrets
 from pipeline.common.errors import ManifestError
+from pipeline.diskimage.safety import DEFAULT_MAX_VIRTUAL_GIB
 from pipeline.manifest.model import (
     DEFAULT_FAMILY_KEYS,
     BakeSpec,
@@ -26,6 +29,19 @@ VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SOURCE_FORMATS = ("raw", "qcow2")
 PREVIOUS_POLICIES = ("demote", "hide")
 VISIBILITIES = ("public", "community", "shared", "private")
+# What Glance itself enforces (glance/api/v2/images.py schema, glance/db/sqlalchemy): checked here, before any
+# build, instead of being found by the server after hours of baking.
+MAX_NAME = 255  # image name, and each tag
+MAX_TAGS = 128  # image_tag_quota's default
+MAX_INT32 = 2**31 - 1  # min_disk, min_ram
+MAX_PROPERTY_KEY = 255
+MAX_PROPERTY_VALUE_BYTES = 65535  # a TEXT column
+MAX_VIRTUAL_GIB = 64 * 1024  # the largest image.max_virtual_gib a manifest may set
+# Characters that must never reach a published name or property: C0/C1 controls (a bell, an escape) and the
+# invisible or direction-changing formatting characters (a right-to-left override makes "w10" read as "01w").
+INVISIBLE = frozenset("\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                      "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff")
+ONE_LINE_FIELDS = ("name", "family", "os", "properties", "image", "upstream_provider", "source", "release")
 
 
 class _Fields:
@@ -86,6 +102,7 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
     for key in document:
         if key not in KNOWN_TOP_LEVEL:
             raise fields.error((key,), f"unknown field; expected one of {', '.join(sorted(KNOWN_TOP_LEVEL))}")
+    _check_characters(fields, document, ())
 
     if ("source" in document) == ("install" in document):
         raise fields.error(("install",) if "install" in document else ("source",),
@@ -108,17 +125,28 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
     min_disk = fields.get("image", "min_disk", kind=int, required=False)
     min_ram = fields.get("image", "min_ram", kind=int, required=False, default=0)
     for keys, value in ((("image", "min_disk"), min_disk), (("image", "min_ram"), min_ram)):
-        if value is not None and value < 0:
-            raise fields.error(keys, f"expected a non-negative integer, got {value}")
+        if value is not None and not 0 <= value <= MAX_INT32:
+            raise fields.error(keys, f"expected an integer from 0 to {MAX_INT32} (what Glance stores), got {value}")
     tags = fields.get("image", "tags", kind=list, required=False, default=[])
+    if len(tags) > MAX_TAGS:
+        raise fields.error(("image", "tags"), f"{len(tags)} tags; Glance takes at most {MAX_TAGS}")
     for index, tag in enumerate(tags):
         if not isinstance(tag, str) or not tag:
             raise fields.error(("image", "tags", index), f"expected a non-empty string, got {tag!r}")
+        if len(tag) > MAX_NAME:
+            raise fields.error(("image", "tags", index), f"a tag of {len(tag)} characters; Glance takes at most {MAX_NAME}")
+    name = fields.get("name")
+    if len(name) > MAX_NAME:
+        raise fields.error(("name",), f"{len(name)} characters; Glance takes at most {MAX_NAME}")
+    _check_properties(fields, properties)
+    max_virtual_gib = fields.get("image", "max_virtual_gib", kind=int, required=False, default=DEFAULT_MAX_VIRTUAL_GIB)
+    if not 1 <= max_virtual_gib <= MAX_VIRTUAL_GIB:
+        raise fields.error(("image", "max_virtual_gib"), f"expected an integer from 1 to {MAX_VIRTUAL_GIB}, got {max_virtual_gib}")
 
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return Manifest(
         path=path,
-        name=fields.get("name"),
+        name=name,
         release_date=context["release_date"],
         family=dict(family),
         os=os_info,
@@ -127,6 +155,7 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
         visibility=fields.choice("image", "visibility", choices=VISIBILITIES, default="public"),
         min_ram=min_ram,
         min_disk=min_disk,
+        max_virtual_gib=max_virtual_gib,
         tags=tuple(tags),
         release=ReleasePolicy(
             family_keys=tuple(release_keys),
@@ -140,6 +169,32 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
         rendered=canonical,
         positions=positions,
     )
+
+
+def _check_characters(fields: _Fields, node: Any, keys: tuple) -> None:
+    """No control or invisible formatting character anywhere; not even a line break in what gets published."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_characters(fields, key, keys)
+            _check_characters(fields, value, (*keys, key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_characters(fields, item, (*keys, index))
+    elif isinstance(node, str):
+        allowed = "" if keys[:1] and keys[0] in ONE_LINE_FIELDS else "\n\t"
+        for position, char in enumerate(node):
+            if (unicodedata.category(char) == "Cc" and char not in allowed) or char in INVISIBLE:
+                what = unicodedata.name(char, "a control character")
+                raise fields.error(keys, f"contains U+{ord(char):04X} ({what}) at character {position + 1}: refused, it would be "
+                                   "published as it is; remove it")
+
+
+def _check_properties(fields: _Fields, properties: dict) -> None:
+    for key, value in properties.items():
+        if len(str(key)) > MAX_PROPERTY_KEY:
+            raise fields.error(("properties", key), f"a property name of {len(str(key))} characters; Glance takes at most {MAX_PROPERTY_KEY}")
+        if isinstance(value, str) and len(value.encode()) > MAX_PROPERTY_VALUE_BYTES:
+            raise fields.error(("properties", key), f"a value of {len(value.encode()):,} bytes; Glance stores at most {MAX_PROPERTY_VALUE_BYTES:,}")
 
 
 def _suppressions(fields: _Fields) -> dict[str, str]:
@@ -168,6 +223,7 @@ def _source(fields: _Fields, manifest_path: Path, section: tuple[str, ...] = ("s
     if source_format is not None and source_format not in SOURCE_FORMATS:
         raise fields.error((*section, "format"), f"expected one of {', '.join(SOURCE_FORMATS)}, got {source_format!r}")
     if location_url:
+        secrets.register_url(location_url)
         if not re.match(r"^(https?|file)://", location_url):
             raise fields.error((*section, "url"), f"expected an http(s):// or file:// URL, got {location_url!r}")
         location = location_url
