@@ -22,6 +22,8 @@ from pipeline.common.errors import BakeryError, LintFailed
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import progress, say
 from pipeline.common.report import Report
+from pipeline.diskimage.info import GiB
+from pipeline.diskimage.safety import check_image
 from pipeline.glance.connect import Target, connect
 from pipeline.glance.images import download, fetch_image
 from pipeline.manifest import Manifest, load_manifest, parse_variables
@@ -73,7 +75,7 @@ def _prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Ma
     cache = StageCache() if options.use_cache else None
     if convert:
         _lint_before_building(manifest, build_id)
-    image = runner.built(manifest, stages, cache, report) if convert else _preview(manifest, report)
+    image = runner.built(manifest, stages, cache, report) if convert else _preview(manifest, stages, cache, report)
     report.built = image.to_dict()
     provenance = {"lock_sha256": used_lock.sha256 if used_lock else None, "manifest_commit": git_commit(manifest.path),
                   "build_stage": stages.build}
@@ -121,8 +123,12 @@ def write_lock(options: JobOptions, report: Report) -> Report:
     return report
 
 
-def _preview(manifest: Manifest, report: Report) -> BuiltImage:
-    """What plan shows: the source as it is, or nothing yet for an install."""
+def _preview(manifest: Manifest, stages: StageIds, cache: StageCache | None, report: Report) -> BuiltImage:
+    """What plan shows: the cached build when build-and-publish would use it, else the source as it is (or
+    nothing yet for an install). Plan refuses exactly what build-and-publish refuses."""
+    cached = runner.cached_build(manifest, stages, cache, report)
+    if cached:
+        return cached
     pinned = runner.fetch_inputs(manifest, report)
     if manifest.install:
         return BuiltImage(None, None, pinned["media"], origin_sha256(manifest), temporary=False)
@@ -181,6 +187,10 @@ def _upload(target: Target, prepared: _Prepared, memo: DigestMemo, journal: publ
 
 def _send(target, prepared: _Prepared, memo, journal, report: Report, expected) -> publish.Published:
     manifest = prepared.manifest
+    # The check Glance runs on what it receives (oslo's format inspector), run first: a disk it would refuse
+    # fails here, with the same reason, before the transfer rather than after it.
+    check_image(prepared.image.path, label=f"the built image {prepared.image.path}", declared="raw",
+                max_virtual_size=manifest.max_virtual_gib * GiB)
     with report.stage("publish"):
         published = publish.upload(target, manifest.name, prepared.image, prepared.propset, visibility=manifest.visibility,
                                    tags=manifest.tags, memo=memo, journal=journal, expected=expected)
@@ -237,7 +247,7 @@ def plan(options: JobOptions, report: Report, *, target: Target | None = None) -
         upload_summary = f"the disk installed from {image.source_path.name}"
     else:
         upload = {"path": str(image.path), "size": image.path.stat().st_size, "virtual_size": image.info.virtual_size,
-                  "source_format": image.info.format}
+                  "source_format": image.source_format or image.info.format, "cache_entry": image.cache_entry}
         upload_summary = f"{image.path} ({image.path.stat().st_size:,} bytes)"
     report.plan = {
         "name": manifest.name,

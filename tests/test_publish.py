@@ -150,8 +150,9 @@ def test_lint_error_stops_before_glance(target, tmp_path, source):
 def test_format_pin_mismatch(target, tmp_path, source):
     image_path, sha256 = source
     manifest = write_manifest(tmp_path, image_path, sha256, source={"format": "qcow2"})
-    with pytest.raises(ManifestError, match="source.format"):
+    with pytest.raises(BakeryError, match=r"manifest.yaml:\d+: source \(.*\): declared format qcow2, but the content is raw"):
         publish(target, manifest, "2026-10-01")
+    assert project_images(target) == []
 
 
 def test_an_older_release_does_not_bury_a_newer_one(target, tmp_path, source):

@@ -23,6 +23,7 @@ class BuiltImage:
     baked: BakeResult | None = None
     installed_virtio_win: str | None = None  # the virtio-win release Setup loaded, for an install without a bake
     cache_entry: str | None = None  # "<stage>/<id>" when the image lives in the stage cache
+    source_format: str | None = None  # what the gate found the source to be (raw | qcow2)
 
     @property
     def virtio_win_version(self) -> str | None:
@@ -36,6 +37,7 @@ class BuiltImage:
             "source": str(self.source_path),
             "source_sha256": self.source_sha256,
             "cache_entry": self.cache_entry,
+            "source_format": self.source_format,
             **({"bake": self.baked.to_dict()} if self.baked else {}),
             **({"facts": self.facts.to_dict()} if self.facts else {}),
         }
@@ -44,7 +46,6 @@ class BuiltImage:
 def origin_sha256(manifest: Manifest) -> str:
     """The pin of what the chain starts from: the source image, or the installation media."""
     return manifest.source.sha256 if manifest.source else manifest.install.media.sha256
-
 
 
 @dataclass(frozen=True)

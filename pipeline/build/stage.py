@@ -13,10 +13,11 @@ from pathlib import Path
 
 from pipeline.build.bake import refresh as bake_stage
 from pipeline.build.image import BuiltImage, discard, origin_sha256
-from pipeline.common.errors import ManifestError
+from pipeline.build.inputs import source_label
 from pipeline.common.progress import say
 from pipeline.common.run import run
-from pipeline.diskimage.info import check_qcow2, image_info
+from pipeline.diskimage.info import GiB, check_qcow2, image_info, qcow2_without_backing
+from pipeline.diskimage.safety import check_image
 from pipeline.manifest import Manifest
 from pipeline.windows.inspection import inspect_image
 
@@ -25,16 +26,18 @@ def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: P
     """The raw image to publish: baked when the manifest says so, else the source (converted if qcow2)."""
     planned = preview(manifest, source_path)
     origin = origin_sha256(manifest)
+    label = _label(manifest, source_path)
     if manifest.bake:
-        result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir)
-        return BuiltImage(result.raw, image_info(result.raw), source_path, origin, temporary=True,
-                          facts=result.facts, baked=result)
+        result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir, label=label,
+                                 max_virtual_size=manifest.max_virtual_gib * GiB)
+        return BuiltImage(result.raw, image_info(result.raw, fmt="raw"), source_path, origin, temporary=True,
+                          facts=result.facts, baked=result, source_format=planned.info.format)
     if planned.info.format == "raw":
         return planned
-    converted = _convert(source_path, workdir, origin)
+    converted = replace(_convert(source_path, workdir, origin), source_format=planned.info.format)
     if manifest.install:  # what Setup left is checked against the manifest by the facts-based lint rules
         try:
-            return replace(converted, facts=inspect_image(converted.path, workdir=workdir / "inspect"))
+            return replace(converted, facts=inspect_image(converted.path, workdir=workdir / "inspect", label=label))
         except BaseException:
             discard(converted)
             raise
@@ -48,19 +51,24 @@ def _convert(source_path: Path, workdir: Path, origin: str) -> BuiltImage:
     partial = workdir / "image.raw.part"
     say(f"convert {source_path.name} (qcow2) to raw")
     try:
-        run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", source_path, partial], timeout=6 * 3600)
+        run(["qemu-img", "convert", "-q", "-O", "raw", qcow2_without_backing(source_path), partial], timeout=6 * 3600)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
-    return BuiltImage(target, image_info(target), source_path, origin, temporary=True)
+    return BuiltImage(target, image_info(target, fmt="raw"), source_path, origin, temporary=True)
 
 
 def preview(manifest: Manifest, source_path: Path) -> BuiltImage:
-    """What build() would hand on, without writing anything (for plan and lint)."""
-    info = image_info(source_path)
-    expected = manifest.source.format if manifest.source else None
-    if expected and info.format != expected:
-        raise ManifestError(str(manifest.path), "source.format", f"manifest says {expected}, but qemu-img reads {source_path} as {info.format}")
-    if info.format not in ("raw", "qcow2"):
-        raise ManifestError(str(manifest.path), "source", f"{source_path} is {info.format}; expected a raw or qcow2 image")
-    return BuiltImage(source_path, info, source_path, origin_sha256(manifest), temporary=False)
+    """What build() would hand on, without writing anything (for plan and lint): the gate's view of it."""
+    declared = manifest.source.format if manifest.source else None
+    checked = check_image(source_path, label=_label(manifest, source_path), declared=declared,
+                          max_virtual_size=manifest.max_virtual_gib * GiB)
+    return BuiltImage(source_path, checked.info, source_path, origin_sha256(manifest), temporary=False,
+                      source_format=checked.format)
+
+
+def _label(manifest: Manifest, source_path: Path) -> str:
+    """A source is known by its manifest field; the disk an install left, by the install stage."""
+    if manifest.source:
+        return source_label(manifest)
+    return f"{manifest.path}: install (the disk Setup left, {source_path.name})"

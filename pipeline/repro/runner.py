@@ -18,7 +18,8 @@ from pipeline.common.digests import DigestMemo
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.common.report import Report
-from pipeline.diskimage.info import image_info
+from pipeline.diskimage.info import GiB
+from pipeline.diskimage.safety import UnsafeImage, check_image
 from pipeline.manifest import Manifest
 from pipeline.repro.cache import Entry, StageCache
 from pipeline.repro.stages import StageIds
@@ -30,13 +31,65 @@ def _cacheable(image: BuiltImage) -> bool:
 
 
 def _from_cache(entry: Entry, manifest: Manifest) -> BuiltImage:
+    """The cached output, after the same gate as any image: a cache directory is a file system too."""
     record = entry.record
     raw = entry.file("image.raw")
+    checked = check_image(raw, label=f"stage cache entry build/{entry.id[:12]} ({raw})", declared="raw",
+                          max_virtual_size=manifest.max_virtual_gib * GiB)
     facts = RecordedFacts(record["facts"], record["lint_facts"]) if record.get("facts") else None
     baked = RecordedBake(record["bake"]) if record.get("bake") else None
-    return BuiltImage(raw, image_info(raw), Path(record["source_path"]), origin_sha256(manifest), temporary=False,
+    return BuiltImage(raw, checked.info, Path(record["source_path"]), origin_sha256(manifest), temporary=False,
                       facts=facts, baked=baked, installed_virtio_win=record.get("installed_virtio_win"),
-                      cache_entry=f"{entry.stage}/{entry.id}")
+                      cache_entry=f"{entry.stage}/{entry.id}", source_format=record.get("source_format"))
+
+
+def cached_build(manifest: Manifest, stages: StageIds, cache: StageCache | None, report: Report) -> BuiltImage | None:
+    """The build stage's cached output, if there is a usable one: what build-and-publish and plan both use.
+
+    Content addressing may serve a build whose input is not at hand (the pin says what the bytes were);
+    that is said, not hidden. An input that is at hand but malformed, or a declared format that contradicts
+    what the cached bytes were built from, is refused exactly as without the cache."""
+    entry = cache.get("build", stages.build) if cache else None
+    if entry is None:
+        return None
+    absent = _check_inputs_beside_cache(manifest, entry)
+    try:
+        image = _from_cache(entry, manifest)
+    except UnsafeImage as refused:
+        say(f"cache: {refused.one_line()}; dropping the entry and building again")
+        cache.drop("build", stages.build)
+        return None
+    say(f"cache: the {entry.record.get('stage', 'build')} stage's output {stages.build[:12]} is cached: not building again")
+    report.details["cache"] = {"build": "hit"}
+    if absent:
+        note = f"{'; '.join(absent)}: served from the stage cache (content-addressed by the pins)"
+        say(note)
+        report.details["inputs_not_at_hand"] = absent
+    return image
+
+
+def _check_inputs_beside_cache(manifest: Manifest, entry: Entry) -> list[str]:
+    """Refuse a malformed input that is at hand; list the ones that are not at hand."""
+    absent = []
+    source = manifest.source
+    if source:
+        label = inputs.source_label(manifest)
+        local = inputs.local_path(source)
+        if local is None:
+            absent.append(f"{label} not fetched")
+        elif not local.exists():
+            absent.append(f"{label} is not at hand")
+        else:
+            check_image(local, label=label, declared=source.format, max_virtual_size=manifest.max_virtual_gib * GiB)
+        recorded = entry.record.get("source_format")
+        if source.format and recorded and source.format != recorded:
+            raise UnsafeImage(f"{label}: declared format {source.format}, but the pinned bytes are {recorded} (as recorded when "
+                              f"they were built): refused; fix the format")
+    if manifest.bake:
+        virtio = inputs.local_path(manifest.bake.virtio_win)
+        if virtio is None or not virtio.exists():
+            absent.append(f"{inputs.source_label(manifest, manifest.bake.virtio_win)} is not at hand")
+    return absent
 
 
 def _to_cache(cache: StageCache, stage_id: str, image: BuiltImage) -> BuiltImage:
@@ -47,6 +100,7 @@ def _to_cache(cache: StageCache, stage_id: str, image: BuiltImage) -> BuiltImage
         "lint_facts": image.facts.lint_facts() if image.facts else None,
         "bake": image.baked.to_dict() if image.baked else None,
         "installed_virtio_win": image.installed_virtio_win,
+        "source_format": image.source_format,
     }
     files = {"image.raw": image.path}
     qcow2 = getattr(image.baked, "qcow2", None)
@@ -77,11 +131,9 @@ def fetch_inputs(manifest: Manifest, report: Report) -> dict[str, Path]:
 
 def built(manifest: Manifest, stages: StageIds, cache: StageCache | None, report: Report) -> BuiltImage:
     """The raw image to publish: from the stage cache when its inputs did not change, else built (and cached)."""
-    entry = cache.get("build", stages.build) if cache else None
-    if entry:
-        say(f"cache: the {entry.record.get('stage', 'build')} stage's output {stages.build[:12]} is cached: not building again")
-        report.details["cache"] = {"build": "hit"}
-        return _from_cache(entry, manifest)
+    cached = cached_build(manifest, stages, cache, report)
+    if cached:
+        return cached
     report.details["cache"] = {"build": "miss" if cache else "disabled"}
     pinned = fetch_inputs(manifest, report)
     installed_version = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,8 +176,8 @@ def _open_iso(path: Path):
     iso = pycdlib.PyCdlib()
     try:
         iso.open(str(path))
-    except (PyCdlibException, OSError, ValueError) as exc:
-        raise BakeryError(f"{path}: not a readable ISO 9660 image ({exc})") from None
+    except (PyCdlibException, OSError, ValueError, IndexError, KeyError, struct.error, RecursionError) as exc:
+        raise BakeryError(f"{path}: not a readable ISO 9660 image ({type(exc).__name__}: {exc})") from None
     if not iso.has_joliet():
         iso.close()
         raise BakeryError(f"{path}: the ISO has no Joliet tree: the virtio-win ISO always has one")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ DEFAULT_ELEMENTS = ("virtio-boot-drivers", "virtio-firstboot", "qemu-guest-agent
 PHASES = ("pre-install.d", "install.d", "post-install.d")
 MERGED = ("environment.d", *PHASES)
 PHASE_TIMEOUT_S = 1800
+EXCEPTION_PREFIX = re.compile(r"^(?:[a-z_]\w*\.)+[A-Z]\w*: ")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,6 @@ def _failure(proc) -> str:
         if line.startswith("dib-run-parts Running "):
             script, said = Path(line.split()[-1]).name, None
         elif line and not line.startswith(("+", "dib-run-parts")):
-            said = line
+            said = EXCEPTION_PREFIX.sub("", line)  # a Python script's BakeryError: its message, not its class
     where = f"script {script}" if script else "a script"
     return f"{where} exited with {proc.returncode}: {said or 'no message on stderr'}"

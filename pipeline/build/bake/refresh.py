@@ -21,7 +21,8 @@ from pipeline.common.errors import BakeryError
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.common.run import require_tool, run
-from pipeline.diskimage.info import check_qcow2, image_info
+from pipeline.diskimage.info import GiB, check_qcow2, image_info, qcow2_without_backing
+from pipeline.diskimage.safety import DEFAULT_MAX_VIRTUAL_GIB, check_image
 from pipeline.manifest import BakeSpec
 from pipeline.windows.drivers import BOOT_DRIVERS, STAGING_DIR
 from pipeline.windows.inspection import ImageFacts, WindowsVolume, read_facts, read_windows, windows_volume
@@ -55,11 +56,13 @@ def resolve_elements(spec: BakeSpec) -> list[elements.Element]:
     return elements.resolve((*elements.DEFAULT_ELEMENTS, *spec.elements), elements.search_path(spec.elements_path))
 
 
-def bake(spec: BakeSpec, source: Path, virtio_win: Path, workdir: Path, *, build_epoch: int | None = None) -> BakeResult:
+def bake(spec: BakeSpec, source: Path, virtio_win: Path, workdir: Path, *, build_epoch: int | None = None,
+         label: str | None = None, max_virtual_size: int = DEFAULT_MAX_VIRTUAL_GIB * GiB) -> BakeResult:
     """Bake into workdir/image.raw. On any failure workdir is removed: nothing half-done survives.
 
     Every time the bake writes is build_epoch: by default bake.epoch from the manifest, else the virtio-win
-    release's newest DriverVer date, so the same inputs give the same bytes whenever they are baked."""
+    release's newest DriverVer date, so the same inputs give the same bytes whenever they are baked.
+    `label` is how the user knows the source (its manifest field); errors name it, never the work file."""
     for tool, package in (("qemu-img", "qemu-utils"), ("qemu-storage-daemon", "qemu-system-common"), ("lowntfs-3g", "ntfs-3g")):
         require_tool(tool, package)
     resolved = resolve_elements(spec)
@@ -67,26 +70,27 @@ def bake(spec: BakeSpec, source: Path, virtio_win: Path, workdir: Path, *, build
         shutil.rmtree(workdir)  # leftovers of an interrupted bake are never reused
     workdir.mkdir(parents=True)
     try:
-        return _bake(spec, source, virtio_win, workdir, resolved, build_epoch)
+        return _bake(spec, source, virtio_win, workdir, resolved, build_epoch, label or str(source), max_virtual_size)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
 
 
-def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_epoch: int) -> BakeResult:
-    source_format = image_info(source).format
-    if source_format not in ("raw", "qcow2"):
-        raise BakeryError(f"{source}: {source_format} image; expected raw or qcow2")
+def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_epoch: int, label: str,
+          max_virtual_size: int) -> BakeResult:
+    source_format = check_image(source, label=label, max_virtual_size=max_virtual_size).format
     if source_format == "qcow2":
         check_qcow2(source)
     partial = workdir / "image.raw.part"
     say(f"convert {source.name} ({source_format}) to a sparse raw work copy")
-    run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "raw", source, partial], timeout=6 * 3600)
+    readable = qcow2_without_backing(source) if source_format == "qcow2" else source
+    run(["qemu-img", "convert", "-q", *(["-f", "raw"] if source_format == "raw" else []), "-O", "raw", readable, partial],
+        timeout=6 * 3600)
 
     started = time.time()  # hivex stamps from here on are ours, and get the build epoch instead
     with VirtioWin(virtio_win) as media:
         build_epoch = epoch_of(spec, media) if build_epoch is None else build_epoch
-        with windows_volume(partial, "raw", workdir / "mnt", writable=True, clock=build_epoch) as found:
+        with windows_volume(partial, "raw", workdir / "mnt", writable=True, clock=build_epoch, label=label) as found:
             facts, selection = _refresh(spec, found, media, partial, workdir, resolved, started, build_epoch)
         version = media.version
     # unmounted: ntfs-3g has flushed everything
@@ -107,7 +111,7 @@ def epoch_of(spec: BakeSpec, media: VirtioWin) -> int:
 def _refresh(spec: BakeSpec, found: WindowsVolume, media: VirtioWin, partial: Path, workdir: Path, resolved,
              started: float, build_epoch: int) -> tuple[ImageFacts, list[SelectedDriver]]:
     """Select, stage and register the drivers, run the elements; returns the facts read back and the selection."""
-    windows = read_windows(found, str(partial))
+    windows = read_windows(found)
     say(f"found {windows.product_name} (build {windows.build}, {windows.arch}, {windows.control_set}) on partition {found.partition.number}")
     selection = media.select(spec.drivers, os_dir=windows.virtio_os_dir, arch=windows.arch, product=windows.product_name)
     say(f"virtio-win {media.version}: {', '.join(f'{d.name} {d.version}' for d in selection)} for {windows.virtio_os_dir}")
@@ -124,7 +128,7 @@ def _refresh(spec: BakeSpec, found: WindowsVolume, media: VirtioWin, partial: Pa
     for copy in hives.values():
         pin_timestamps(copy, since=started, to=build_epoch)
     _copy_hives_back(hives, found)
-    return read_facts(found, image=str(partial), fmt="raw", virtual_size=image_info(partial).virtual_size), selection
+    return read_facts(found, image=str(partial), fmt="raw", virtual_size=image_info(partial, fmt="raw").virtual_size), selection
 
 
 def _log_path(workdir: Path) -> Path:
@@ -154,6 +158,7 @@ def element_environment(found, windows, hives: dict[str, Path], drivers_dir: Pat
         "BAKERY_DRIVERS": " ".join(names),
         "BAKERY_BOOT_DRIVERS": " ".join(n for n in names if n in BOOT_DRIVERS),
         "BAKERY_STAGING_DIR": STAGING_DIR,
+        "BAKERY_IMAGE_LABEL": found.label,
         "BAKERY_BUILD_EPOCH": str(build_epoch),
     }
 
