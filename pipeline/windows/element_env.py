@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.windows.volume import confined
+
 
 @dataclass(frozen=True)
 class ElementEnvironment:
@@ -27,6 +29,7 @@ class ElementEnvironment:
     staging_dir: str  # Windows-relative, backslashes
     virtio_win_version: str
     build_epoch: int
+    image_label: str = "the image"
 
     @classmethod
     def from_environ(cls) -> "ElementEnvironment":
@@ -47,15 +50,18 @@ class ElementEnvironment:
             staging_dir=env["BAKERY_STAGING_DIR"],
             virtio_win_version=env["BAKERY_VIRTIO_WIN_VERSION"],
             build_epoch=int(env.get("BAKERY_BUILD_EPOCH", "0")),
+            image_label=env.get("BAKERY_IMAGE_LABEL", "the image"),
         )
 
     @property
     def staging_path(self) -> Path:
-        return self.windows_root / self.staging_dir.replace("\\", "/")
+        return self.windows_path(self.staging_dir)
 
     @property
     def pre_windows8(self) -> bool:
         return (self.major, self.minor) < (6, 2)
 
     def windows_path(self, relative: str) -> Path:
-        return self.windows_root / relative.replace("\\", "/")
+        """A path on the Windows volume that passes through no symbolic link: a hostile image's link could
+        point anywhere on the build host (volume.confined)."""
+        return confined(self.windows_root, relative, label=self.image_label)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline.common.errors import BakeryError
 from pipeline.diskimage.info import check_qcow2, image_info
+from pipeline.diskimage.safety import check_image
 from pipeline.windows import volume
 from pipeline.windows.drivers import DRIVERS, STAGING_DIR, driver_version, os_directory, version_key
 from pipeline.windows.registry import Hive, current_control_set
@@ -134,24 +135,31 @@ class WindowsVolume:
     root: Path  # the mounted Windows volume (case-insensitive)
     layout: volume.Layout
     partition: volume.Partition
+    label: str = ""  # how the user knows the image, for errors
+
+    def path(self, relative: str) -> Path:
+        """A path on the volume that passes through no symbolic link (see volume.confined)."""
+        return volume.confined(self.root, relative, label=self.label)
 
     @property
     def system_hive(self) -> Path:
-        return self.root / "Windows/System32/config/SYSTEM"
+        return self.path("Windows/System32/config/SYSTEM")
 
     @property
     def software_hive(self) -> Path:
-        return self.root / "Windows/System32/config/SOFTWARE"
+        return self.path("Windows/System32/config/SOFTWARE")
 
 
 @contextlib.contextmanager
-def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool, clock: int | None = None) -> Iterator[WindowsVolume]:
+def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool, clock: int | None = None,
+                   label: str | None = None) -> Iterator[WindowsVolume]:
     """Find the NTFS partition that holds Windows and mount it (read-only unless writable; with `clock`,
-    every time the file system stamps is that Unix time)."""
-    size = image_info(image).virtual_size
+    every time the file system stamps is that Unix time). `label` names the image in errors."""
+    label = label or str(image)
+    size = image_info(image, fmt=fmt).virtual_size
     with contextlib.ExitStack() as stack:
         disk = image if fmt == "raw" else stack.enter_context(volume.exposed(image, fmt, mountpoint=workdir / "disk"))
-        layout = volume.read_layout(disk, image_size=size, label_for_errors=str(image))
+        layout = volume.read_layout(disk, image_size=size, label_for_errors=label)
         searched = []
         for partition in layout.partitions:
             window = workdir / f"part{partition.number}"
@@ -159,63 +167,63 @@ def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool, cloc
                 if not volume.is_ntfs(window):
                     continue
                 searched.append(partition.number)
-                with volume.ntfs_mounted(window, workdir / "probe", writable=False, label_for_errors=str(image)) as root:
-                    found = (root / volume.SYSTEM_HIVE).is_file()
+                with volume.ntfs_mounted(window, workdir / "probe", writable=False, label_for_errors=label) as root:
+                    found = volume.confined(root, volume.SYSTEM_HIVE, label=label).is_file()
             if found:
                 window_ctx = volume.exposed(image, fmt, mountpoint=window, window=partition, writable=writable)
                 stack.enter_context(window_ctx)
                 root = stack.enter_context(volume.ntfs_mounted(window, workdir / "windows", writable=writable,
-                                                               label_for_errors=str(image), clock=clock))
-                yield WindowsVolume(root, layout, partition)
+                                                               label_for_errors=label, clock=clock))
+                yield WindowsVolume(root, layout, partition, label)
                 return
         if not searched:
-            raise BakeryError(f"{image}: no NTFS partition among {len(layout.partitions)}: not a Windows disk")
+            raise BakeryError(f"{label}: no NTFS partition among {len(layout.partitions)}: not a Windows disk")
         raise BakeryError(
-            f"{image}: no Windows installation (Windows\\System32\\config\\SYSTEM) on NTFS partition(s) {', '.join(map(str, searched))}"
+            f"{label}: no Windows installation (Windows\\System32\\config\\SYSTEM) on NTFS partition(s) {', '.join(map(str, searched))}"
         )
 
 
-def inspect_image(image: Path, *, workdir: Path | None = None) -> ImageFacts:
-    info = image_info(image)
-    if info.format not in ("raw", "qcow2"):
-        raise BakeryError(f"{image}: {info.format} image; expected raw or qcow2")
-    if info.format == "qcow2":
+def inspect_image(image: Path, *, workdir: Path | None = None, label: str | None = None) -> ImageFacts:
+    """The facts of a disk image file, after the gate (diskimage.safety) has accepted it."""
+    label = label or str(image)
+    checked = check_image(image, label=label)
+    if checked.format == "qcow2":
         check_qcow2(image)
     if workdir:
         workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bakery-inspect-", dir=workdir) as scratch:
-        with windows_volume(image, info.format, Path(scratch), writable=False) as found:
-            return read_facts(found, image=str(image), fmt=info.format, virtual_size=info.virtual_size)
+        with windows_volume(image, checked.format, Path(scratch), writable=False, label=label) as found:
+            return read_facts(found, image=str(image), fmt=checked.format, virtual_size=checked.virtual_size)
 
 
-def read_windows(found: WindowsVolume, image: str) -> WindowsFacts:
+def read_windows(found: WindowsVolume) -> WindowsFacts:
     """Just what Windows it is (the bake needs this before it changes anything)."""
-    with _hives(found, image) as (system, software):
-        return windows_facts(system, software, image)
+    with _hives(found) as (system, software):
+        return windows_facts(system, software, found.label)
 
 
 @contextlib.contextmanager
-def _hives(found: WindowsVolume, image: str) -> Iterator[tuple[Hive, Hive]]:
+def _hives(found: WindowsVolume) -> Iterator[tuple[Hive, Hive]]:
     for hive in (found.system_hive, found.software_hive):
         if not hive.is_file():
-            raise BakeryError(f"{image}: the Windows volume has no {hive.relative_to(found.root)} hive")
+            raise BakeryError(f"{found.label}: the Windows volume has no {hive.relative_to(found.root)} hive")
     with Hive(found.system_hive) as system, Hive(found.software_hive) as software:
         yield system, software
 
 
 def read_facts(found: WindowsVolume, *, image: str, fmt: str, virtual_size: int) -> ImageFacts:
-    with _hives(found, image) as (system, software):
-        windows = windows_facts(system, software, image)
-        drivers = {name: _driver_state(found.root, system, windows, name) for name in DRIVERS}
+    with _hives(found) as (system, software):
+        windows = windows_facts(system, software, found.label)
+        drivers = {name: _driver_state(found, system, windows, name) for name in DRIVERS}
         agent = {
             "service": system.has(rf"{windows.control_set}\Services\{GUEST_AGENT_SERVICE}"),
-            "staged": (found.root / STAGING_DIR.replace("\\", "/") / "guest-agent").is_dir(),
+            "staged": found.path(STAGING_DIR + r"\guest-agent").is_dir(),
         }
         device_path = software.get(r"Microsoft\Windows\CurrentVersion", "DevicePath", "")
     return ImageFacts(
         image=image, format=fmt, virtual_size=virtual_size, layout=found.layout, windows_partition=found.partition.number,
         windows=windows, drivers=drivers, guest_agent=agent, device_path=device_path,
-        firstboot=(found.root / FIRSTBOOT_SCRIPT.replace("\\", "/")).is_file(),
+        firstboot=found.path(FIRSTBOOT_SCRIPT).is_file(),
     )
 
 
@@ -243,7 +251,7 @@ def windows_facts(system: Hive, software: Hive, image: str) -> WindowsFacts:
     )
 
 
-def _driver_state(root: Path, system: Hive, windows: WindowsFacts, name: str) -> DriverState:
+def _driver_state(found: WindowsVolume, system: Hive, windows: WindowsFacts, name: str) -> DriverState:
     driver = DRIVERS[name]
     service = system.values(rf"{windows.control_set}\Services\{driver.service}")
     registered = False
@@ -254,14 +262,15 @@ def _driver_state(root: Path, system: Hive, windows: WindowsFacts, name: str) ->
         else:
             registered = all(system.subkeys(rf"DriverDatabase\DeviceIds\{hwid}") or system.values(rf"DriverDatabase\DeviceIds\{hwid}")
                              for hwid in driver.hardware_ids)
-    staged = _inf_version(root / STAGING_DIR.replace("\\", "/") / name / f"{driver.inf}.inf")
-    store = root / "Windows/System32/DriverStore/FileRepository"
+    staged = _inf_version(found.path(rf"{STAGING_DIR}\{name}\{driver.inf}.inf"))
+    store = found.path(r"Windows\System32\DriverStore\FileRepository")
     installed = sorted(
-        {v for package in (store.glob(f"{driver.inf}.inf_*") if store.is_dir() else []) if (v := _inf_version(package / f"{driver.inf}.inf"))},
+        {v for package in (store.glob(f"{driver.inf}.inf_*") if store.is_dir() else [])
+         if not package.is_symlink() and (v := _inf_version(package / f"{driver.inf}.inf"))},
         key=version_key,
     )
     return DriverState(
-        name=name, service_start=service.get("Start"), sys_file=(root / "Windows/System32/drivers" / f"{driver.inf}.sys").is_file(),
+        name=name, service_start=service.get("Start"), sys_file=found.path(rf"Windows\System32\drivers\{driver.inf}.sys").is_file(),
         boot_registered=registered, staged_version=staged, installed_versions=tuple(installed),
     )
 
@@ -271,7 +280,7 @@ def _cdd_key(hardware_id: str) -> str:
 
 
 def _inf_version(path: Path) -> str | None:
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():  # a link in the driver store is never read
         return None
     found = driver_version(path.read_text(encoding="utf-8", errors="replace"))
     return found[1] if found else None

@@ -104,7 +104,10 @@ def exposed(image: Path, fmt: str, *, mountpoint: Path, window: Partition | None
     nodes = [f"driver=file,node-name=file0,filename={_qemu_path(image)},read-only={read_only}"]
     top = "file0"
     if fmt != "raw":
-        nodes.append(f"driver={fmt},node-name=fmt0,file=file0,read-only={read_only}")
+        # "backing": null (JSON only: the key=value syntax has no null): whatever the header names, no other
+        # file is opened (the gate refused such images anyway)
+        nodes.append(json.dumps({"driver": fmt, "node-name": "fmt0", "file": "file0", "read-only": not writable,
+                                 **({"backing": None} if fmt == "qcow2" else {})}))
         top = "fmt0"
     if window is not None:
         nodes.append(f"driver=raw,node-name=win0,file={top},offset={window.start},size={window.size},read-only={read_only}")
@@ -150,9 +153,45 @@ def ntfs_mounted(volume_file: Path, mountpoint: Path, *, writable: bool, label_f
     )
     try:
         _wait_mounted(mountpoint, daemon, "ntfs-3g", label_for_errors)
+        _no_symlink_following(mountpoint)
         yield mountpoint
     finally:
         _stop(daemon, mountpoint, unmount_first=True)  # it flushes and exits once unmounted
+
+
+def _no_symlink_following(mountpoint: Path) -> bool:
+    """Have the kernel refuse to follow any symbolic link on the mount (nosymfollow, Linux 5.10+).
+
+    An NTFS volume can hold links whose targets are host paths (/etc, /root/.ssh); ntfs-3g shows them as
+    ordinary symlinks, and a bake running as root would read or write through them. Needs root; without it
+    (or on an older kernel) the confined() checks on every path the bakery touches are the only guard."""
+    if os.geteuid() != 0:
+        return False
+    proc = subprocess.run(["mount", "-o", "remount,bind,nosymfollow", str(mountpoint)], capture_output=True)
+    return proc.returncode == 0
+
+
+class LinkInVolume(BakeryError):
+    """A path the bakery reads or writes on a Windows volume passes through a symbolic link."""
+
+
+def confined(root: Path, relative: str, *, label: str) -> Path:
+    """root/relative (backslashes or slashes), refusing a symbolic link on any existing component.
+
+    Real Windows volumes hold junctions (Documents and Settings, All Users); none is on a path the bakery
+    uses, so a link there means a hostile or broken image, and following it could reach any host file."""
+    path = root
+    for part in relative.replace("\\", "/").split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise LinkInVolume(f"{label}: {relative!r} leaves the Windows volume")
+        path = path / part
+        if path.is_symlink():
+            shown = path.relative_to(root).as_posix().replace("/", "\\")
+            raise LinkInVolume(f"{label}: the Windows volume has a symbolic link at {shown} (-> {os.readlink(path)}): refused, "
+                               "the bakery never follows a link out of an image")
+    return path
 
 
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
