@@ -8,6 +8,7 @@
     invoke inspect IMAGE                       (a disk image file or a Glance image id)
     invoke synthetic --windows w10 --out base.raw [--virtio-win-iso virtio.iso]
     invoke glance-up | glance-down | glance-status
+    invoke cloud-up | cloud-down | cloud-status  (Keystone + a Keystone-authenticated Glance, and a clouds.yaml)
     invoke demo
 """
 
@@ -27,8 +28,10 @@ from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.glance.connect import connect
 from pipeline.glance.local import LocalGlance
-from pipeline.properties import audit as audit_stage
+from pipeline.glance.localcloud import LocalCloud
 from pipeline.properties import explain as explain_stage
+from pipeline.properties import image_lint
+from pipeline.publish import audit as audit_stage
 from pipeline.repro import cache as cache_stage
 from pipeline.repro import rebuild as rebuild_stage
 from pipeline.synthetic import virtio_iso, windows_disk
@@ -101,7 +104,7 @@ def plan(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_
 def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, json=None):
     """Check a manifest's rendered property set, or a Glance image's properties; exits 1 on errors."""
     if image:
-        action = lambda report: audit_stage.lint_image(connect(cloud), image, report)  # noqa: E731
+        action = lambda report: image_lint.lint_image(connect(cloud), image, report)  # noqa: E731
     else:
         action = lambda report: chain.lint_manifest(_options(manifest, None, release_date, set), report)  # noqa: E731
     report = execute("lint", json, action, summary=False, on_error=print_findings)
@@ -144,10 +147,11 @@ def synthetic(c, windows, out, format="raw", size_gib=40, virtio_win_iso=None, v
         iso=Path(virtio_win_iso) if virtio_win_iso else None, iso_version=virtio_win_version), summary=False)
 
 
-@task(help=_help("cloud", "json"))
-def audit(c, cloud=None, json=None):
-    """Lint every Windows-looking image of the target Glance and report family health."""
-    report = execute("audit", json, lambda report: audit_stage.audit(connect(cloud), report), summary=False)
+@task(help={**_help("cloud", "json"), "repair": "converge the project's families (one recommended, the newest) and delete "
+                                                  "abandoned uploads"})
+def audit(c, cloud=None, json=None, repair=False):
+    """Lint every Windows-looking image of the target Glance, report family health and unfinished uploads."""
+    report = execute("audit", json, lambda report: audit_stage.audit(connect(cloud), report, repair=repair), summary=False)
     print_audit(report)
 
 
@@ -169,8 +173,26 @@ def glance_status(c, json=None):
     execute("glance-status", json, lambda report: _glance_report(report, LocalGlance().status(), require_healthy=True), summary=False)
 
 
+@task(help={"token_lifetime": "Keystone's token lifetime in seconds (default 3600)", **_help("json")})
+def cloud_up(c, token_lifetime=3600, json=None):
+    """Start a real Keystone + Keystone-authenticated Glance on 127.0.0.1 and write its clouds.yaml."""
+    execute("cloud-up", json, lambda report: _glance_report(report, LocalCloud(token_lifetime=int(token_lifetime)).up()), summary=False)
+
+
+@task(help=_help("json"))
+def cloud_down(c, json=None):
+    """Stop the local cloud (Keystone and its Glance); their data is kept."""
+    execute("cloud-down", json, lambda report: _glance_report(report, LocalCloud().down()), summary=False)
+
+
+@task(help=_help("json"))
+def cloud_status(c, json=None):
+    """Say whether the local cloud runs and answers, and where its clouds.yaml is; exits 1 when it does not."""
+    execute("cloud-status", json, lambda report: _glance_report(report, LocalCloud().status(), require_healthy=True), summary=False)
+
+
 def _glance_report(report, status, require_healthy=False):
-    report.details["glance"] = status.to_dict()
+    report.details["cloud" if hasattr(status, "keystone") else "glance"] = status.to_dict()
     say(status.message)
     if require_healthy and not status.healthy:
         raise BakeryError(status.message)

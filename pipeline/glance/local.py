@@ -1,34 +1,32 @@
-"""The embedded default target: a real Glance (from PyPI) on 127.0.0.1, sqlite + file store.
+"""A real Glance (from PyPI) on 127.0.0.1, sqlite + file store: the embedded default target, and the image
+service of the local test cloud.
 
-Identity comes from trusted request headers (the keystone paste pipeline minus authtoken), so images get a
-real owner project and Glance's RBAC applies, without running Keystone. That is only safe on loopback,
-which is the only address the server binds to.
+Two ways to authenticate:
+- "trusted" (the zero-setup default): identity comes from request headers (the keystone paste pipeline
+  minus authtoken), so images get a real owner project and Glance's RBAC applies without Keystone. Only
+  safe on loopback, the only address it binds to.
+- "keystone": Glance's own keystone pipeline (keystonemiddleware's auth_token) against a Keystone, exactly
+  as in production; see localcloud.py.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import signal
-import socket
-import subprocess
+import sqlite3
 import sys
-import time
-from dataclasses import asdict, dataclass
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
-from pipeline.common.errors import BakeryError
 from pipeline.common.paths import state_dir
+from pipeline.common.progress import say
 from pipeline.common.run import run
+from pipeline.glance.server import HOST, LoopbackServer, ServerStatus, venv_tool
 
-HOST = "127.0.0.1"
 DEFAULT_PORT = 19292  # not 9292, so a developer's own Glance is never mistaken for ours
 LOCAL_PROJECT = "bakery-local"
 LOCAL_USER = "bakery"
-# sqlite takes one writer at a time: Glance must run one process, one thread (requests queue).
-GUNICORN_ARGS = ["--workers", "1", "--worker-class", "sync", "--timeout", "3600", "--no-control-socket"]
+GlanceStatus = ServerStatus
 
 GLANCE_API_CONF = """\
 [DEFAULT]
@@ -48,13 +46,26 @@ filesystem_store_datadir = {root}/staging
 [os_glance_tasks_store]
 filesystem_store_datadir = {root}/tasks
 [paste_deploy]
-flavor = trusted
-config_file = {root}/etc/glance-api-paste.ini
+flavor = {flavor}
+config_file = {paste}
 [oslo_policy]
 enforce_new_defaults = true
 enforce_scope = false
 [image_format]
 require_image_format_match = false
+"""
+
+KEYSTONE_AUTHTOKEN = """\
+[keystone_authtoken]
+www_authenticate_uri = {auth_url}
+auth_url = {auth_url}
+auth_type = password
+project_domain_id = default
+user_domain_id = default
+project_name = service
+username = {username}
+password = {password}
+service_type = image
 """
 
 # The keystone pipeline of glance's sample paste file without authtoken: `context` trusts X-* headers.
@@ -96,171 +107,68 @@ paste.filter_factory = oslo_middleware:HTTPProxyToWSGI.factory
 
 
 @dataclass(frozen=True)
-class GlanceStatus:
-    url: str
-    running: bool
-    healthy: bool
-    pid: int | None
-    message: str
+class KeystoneAuth:
+    """What Glance's auth_token middleware needs to validate tokens: Keystone and Glance's service user."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    auth_url: str
+    username: str
+    password: str
 
 
-class LocalGlance:
-    def __init__(self, root: Path | None = None, port: int | None = None):
-        self.root = (root or state_dir() / "glance").resolve()
-        self.port = port or int(os.environ.get("BAKERY_GLANCE_PORT", DEFAULT_PORT))
+class LocalGlance(LoopbackServer):
+    name = "Glance"
+    application = "glance.wsgi.api:application"
+    health_path = "/healthcheck"
 
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+    def __init__(self, root: Path | None = None, port: int | None = None, *, keystone: KeystoneAuth | None = None):
+        super().__init__(root or state_dir() / "glance", port or int(os.environ.get("BAKERY_GLANCE_PORT", DEFAULT_PORT)))
+        self.keystone = keystone
+        # The keystone pipeline has no /healthcheck: its version document answers without a token.
+        self.health_path = "/versions" if keystone else "/healthcheck"
 
-    @property
-    def pid_file(self) -> Path:
-        return self.root / "gunicorn.pid"
+    def port_variable(self) -> str:
+        return "BAKERY_GLANCE_PORT"
 
-    @property
-    def log_file(self) -> Path:
-        return self.root / "gunicorn.log"
+    def environment(self) -> dict[str, str]:
+        return {"OS_GLANCE_CONFIG_DIR": str(self.root / "etc")}
 
-    # -- status ---------------------------------------------------------------------------------------
+    def extra_log(self) -> Path:
+        return self.root / "glance-api.log"
 
-    def status(self) -> GlanceStatus:
-        pid = self._read_pid()
-        if pid is None:
-            return GlanceStatus(self.url, False, False, None, f"local Glance is not running (state in {self.root})")
-        if not _alive(pid):
-            return GlanceStatus(self.url, False, False, pid, f"stale pid file {self.pid_file}: process {pid} is gone")
-        if self._healthy():
-            return GlanceStatus(self.url, True, True, pid, f"local Glance is up at {self.url} (pid {pid})")
-        return GlanceStatus(self.url, True, False, pid, f"process {pid} runs but {self.url}/healthcheck does not answer; see {self.log_file}")
-
-    def _healthy(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/healthcheck", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def _read_pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    # -- up / down ------------------------------------------------------------------------------------
-
-    def up(self, *, timeout: float = 60.0) -> GlanceStatus:
-        current = self.status()
-        if current.healthy:
-            return current
-        if current.running:
-            return self._wait_healthy(current.pid, timeout)
-        if current.pid is not None:
-            self.pid_file.unlink(missing_ok=True)  # stale: the process is gone
-        self._check_port_free()
-        self._write_config()
-        if not (self.root / "glance.sqlite").exists():
-            run([_venv_tool("glance-manage"), "--config-file", self.root / "etc/glance-api.conf", "db_sync"], timeout=300)
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
-                [_venv_tool("gunicorn"), "--bind", f"{HOST}:{self.port}", *GUNICORN_ARGS, "glance.wsgi.api:application"],
-                env={**_clean_env(), "OS_GLANCE_CONFIG_DIR": str(self.root / "etc")},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # survives the invoke task; glance-down stops it
-                cwd=self.root,
-            )
-        self.pid_file.write_text(f"{proc.pid}\n")
-        return self._wait_healthy(proc.pid, timeout, proc=proc)
-
-    def down(self, *, timeout: float = 15.0) -> GlanceStatus:
-        pid = self._read_pid()
-        if pid is not None and _alive(pid):
-            _signal_group(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(pid):
-                _signal_group(pid, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
-        return GlanceStatus(self.url, False, False, None, f"local Glance stopped (data kept in {self.root})")
-
-    def _wait_healthy(self, pid: int, timeout: float, proc: subprocess.Popen | None = None) -> GlanceStatus:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._healthy():
-                return GlanceStatus(self.url, True, True, pid, f"local Glance is up at {self.url} (pid {pid})")
-            exited = proc.poll() is not None if proc else not _alive(pid)
-            if exited:
-                self.pid_file.unlink(missing_ok=True)
-                raise BakeryError(f"local Glance exited during start-up: {self._last_log_line()}", hint=f"full log: {self.log_file}")
-            time.sleep(0.2)
-        raise BakeryError(f"local Glance (pid {pid}) did not answer {self.url}/healthcheck within {timeout:.0f} s", hint=f"see {self.log_file}")
-
-    def _check_port_free(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((HOST, self.port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise BakeryError(
-                        f"port {self.port} on {HOST} is in use by another process, so the local Glance cannot start",
-                        hint="stop that process or set BAKERY_GLANCE_PORT to a free port",
-                    ) from None
-                raise
-
-    def _write_config(self) -> None:
+    def prepare(self) -> None:
         for sub in ("etc", "images", "staging", "tasks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        (self.root / "etc/glance-api.conf").write_text(GLANCE_API_CONF.format(root=self.root, host=HOST))
-        (self.root / "etc/glance-api-paste.ini").write_text(GLANCE_API_PASTE.format(root=self.root))
+        if self.keystone:
+            paste = Path(sys.prefix) / "etc/glance/glance-api-paste.ini"
+            conf = GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="keystone", paste=paste)
+            conf += KEYSTONE_AUTHTOKEN.format(auth_url=self.keystone.auth_url, username=self.keystone.username,
+                                              password=self.keystone.password)
+        else:
+            (self.root / "etc/glance-api-paste.ini").write_text(GLANCE_API_PASTE.format(root=self.root))
+            conf = GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="trusted", paste=self.root / "etc/glance-api-paste.ini")
+        conf_file = self.root / "etc/glance-api.conf"
+        conf_file.write_text(conf)
+        conf_file.chmod(0o600)  # it may hold the service user's password
+        if not (self.root / "glance.sqlite").exists():
+            run([venv_tool("glance-manage"), "--config-file", conf_file, "db_sync"], timeout=300)
+        else:
+            self.remove_orphan_files()
 
-    def _last_log_line(self) -> str:
-        for name in (self.log_file, self.root / "glance-api.log"):
-            try:
-                lines = [ln for ln in name.read_text(errors="replace").splitlines() if ln.strip()]
-            except OSError:
-                continue
-            errors = [ln for ln in lines if "Error" in ln or "ERROR" in ln]
-            if errors or lines:
-                return (errors or lines)[-1].strip()
-        return "no log output"
+    def remove_orphan_files(self) -> list[Path]:
+        """Files in the store that no image references: what a server killed mid-upload leaves behind.
 
-
-def _venv_tool(name: str) -> str:
-    tool = Path(sys.executable).parent / name
-    if not tool.exists():
-        raise BakeryError(f"{name} is not installed next to {sys.executable}", hint="run `make deps` (glance and gunicorn are dependencies of this project)")
-    return str(tool)
-
-
-def _clean_env() -> dict[str, str]:
-    """The server needs no credentials of ours: pass it an environment without OS_* variables."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        Glance writes the data file as it receives it; when its worker dies before the image record points
+        at it, the file stays forever (4 GB after six killed uploads). The server is not running here, so
+        its database is read directly."""
+        with sqlite3.connect(self.root / "glance.sqlite") as db:
+            rows = db.execute("SELECT value FROM image_locations WHERE deleted = 0").fetchall()
+            importing = {image_id for (image_id,) in db.execute("SELECT id FROM images WHERE status = 'uploading' AND deleted = 0")}
+        referenced = {Path(urllib.parse.unquote(urllib.parse.urlparse(value).path)).name for (value,) in rows}
+        orphans = [p for p in (self.root / "images").iterdir() if p.is_file() and p.name not in referenced]
+        orphans += [p for p in (self.root / "staging").iterdir() if p.is_file() and p.name not in importing]
+        for orphan in orphans:
+            orphan.unlink(missing_ok=True)
+        if orphans:
+            say(f"local Glance: removed {len(orphans)} stored file(s) no image references "
+                f"({sum(1 for p in orphans if p.parent.name == 'images')} in the store)")
+        return orphans

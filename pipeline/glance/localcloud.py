@@ -1,0 +1,201 @@
+"""A real Keystone-authenticated cloud on loopback: Keystone + a Glance behind keystonemiddleware.
+
+What release engineers actually publish to: a clouds.yaml (password or application credential), tokens from
+Keystone, a Glance that validates them and applies its default policies (a member may not publicize).
+`invoke cloud-up` starts it for people; the tests of the real path use it through `--cloud` exactly as users
+do. The trusted-headers local Glance stays the zero-setup default of `make demo`.
+
+Identities (all in the Default domain):
+    admin          project admin          role admin         (keystone-manage bootstrap)
+    glance         project service        roles admin, service (Glance's own service user)
+    image-builder  project windows-images role member        + an application credential
+    other-builder  project other-team     role member        (isolation between projects)
+clouds.yaml names them bakery-admin, bakery-member, bakery-appcred and bakery-other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as random_secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from keystoneauth1 import session as ksa_session
+from keystoneauth1.identity import v3
+
+from pipeline.common.paths import state_dir
+from pipeline.glance.keystone import REGION, LocalKeystone
+from pipeline.glance.local import KeystoneAuth, LocalGlance
+from pipeline.glance.server import ServerStatus
+
+DEFAULT_KEYSTONE_PORT = 15000
+DEFAULT_GLANCE_PORT = 19293
+PROJECT = "windows-images"
+OTHER_PROJECT = "other-team"
+CLOUDS = {"bakery-admin": "admin", "bakery-member": "image-builder", "bakery-appcred": "appcred", "bakery-other": "other-builder"}
+
+
+@dataclass(frozen=True)
+class CloudStatus:
+    keystone: ServerStatus
+    glance: ServerStatus
+    clouds_yaml: Path
+
+    @property
+    def healthy(self) -> bool:
+        return self.keystone.healthy and self.glance.healthy
+
+    @property
+    def message(self) -> str:
+        if self.healthy:
+            return (f"local cloud is up: Keystone {self.keystone.url}/v3, Glance {self.glance.url}; "
+                    f"OS_CLIENT_CONFIG_FILE={self.clouds_yaml} with --cloud {' | '.join(CLOUDS)}")
+        return f"{self.keystone.message}; {self.glance.message}"
+
+    def to_dict(self) -> dict:
+        return {"keystone": self.keystone.to_dict(), "glance": self.glance.to_dict(), "clouds_yaml": str(self.clouds_yaml),
+                "clouds": list(CLOUDS)}
+
+
+class LocalCloud:
+    def __init__(self, root: Path | None = None, *, keystone_port: int | None = None, glance_port: int | None = None,
+                 token_lifetime: int = 3600):
+        self.root = Path(root or state_dir() / "cloud").resolve()
+        env = os.environ
+        self.keystone = LocalKeystone(self.root / "keystone",
+                                      keystone_port or int(env.get("BAKERY_CLOUD_KEYSTONE_PORT", DEFAULT_KEYSTONE_PORT)),
+                                      token_lifetime=token_lifetime)
+        self.glance_port = glance_port or int(env.get("BAKERY_CLOUD_GLANCE_PORT", DEFAULT_GLANCE_PORT))
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.root / "clouds.yaml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "cloud.json"
+
+    def glance(self) -> LocalGlance:
+        state = self._state()
+        auth = KeystoneAuth(self.keystone.auth_url, "glance", state["users"]["glance"]["password"]) if state else None
+        return LocalGlance(self.root / "glance", self.glance_port, keystone=auth)
+
+    # -- up / down / status -----------------------------------------------------------------------------
+
+    def up(self, *, timeout: float = 120.0) -> CloudStatus:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keystone.up(timeout=timeout)
+        self._ensure_identities()
+        glance = self.glance()
+        glance.up(timeout=timeout)
+        self._write_clouds_yaml()
+        return self.status()
+
+    def down(self) -> CloudStatus:
+        self.glance().down()
+        self.keystone.down()
+        return self.status()
+
+    def status(self) -> CloudStatus:
+        return CloudStatus(self.keystone.status(), self.glance().status(), self.clouds_yaml)
+
+    # -- identities -------------------------------------------------------------------------------------
+
+    def admin_session(self) -> ksa_session.Session:
+        auth = v3.Password(auth_url=self.keystone.auth_url, username="admin", password=self.keystone.admin_password(),
+                           project_name="admin", user_domain_id="default", project_domain_id="default")
+        auth.MIN_TOKEN_LIFE_SECONDS = 1  # the cloud may have been started with very short tokens
+        return ksa_session.Session(auth=auth, timeout=30)
+
+    def _state(self) -> dict | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _ensure_identities(self) -> None:
+        """Projects, users, roles, the application credential and the catalog; created once, the catalog's
+        URLs refreshed every time (the ports may change between runs)."""
+        from openstack.connection import Connection
+
+        # The catalog still names the bootstrap's URL until _register_endpoints corrects it.
+        identity = Connection(session=self.admin_session(), identity_endpoint_override=self.keystone.auth_url).identity
+        state = self._state()
+        if state is None:
+            state = self._create_identities(identity)
+            self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+            self.state_file.chmod(0o600)
+        self._register_endpoints(identity)
+
+    def _create_identities(self, identity) -> dict:
+        roles = {role.name: role for role in identity.roles()}
+        for name in ("member", "reader", "service"):
+            if name not in roles:
+                roles[name] = identity.create_role(name=name)
+        users = {}
+        for user, project, role_names in (("glance", "service", ("admin", "service")), ("image-builder", PROJECT, ("member", "reader")),
+                                          ("other-builder", OTHER_PROJECT, ("member", "reader"))):
+            created_project = identity.find_project(project) or identity.create_project(name=project, domain_id="default")
+            password = random_secrets.token_urlsafe(18)
+            created_user = identity.create_user(name=user, password=password, domain_id="default",
+                                                default_project_id=created_project.id)
+            for role_name in role_names:
+                identity.assign_project_role_to_user(created_project, created_user, roles[role_name])
+            users[user] = {"id": created_user.id, "password": password, "project": project, "project_id": created_project.id}
+        member = users["image-builder"]
+        builder_auth = v3.Password(auth_url=self.keystone.auth_url, username="image-builder", password=member["password"],
+                                   project_id=member["project_id"], user_domain_id="default")
+        builder_auth.MIN_TOKEN_LIFE_SECONDS = 1
+        builder = ksa_session.Session(auth=builder_auth, timeout=30)
+        from openstack.connection import Connection
+
+        credential = Connection(session=builder, identity_endpoint_override=self.keystone.auth_url).identity.create_application_credential(
+            user=member["id"], name="bakery-ci", description="monthly Windows image publishing")
+        return {"users": users, "application_credential": {"id": credential.id, "secret": credential.secret}}
+
+    def _register_endpoints(self, identity) -> None:
+        urls = {"identity": self.keystone.auth_url, "image": f"http://127.0.0.1:{self.glance_port}"}
+        for service_type, url in urls.items():
+            service = next(iter(identity.services(type=service_type)), None) or identity.create_service(
+                name="glance" if service_type == "image" else "keystone", type=service_type)
+            existing = {e.interface: e for e in identity.endpoints(service_id=service.id)}
+            for interface in ("public", "internal", "admin"):
+                if interface in existing:
+                    if existing[interface].url != url:
+                        identity.update_endpoint(existing[interface], url=url)
+                else:
+                    identity.create_endpoint(service_id=service.id, interface=interface, url=url, region_id=REGION)
+
+    # -- what clients use ---------------------------------------------------------------------------------
+
+    def _write_clouds_yaml(self) -> None:
+        state = self._state()
+        common = {"region_name": REGION, "identity_api_version": 3, "interface": "public"}
+        clouds = {}
+        for cloud, user in CLOUDS.items():
+            if user == "appcred":
+                credential = state["application_credential"]
+                clouds[cloud] = {**common, "auth_type": "v3applicationcredential",
+                                 "auth": {"auth_url": self.keystone.auth_url, "application_credential_id": credential["id"],
+                                          "application_credential_secret": credential["secret"]}}
+                continue
+            if user == "admin":
+                auth = {"username": "admin", "password": self.keystone.admin_password(), "project_name": "admin"}
+            else:
+                account = state["users"][user]
+                auth = {"username": user, "password": account["password"], "project_name": account["project"]}
+            clouds[cloud] = {**common, "auth": {"auth_url": self.keystone.auth_url, "user_domain_name": "Default",
+                                                "project_domain_name": "Default", **auth}}
+        self.clouds_yaml.write_text(yaml.safe_dump({"clouds": clouds}, sort_keys=False))
+        self.clouds_yaml.chmod(0o600)
+
+    def environment(self, cloud: str) -> dict[str, str]:
+        """The same account as OS_* variables (what openrc files export), for clients without clouds.yaml."""
+        entry = yaml.safe_load(self.clouds_yaml.read_text())["clouds"][cloud]
+        variables = {"OS_REGION_NAME": entry["region_name"], "OS_IDENTITY_API_VERSION": "3", "OS_INTERFACE": "public"}
+        if entry.get("auth_type"):
+            variables["OS_AUTH_TYPE"] = entry["auth_type"]
+        variables.update({f"OS_{key.upper()}": str(value) for key, value in entry["auth"].items()})
+        return variables
