@@ -9,10 +9,11 @@ from collections.abc import Callable
 
 from invoke.exceptions import Exit
 
-from pipeline.common.errors import BakeryError
+from pipeline.common.errors import BakeryError, bounded
 from pipeline.common.paths import state_dir
 from pipeline.common.report import Report, print_summary
 from pipeline.common.secrets import redact
+from pipeline.glance import errors as client_errors
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -54,12 +55,14 @@ def execute(
     except KeyboardInterrupt:
         report.error = "interrupted"
         code = EXIT_INTERRUPTED
-    except Exception as exc:  # a bug of ours: keep the traceback in a file, show one line
-        log = state_dir() / "logs" / "last-traceback.txt"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(redact(traceback.format_exc()))
-        report.error = f"internal error: {type(exc).__name__}: {redact(str(exc))} (traceback in {log})"
-        code = EXIT_ERROR
+    except Exception as exc:  # a client error with a known meaning is one line; anything else is a bug of ours
+        described = client_errors.describe(exc)
+        if described:
+            report.error = BakeryError(described[0], hint=described[1]).one_line()
+            code = EXIT_ERROR
+        else:
+            report.error = _internal_error(exc)
+            code = EXIT_ERROR
     finally:
         if json_path:
             report.write(json_path)
@@ -71,6 +74,14 @@ def execute(
         print(f"error: {report.error}", file=sys.stderr)
         raise Exit(code=code)
     return report
+
+
+def _internal_error(exc: Exception) -> str:
+    """A bug of ours: keep the traceback in a file, show one line."""
+    log = state_dir() / "logs" / "last-traceback.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(redact(traceback.format_exc()))
+    return bounded(f"internal error: {type(exc).__name__}: {redact(str(exc))} (traceback in {log})")
 
 
 def print_findings(report: Report) -> None:
@@ -94,10 +105,18 @@ def print_audit(report: Report) -> None:
     for image in report.details.get("images", []):
         errors = [f for f in image["findings"] if f["severity"] == "error"]
         state = "ok" if not errors else f"{len(errors)} error(s)"
+        if image.get("uploading"):
+            state += "; still marked uploading"
         print(f"{image['id']}  {image['name']!s:<45} recommended={image['recommended']!s:<5} {state}")
         for finding in image["findings"]:
             where = f" {finding['property']}:" if finding["property"] else ""
             print(f"    {finding['severity']:<8} [{finding['rule']}]{where} {finding['message']}")
+    for upload in report.details.get("uploading", []):
+        state = "ABANDONED" if upload["abandoned"] else "live"
+        print(f"upload {upload['id']}  {upload['name']!s:<45} {state}: {upload['why']}")
+    repaired = report.details.get("repaired")
+    if repaired:
+        print(f"repaired: deleted {len(repaired['deleted_uploads'])} abandoned upload(s); converged {len(repaired['families'])} family(ies)")
     for family in report.details.get("families", []):
         health = "; ".join(family["problems"]) or "healthy"
         print(f"family {family['family']} (owner {family['owner']}): {family['images']} image(s): {health}")

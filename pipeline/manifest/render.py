@@ -6,10 +6,6 @@ environment, so the same manifest and arguments always render the same text (the
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +14,7 @@ import yaml
 from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from pipeline.common.deadline import DeadlineExpired, deadline
 from pipeline.common.errors import ManifestError
 
 MAX_INCLUDE_DEPTH = 4
@@ -74,14 +71,14 @@ def render_text(path: Path, context: dict[str, str], *, root: Path | None = None
     root = root or path.parent.resolve()
     env = _environment(path.parent, root, path.resolve())
     try:
-        with _deadline(RENDER_TIMEOUT_S):
+        with deadline(RENDER_TIMEOUT_S):
             return _bounded_render(env.get_template(path.name), context, path)
     except ManifestError:
         raise
     except _OutsideFolder as exc:
         raise ManifestError(str(path), None, f"template {exc.name!r} is outside the manifest's folder {root} "
                             "(templates may include or import only files inside it)", line=_template_line(exc, path)) from None
-    except _RenderTimeout:
+    except DeadlineExpired:
         raise ManifestError(str(path), None, f"rendering took longer than {RENDER_TIMEOUT_S:.0f} s (a runaway loop?)") from None
     except jinja2.TemplateNotFound as exc:
         raise ManifestError(str(path), None, f"template {exc.name!r} not found in the manifest's folder {path.parent}",
@@ -107,29 +104,6 @@ def _bounded_render(template: jinja2.Template, context: dict[str, str], path: Pa
         if size > MAX_DOCUMENT_BYTES:
             raise ManifestError(str(path), None, f"the rendered manifest exceeds {MAX_DOCUMENT_BYTES:,} characters")
     return "".join(chunks)
-
-
-class _RenderTimeout(Exception):
-    pass
-
-
-@contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """SIGALRM after `seconds` (main thread only: elsewhere the size cap is the only bound)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum, frame):
-        raise _RenderTimeout()
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _template_line(exc: BaseException, path: Path) -> int | None:
