@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from bench_measure import local_glance  # the benchmarks' shared helpers (their folder is on sys.path)
@@ -25,7 +26,8 @@ from pipeline.common.digests import DigestMemo
 from pipeline.diskimage.info import ImageInfo
 from pipeline.glance.connect import connect_local
 from pipeline.properties.render import PropertySet
-from pipeline.publish.upload import Journal, upload
+from pipeline.publish.journal import Journal
+from pipeline.publish.upload import upload
 
 GiB = 1024**3
 CORE = {"disk_format": "raw", "container_format": "bare", "min_disk": 1, "min_ram": 0}
@@ -53,7 +55,8 @@ def pipeline_publish(target, path: Path, state: Path) -> float:
     props = PropertySet(properties={"os_type": "windows", "recommended": "true"}, core=dict(CORE), findings=())
     start = time.perf_counter()
     published = upload(target, "pipeline", built, props, visibility="private", tags=(),
-                       memo=DigestMemo(state / f"memo-{time.monotonic_ns()}"), journal=Journal(state / "journal", target))
+                       memo=DigestMemo(state / f"memo-{time.monotonic_ns()}"), journal=Journal(state / "journal", target),
+                       build_id=uuid.uuid4().hex)
     elapsed = time.perf_counter() - start
     target.glance.images.delete(published.id)
     return elapsed

@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.common.files import write_atomically
+
 READ_CHUNK = 4 * 1024 * 1024
 
 
@@ -43,9 +45,5 @@ class DigestMemo:
             return {}
 
     def put(self, path: Path, **digests: str | int) -> None:
-        entry = self._entry(path)
-        entry.parent.mkdir(parents=True, exist_ok=True)
         merged = {**self.get(path), **{k: v for k, v in digests.items() if v is not None}}
-        tmp = entry.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged, sort_keys=True))
-        tmp.replace(entry)
+        write_atomically(self._entry(path), json.dumps(merged, sort_keys=True))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pycdlib
 
+from pipeline.common.files import temporary_sibling
+
 
 def write_iso(destination: Path, files: dict[str, bytes], *, label: str, long_label: str | None = None) -> Path:
     """files maps slash-separated paths to contents; written atomically (a .part file renamed)."""
@@ -29,7 +31,7 @@ def write_iso(destination: Path, files: dict[str, bytes], *, label: str, long_la
         joliet_path = "/" + "/".join(parts)
         iso.add_fp(io.BytesIO(data), len(data), _iso9660(joliet_path, file=True), joliet_path=joliet_path)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
+    partial = temporary_sibling(destination, ".part")
     try:
         iso.write(str(partial))
     finally:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import __version__
+from pipeline.common.files import write_atomically
 from pipeline.common.secrets import redact
 
 
@@ -50,11 +51,7 @@ class Report:
         return redact(json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str))
 
     def write(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n")
-        tmp.replace(path)
+        write_atomically(Path(path), self.to_json() + "\n")
 
 
 def print_summary(report: Report, console: Console | None = None) -> None:

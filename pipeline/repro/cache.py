@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.common.files import temporary_sibling, write_atomically
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 
@@ -84,8 +85,7 @@ class StageCache:
     def put(self, stage: str, stage_id: str, files: dict[str, Path], record: dict) -> Entry:
         """Move `files` (name -> path of ours) into a new entry; atomic: a half-written entry is never seen."""
         final = self.root / stage / stage_id
-        partial = final.with_name(f".{stage_id}.{os.getpid()}.part")
-        shutil.rmtree(partial, ignore_errors=True)
+        partial = temporary_sibling(final, ".part")
         partial.mkdir(parents=True)
         sizes = {}
         for name, source in files.items():
@@ -94,17 +94,22 @@ class StageCache:
         full = {**record, "stage": stage, "id": stage_id, "files": sizes,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         (partial / ENTRY).write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            partial.rename(final)
+        except OSError:  # another run put the same stage id first: content-addressed, so theirs is as good
+            existing = self.get(stage, stage_id)  # (a broken one is dropped by get)
+            if existing:
+                shutil.rmtree(partial, ignore_errors=True)
+                return existing
+            partial.rename(final)
         entry = Entry(stage, stage_id, final, full)
         self.evict(keep=entry)
         return entry
 
     def update(self, entry: Entry, **record) -> Entry:
         merged = {**entry.record, **record}
-        tmp = entry.path / (ENTRY + ".tmp")
-        tmp.write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(entry.path / ENTRY)
+        write_atomically(entry.path / ENTRY, json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
         return Entry(entry.stage, entry.id, entry.path, merged)
 
     def drop(self, stage: str, stage_id: str) -> None:

@@ -19,6 +19,7 @@ from pipeline.build.bake import elements
 from pipeline.build.bake.refresh import resolve_elements
 from pipeline.common.digests import sha256_file
 from pipeline.common.errors import BakeryError
+from pipeline.common.files import write_atomically
 from pipeline.common.paths import PROJECT_ROOT, TEMPLATES, project_relative, state_dir
 from pipeline.common.run import run
 from pipeline.common.toolversions import tool_versions
@@ -89,9 +90,7 @@ def render(manifest: Manifest) -> str:
 def write(manifest: Manifest, path: Path | None = None) -> Lock:
     path = path or lock_path(manifest.path)
     text = render(manifest)
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(text)
-    partial.replace(path)
+    write_atomically(path, text)
     return Lock(path, text)
 
 
