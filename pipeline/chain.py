@@ -32,6 +32,7 @@ from pipeline.properties import lint
 from pipeline.properties import render as properties
 from pipeline.publish import release
 from pipeline.publish import upload as publish
+from pipeline.publish.journal import Journal
 from pipeline.publish.measure import Measurement, measure_file, remembered
 from pipeline.repro import lock as lockfile
 from pipeline.repro import runner
@@ -143,17 +144,18 @@ def build_and_publish(options: JobOptions, report: Report, *, target: Target | N
             target = target or connect(options.cloud)
         report.target = target.to_dict()
         memo = DigestMemo(state_dir() / "memo")
-        journal = publish.Journal(state_dir() / "journal", target)
+        journal = Journal(state_dir() / "journal", target)
         report.cleaned_up = journal.sweep()
+        report.details["journal_unreadable"] = journal.unreadable
 
         published = _reuse_if_published(target, prepared, memo, report)
         release.to_supersede(target, manifest, new_id=published.id if published else None, allow_older=options.allow_older)
         if published is None:
             published, prepared = _upload(target, prepared, memo, journal, report, options)
         with report.stage("release"):
-            previous = release.to_supersede(target, manifest, new_id=published.id, allow_older=True)
-            demoted = release.demote(target, published.id, previous, policy=manifest.release.previous)
-        report.demoted = [d.to_dict() for d in demoted]
+            settled = release.release(target, manifest, published.id, allow_older=options.allow_older)
+        report.demoted = [d.to_dict() for d in settled.demoted]
+        report.details["release"] = settled.to_dict()
         final = target.glance.images.get(published.id)
         report.image = {**publish.published_from(final, uploaded=published.uploaded).to_dict()}
         report.ok = True
@@ -162,7 +164,7 @@ def build_and_publish(options: JobOptions, report: Report, *, target: Target | N
         discard(prepared.image)
 
 
-def _upload(target: Target, prepared: _Prepared, memo: DigestMemo, journal: publish.Journal, report: Report,
+def _upload(target: Target, prepared: _Prepared, memo: DigestMemo, journal: Journal, report: Report,
             options: JobOptions) -> tuple[publish.Published, _Prepared]:
     """Upload and verify; bytes from the cache must be the bytes recorded when they were built, else the
     entry is dropped, the image built again and that one published."""
@@ -193,7 +195,7 @@ def _send(target, prepared: _Prepared, memo, journal, report: Report, expected) 
                 max_virtual_size=manifest.max_virtual_gib * GiB)
     with report.stage("publish"):
         published = publish.upload(target, manifest.name, prepared.image, prepared.propset, visibility=manifest.visibility,
-                                   tags=manifest.tags, memo=memo, journal=journal, expected=expected)
+                                   tags=manifest.tags, memo=memo, journal=journal, expected=expected, build_id=prepared.build_id)
     say(f"verified {published.id}: checksum {published.checksum}, {published.size:,} bytes")
     return published
 
@@ -226,8 +228,8 @@ def _reuse_if_published(target: Target, prepared: _Prepared, memo: DigestMemo, r
     found = publish.reuse(target, existing, measurement)
     if found:
         say(f"{found.id} already holds this build ({prepared.build_id[:12]}) with the same checksum: not uploading again")
-        if found.properties.get("recommended") != "true":
-            target.glance.images.update(found.id, recommended="true", remove_props=["superseded_by"])
+        if found.properties.get(release.WITHDRAWN_KEY):  # publishing a withdrawn release again puts it back in the running
+            target.glance.images.update(found.id, remove_props=[release.WITHDRAWN_KEY])
     return found
 
 
@@ -249,21 +251,36 @@ def plan(options: JobOptions, report: Report, *, target: Target | None = None) -
         upload = {"path": str(image.path), "size": image.path.stat().st_size, "virtual_size": image.info.virtual_size,
                   "source_format": image.source_format or image.info.format, "cache_entry": image.cache_entry}
         upload_summary = f"{image.path} ({image.path.stat().st_size:,} bytes)"
+    warnings = _permission_warnings(target, manifest)
+    for warning in warnings:
+        say(f"warning: {warning}")
     report.plan = {
         "name": manifest.name,
         "properties": prepared.propset.all(),
         "visibility": manifest.visibility,
+        "warnings": warnings,
         "upload": upload,
         "existing_with_same_build_id": [e["id"] for e in existing],
         "would_demote": [p.id for p in previous],
         "summary": {
             "would publish": manifest.name,
+            "visibility": manifest.visibility + (" (see warnings)" if warnings else ""),
             "upload": "maybe not: an image with this build id exists (reused if its checksum matches)" if existing else upload_summary,
             "would demote": ", ".join(f"{p.name} ({p.id})" for p in previous) or "none",
         },
     }
     report.ok = True
     return report
+
+
+def _permission_warnings(target: Target, manifest: Manifest) -> list[str]:
+    """What Glance's default policy will refuse this account (build-and-publish checks it for real, before
+    uploading; plan only knows the account's roles)."""
+    if manifest.visibility == "public" and "admin" not in target.roles:
+        return [f"visibility public needs Glance's publicize_image permission (admin by default); this account has roles "
+                f"{', '.join(target.roles) or 'none'}: build-and-publish will stop before uploading unless the cloud allows it "
+                f"(or set image.visibility to community or shared)"]
+    return []
 
 
 def lint_manifest(options: JobOptions, report: Report, *, enforce: bool = True) -> Report:

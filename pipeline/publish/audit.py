@@ -1,0 +1,99 @@
+"""What is published: lint findings per Windows-looking image, the health of each family, unfinished uploads.
+
+A family is healthy when exactly one verified member is recommended, it is the newest by release date,
+and every other member is superseded by it (release.py's one right state). An image still marked as
+uploading is reported whatever its lease says: live (another run is at work) or abandoned. With `repair`,
+the project's own families are converged and its abandoned uploads deleted; other projects' images are
+only reported.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from pipeline.common.report import Report
+from pipeline.glance.connect import Target
+from pipeline.glance.images import STATE_KEY
+from pipeline.manifest import DEFAULT_FAMILY_KEYS
+from pipeline.properties.image_lint import lint_glance_image, looks_windows
+from pipeline.publish import release
+from pipeline.publish.lease import lease_state
+
+
+def audit(target: Target, report: Report, *, repair: bool = False) -> Report:
+    images = _windows_images(target)
+    report.target = target.to_dict()
+    report.details["images"] = [_image_entry(image) for image in sorted(images.values(), key=lambda i: (i.get("name") or "", i["id"]))]
+    report.details["uploading"] = [_upload_entry(image) for image in images.values() if image.get(STATE_KEY) is not None]
+    if repair:
+        report.details["repaired"] = _repair(target, images)
+        images = _windows_images(target)
+    families = defaultdict(list)
+    for image in images.values():
+        if image.get(STATE_KEY) is None:
+            families[(image.get("owner"), *(image.get(k) or "?" for k in DEFAULT_FAMILY_KEYS))].append(image)
+    report.details["families"] = [_family_health(key, members) for key, members in sorted(families.items(), key=str)]
+    report.ok = True
+    return report
+
+
+def _windows_images(target: Target) -> dict[str, dict]:
+    images: dict[str, dict] = {}
+    for filters in ({}, {"os_hidden": True}):
+        for image in target.glance.images.list(filters=filters):
+            if looks_windows(image):
+                images[image["id"]] = dict(image)
+    return images
+
+
+def _image_entry(image: dict) -> dict:
+    return {"id": image["id"], "name": image.get("name"), "owner": image.get("owner"), "recommended": image.get("recommended"),
+            "hidden": bool(image.get("os_hidden")), "uploading": image.get(STATE_KEY) is not None,
+            "findings": [f.to_dict() for f in lint_glance_image(image)]}
+
+
+def _upload_entry(image: dict) -> dict:
+    state = lease_state(image)
+    return {"id": image["id"], "name": image.get("name"), "owner": image.get("owner"), "size": image.get("size"),
+            "abandoned": state.expired, "why": state.why}
+
+
+def _family_health(key: tuple, members: list[dict]) -> dict:
+    recommended = [m for m in members if m.get("recommended") == "true"]
+    candidates = [m for m in members if not m.get(release.WITHDRAWN_KEY) and m.get("status") == "active"]
+    newest = max(candidates, key=lambda m: (m.get("release_date") or "", str(m.get("created_at") or ""), m["id"]), default=None)
+    problems = []
+    if not recommended:
+        problems.append("no recommended image")
+    if len(recommended) > 1:
+        problems.append(f"{len(recommended)} recommended images: {', '.join(m['id'] for m in recommended)}")
+    if newest and recommended and newest not in recommended:
+        problems.append(f"the newest release {newest['id']} ({newest.get('release_date')}) is not the recommended one")
+    for m in members:
+        if m.get("os_hidden") and m.get("recommended") == "true":
+            problems.append(f"hidden image {m['id']} is still recommended")
+    stale = [m["id"] for m in members if newest and m is not newest and m.get("superseded_by") != newest["id"]]
+    if stale and len(members) > 1:
+        problems.append(f"not superseded by the newest release: {', '.join(stale)}")
+    never_demoted = [m["id"] for m in members if "recommended" not in m]
+    if never_demoted:
+        problems.append(f"images without a recommended property (never demoted): {', '.join(never_demoted)}")
+    return {"owner": key[0], "family": "/".join(key[1:]), "images": len(members), "recommended": [m["id"] for m in recommended],
+            "newest": newest["id"] if newest else None, "problems": problems}
+
+
+def _repair(target: Target, images: dict[str, dict]) -> dict:
+    """The project's own families converged, its abandoned uploads deleted; what was done."""
+    deleted = []
+    for image in images.values():
+        if image.get(STATE_KEY) is not None and image.get("owner") == target.project_id and lease_state(image).expired:
+            target.glance.images.delete(image["id"])
+            deleted.append(image["id"])
+    converged = []
+    families = {tuple((k, image.get(k)) for k in DEFAULT_FAMILY_KEYS) for image in images.values()
+                if image.get("owner") == target.project_id and image.get(STATE_KEY) is None
+                and all(image.get(k) for k in DEFAULT_FAMILY_KEYS)}
+    for family in sorted(families):
+        result = release.converge(target, dict(family))
+        converged.append({"family": "/".join(v for _, v in family), **result.to_dict()})
+    return {"deleted_uploads": deleted, "families": converged}
