@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.common.paths import PROJECT_ROOT
 from pipeline.glance.connect import Target, connect_local
 from pipeline.glance.local import LocalGlance
 
@@ -203,3 +205,26 @@ def install_media(media, tmp_path_factory):
     for image in images:
         image.disk.unlink()
     return iso, sha256_file(iso)
+
+
+# -- the real authentication path: Keystone + a Keystone-authenticated Glance ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory):
+    """A local cloud for the session (LocalCloud: admin, a member project, an application credential, another
+    project), reached through its clouds.yaml exactly as users reach theirs."""
+    from pipeline.glance.localcloud import LocalCloud
+
+    local = LocalCloud(tmp_path_factory.mktemp("cloud"), keystone_port=free_port(), glance_port=free_port())
+    local.up(timeout=180)
+    yield local
+    local.down()
+
+
+def run_invoke(*args: str, state: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it, with a clean environment (no OS_* from the caller) plus `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    clean.update({"BAKERY_STATE_DIR": str(state), **(env or {})})
+    return subprocess.run([str(PROJECT_ROOT / ".venv/bin/invoke"), *args], cwd=PROJECT_ROOT, env=clean, capture_output=True,
+                          text=True, timeout=timeout)

@@ -11,25 +11,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def when_upload_reaches(store: Path, size: int, action: Callable[[], None], *, timeout: float = 60) -> threading.Thread:
-    """Run `action` once a file new in Glance's file store has grown past `size` bytes (thread.fired tells)."""
+def when_upload_reaches(store: Path, size: int, action: Callable[[], None], *, timeout: float = 60, times: int = 1) -> threading.Thread:
+    """Run `action` each time a file new in Glance's file store has grown past `size` bytes, up to `times`
+    files (thread.fired is set after the first, thread.count says how many)."""
     existing = set(store.glob("*"))
 
     def watch() -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and thread.count < times:
             for path in set(store.glob("*")) - existing:
                 try:
                     if path.stat().st_size >= size:
+                        existing.add(path)
                         action()
+                        thread.count += 1
                         thread.fired.set()
-                        return
+                        break
                 except FileNotFoundError:
                     continue
             time.sleep(0.005)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.fired = threading.Event()
+    thread.count = 0
     thread.start()
     return thread
 
@@ -100,3 +104,156 @@ class CorruptingProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+class SilentServer:
+    """Accepts connections and never answers: a hung Keystone or Glance."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+class ThrottlingProxy:
+    """A TCP proxy on loopback that sends at most `rate` bytes/s towards the server (a slow uplink), and
+    counts the requests whose first line contains `count`."""
+
+    def __init__(self, upstream_port: int, *, rate: int, count: bytes = b""):
+        self.upstream_port, self.rate, self.pattern = upstream_port, rate, count
+        self.counted = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, upstream_bound: bool) -> None:
+        try:
+            while data := source.recv(65536 if not upstream_bound else max(1, min(65536, self.rate // 10))):
+                if upstream_bound:
+                    if self.pattern:
+                        self.counted += data.count(self.pattern)
+                    time.sleep(len(data) / self.rate)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class RefusingServer:
+    """An HTTP server that answers 401 to every request, version discovery included."""
+
+    def __init__(self):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _refuse(self):
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("WWW-Authenticate", 'Keystone uri="http://127.0.0.1/"')
+                body = b'{"error": {"code": 401, "message": "The request you have made requires authentication."}}'
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = _refuse
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class FlakyProxy:
+    """A TCP proxy in front of a one-request-per-connection server that answers the first `fail` GET
+    requests itself with 503 Service Unavailable, then passes everything through."""
+
+    def __init__(self, upstream_port: int, *, fail: int):
+        self.upstream_port, self.remaining = upstream_port, fail
+        self.injected = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        first = client.recv(65536)
+        if first.startswith(b"GET ") and self.remaining > 0:
+            self.remaining -= 1
+            self.injected += 1
+            client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        upstream.sendall(first)
+        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+        _pipe(client, upstream)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.common.errors import BakeryError, LintFailed
 from pipeline.common.report import Report
-from pipeline.properties import audit
+from pipeline.properties import image_lint
+from pipeline.publish import audit
 
 GOOD = {"os_distro": "windows", "os_type": "windows", "os_distro_major": "w10entx64", "os_edition": "DESKTOP",
         "architecture": "x86_64", "release_date": "2026-11-01", "recommended": "true"}
@@ -22,15 +23,15 @@ def seed(target, name, props, **core):
 def test_lint_image_passes_a_good_image_and_stops_on_the_seed(target):
     good = seed(target, "good", GOOD)
     bad = seed(target, "Windows 10 - With Apps [2020-03-02]", SEED)
-    assert audit.lint_image(target, good, Report("lint")).ok
+    assert image_lint.lint_image(target, good, Report("lint")).ok
     with pytest.raises(LintFailed) as caught:
-        audit.lint_image(target, bad, Report("lint"))
+        image_lint.lint_image(target, bad, Report("lint"))
     assert caught.value.findings[0].rule == "os-type-windows"
 
 
 def test_lint_image_unknown_id(target):
     with pytest.raises(BakeryError, match="not found"):
-        audit.lint_image(target, "00000000-0000-0000-0000-000000000000", Report("lint"))
+        image_lint.lint_image(target, "00000000-0000-0000-0000-000000000000", Report("lint"))
 
 
 def test_audit_reports_findings_and_family_health(target):

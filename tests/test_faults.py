@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import threading
 
@@ -10,7 +11,7 @@ from glanceclient import Client as GlanceClient
 from keystoneauth1 import session
 
 from pipeline import chain
-from pipeline.common.errors import PublishError
+from pipeline.common.errors import BakeryError, PublishError
 from pipeline.common.report import Report
 from pipeline.glance.connect import Target, TrustedHeaders, connect_local
 from pipeline.glance.local import LocalGlance
@@ -51,7 +52,7 @@ def assert_first_release_untouched(target, first_id):
     assert first["recommended"] == "true" and "superseded_by" not in first
 
 
-def test_server_restarted_mid_upload(own_server, project, releases, monkeypatch):
+def test_a_worker_killed_mid_upload_is_retried_once_on_a_fresh_image(own_server, project, releases, monkeypatch):
     monkeypatch.setenv("BAKERY_CLEANUP_RETRY_S", "60")
     target = connect_local(own_server, project_id=project)
     r1, r2 = releases
@@ -59,9 +60,25 @@ def test_server_restarted_mid_upload(own_server, project, releases, monkeypatch)
     master = int(own_server.pid_file.read_text())
     watcher = faults.when_upload_reaches(own_server.root / "images", 16 * MiB, lambda: faults.kill_worker(master))
 
+    second = publish(target, r2, "2026-11-01").image["id"]
+    assert watcher.count == 1
+    assert sorted(i["id"] for i in project_images(target)) == sorted([first, second])  # the partial one was deleted
+    assert target.glance.images.get(second)["recommended"] == "true"
+    assert target.glance.images.get(first)["superseded_by"] == second
+
+
+def test_server_restarted_twice_mid_upload(own_server, project, releases, monkeypatch):
+    """The retry happens once: a second failure ends the run, with nothing left and nothing demoted."""
+    monkeypatch.setenv("BAKERY_CLEANUP_RETRY_S", "60")
+    target = connect_local(own_server, project_id=project)
+    r1, r2 = releases
+    first = publish(target, r1, "2026-10-01").image["id"]
+    master = int(own_server.pid_file.read_text())
+    watcher = faults.when_upload_reaches(own_server.root / "images", 16 * MiB, lambda: faults.kill_worker(master), times=2)
+
     with pytest.raises(PublishError) as caught:
         publish(target, r2, "2026-11-01")
-    assert watcher.fired.is_set()
+    assert watcher.count == 2
 
     message = caught.value.one_line()
     assert "\n" not in message and "the partial image was deleted" in message and "previous release is untouched" in message
@@ -80,7 +97,7 @@ def test_server_down_mid_upload_then_next_run_cleans_up(own_server, project, rel
         publish(target, r2, "2026-11-01")
     assert watcher.fired.is_set()
     assert "could not be deleted now" in caught.value.one_line()
-    assert len(list((isolated_state / "journal").iterdir())) == 1
+    assert len(list((isolated_state / "journal").rglob("*.json"))) == 1
 
     own_server.up(timeout=120)  # the stale pid file is noticed and replaced
     leftovers = [i for i in project_images(target) if i["id"] != first]
@@ -89,7 +106,7 @@ def test_server_down_mid_upload_then_next_run_cleans_up(own_server, project, rel
     report = publish(target, r1, "2026-10-01")  # any next run sweeps the journal first
     assert report.cleaned_up == [leftovers[0]["id"]]
     assert_first_release_untouched(target, first)
-    assert not list((isolated_state / "journal").iterdir())
+    assert not list((isolated_state / "journal").rglob("*.json"))
 
 
 def test_corrupted_stream_is_caught_by_verification(glance_server, project, releases):
@@ -120,3 +137,98 @@ def test_ctrl_c_mid_upload_deletes_the_partial_image(glance_server, project, rel
         publish(target, r2, "2026-11-01")
     assert watcher.fired.is_set()
     assert_first_release_untouched(target, first)
+
+
+# -- the journal itself must not fail -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs, filled up: the journal's file system with no space left (needs root to mount)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mount = tmp_path / "full"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        (mount / "journal").mkdir()
+        try:
+            with open(mount / "filler", "wb") as filler:
+                while True:
+                    filler.write(b"\0" * 4096)
+                    filler.flush()
+        except OSError:  # ENOSPC: full, as intended
+            pass
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_run_before_an_image_exists(glance_server, project, releases, small_disk, monkeypatch, isolated_state):
+    from pipeline.publish import journal as journal_module
+
+    target = connect_local(glance_server, project_id=project)
+    r1, r2 = releases
+    first = publish(target, r1, "2026-10-01").image["id"]
+    monkeypatch.setattr(journal_module.Journal, "__init__", _journal_on(small_disk, journal_module.Journal.__init__))
+    with pytest.raises(BakeryError) as caught:
+        publish(target, r2, "2026-11-01")
+    assert "cannot write the publish journal" in caught.value.one_line()
+    assert "No space left on device" in caught.value.one_line() and "nothing was created" in caught.value.one_line()
+    assert_first_release_untouched(target, first)
+
+
+def _journal_on(directory, original):
+    def init(self, _directory, target):
+        original(self, directory / "journal", target)
+    return init
+
+
+def test_an_unreadable_journal_entry_is_set_aside_not_fatal(target, releases, isolated_state):
+    from pipeline.publish.journal import Journal
+
+    r1, r2 = releases
+    first = publish(target, r1, "2026-10-01").image["id"]
+    entries = Journal(isolated_state / "journal", target).directory
+    entries.mkdir(parents=True, exist_ok=True)
+    (entries / "0b6bd3e4-0000-4000-8000-000000000000.json").write_bytes(b"")
+    (entries / "garbage.json").write_text("{not json")
+    report = publish(target, r2, "2026-11-01")
+    assert report.ok and sorted(report.details["journal_unreadable"]) == ["0b6bd3e4-0000-4000-8000-000000000000.json", "garbage.json"]
+    assert not list(entries.glob("*.json"))
+    assert target.glance.images.get(first)["superseded_by"] == report.image["id"]
+
+
+def test_the_local_glance_removes_stored_files_no_image_references(own_server, project, releases):
+    target = connect_local(own_server, project_id=project)
+    kept = publish(target, releases[0], "2026-10-01").image
+    own_server.down()
+    orphan = own_server.root / "images" / "5f0c2a9e-dead-4bad-8bad-000000000001"
+    orphan.write_bytes(b"partial upload of a killed worker" * 1000)
+    own_server.up(timeout=120)
+    assert not orphan.exists()
+    data = b"".join(target.glance.images.data(kept["id"]))  # the referenced file stays, bytes intact
+    assert hashlib.md5(data).hexdigest() == kept["checksum"]
+
+
+def test_transient_503s_on_safe_calls_are_retried(glance_server, project, releases):
+    """Glance answering 503 to a few reads (a proxy restarting, say) does not fail the release."""
+    from pipeline.glance.connect import RETRIES
+
+    direct = connect_local(glance_server, project_id=project)
+    first = publish(direct, releases[0], "2026-10-01").image["id"]
+    proxy = faults.FlakyProxy(glance_server.port, fail=3)
+    try:
+        auth = TrustedHeaders(proxy.url, project, "bakery", ("admin", "member", "reader"))
+        sess = session.Session(auth=auth)
+        flaky = Target(GlanceClient("2", session=sess, **RETRIES), "via a flaky proxy", project, True,
+                       uploader=GlanceClient("2", session=sess))
+        second = publish(flaky, releases[1], "2026-11-01").image["id"]
+    finally:
+        proxy.close()
+    assert proxy.injected == 3
+    assert direct.glance.images.get(second)["recommended"] == "true"
+    assert direct.glance.images.get(first)["superseded_by"] == second

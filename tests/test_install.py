@@ -101,6 +101,7 @@ def processes_mentioning(fragment: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_bios_install_reboots_then_refresh_publish_and_demote(media, install_media, target, tmp_path, isolated_state):
     # last month's release of the family, from a golden image: the install must supersede it
     disk, disk_sha = media.disk("w10-oldvirtio", "qcow2")
@@ -140,6 +141,7 @@ def test_bios_install_reboots_then_refresh_publish_and_demote(media, install_med
     assert processes_mentioning(str(logs)) == []
 
 
+@pytest.mark.slow
 def test_uefi_secure_boot_tpm_windows_11(media, install_media, target, tmp_path):
     manifest = install_manifest(tmp_path, media, install_media, windows="w11", index=3, reboots=0, firmware="uefi", os_version="11",
                                 secure_boot=True, tpm=True, ovmf={"vars": SNAKEOIL_VARS}, timeout_minutes=4.0)
@@ -154,6 +156,7 @@ def test_uefi_secure_boot_tpm_windows_11(media, install_media, target, tmp_path)
     assert (Path(report.details["install"]["logs"]) / "OVMF_VARS.fd").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_hung_setup_times_out_with_a_screenshot(media, install_media, target, tmp_path):
     manifest = install_manifest(tmp_path, media, install_media, mode="hang", timeout_minutes=0.4)
     report = Report("t")
@@ -186,6 +189,7 @@ def test_guest_panic_fails_the_build_and_the_password_is_never_printed(media, in
     assert project_images(target) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_no_qemu_or_swtpm_outlives_an_interrupted_build(media, install_media, glance_server, tmp_path, how):
     manifest = install_manifest(tmp_path, media, install_media, mode="hang", firmware="uefi", tpm=True, timeout_minutes=5)
@@ -233,6 +237,7 @@ def test_plan_of_an_install_starts_no_vm(media, install_media, target, tmp_path,
     assert not (isolated_state / "logs").exists()
 
 
+@pytest.mark.slow
 def test_a_new_virtio_win_for_the_refresh_does_not_reinstall(media, install_media, target, tmp_path):
     manifest = install_manifest(tmp_path, media, install_media, reboots=0)
     first = publish(manifest, target, "2026-11-01")

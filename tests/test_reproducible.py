@@ -106,6 +106,7 @@ def test_lock_pins_every_input_and_a_changed_one_is_refused(media, target, tmp_p
         publish(manifest, target)
 
 
+@pytest.mark.slow
 def test_unchanged_rerun_uses_the_cache_and_uploads_nothing_then_a_property_change_republishes(media, target, tmp_path):
     manifest = locked_manifest(tmp_path, media)
     first = publish(manifest, target)
@@ -132,6 +133,7 @@ def test_unchanged_rerun_uses_the_cache_and_uploads_nothing_then_a_property_chan
     assert [d["id"] for d in changed.demoted] == [first.image["id"]]
 
 
+@pytest.mark.slow
 def test_a_new_virtio_win_invalidates_the_build_and_measure_stages(media, target, tmp_path):
     manifest = bake_manifest(tmp_path, media)
     first = publish(manifest, target)
@@ -148,6 +150,7 @@ def test_a_new_virtio_win_invalidates_the_build_and_measure_stages(media, target
     assert ("build", first.details["stages"]["build"]) in cached, "the older output stays until evicted"
 
 
+@pytest.mark.slow
 def test_a_corrupt_cache_entry_is_dropped_rebuilt_and_never_published(media, target, tmp_path):
     manifest = bake_manifest(tmp_path, media)
     first = publish(manifest, target)
@@ -235,6 +238,7 @@ def test_cache_ls_and_gc_from_the_command_line(media, target, tmp_path, isolated
     assert emptied.returncode == 0 and "0 entries" in emptied.stdout, emptied.stdout + emptied.stderr
 
 
+@pytest.mark.slow
 def test_next_month_with_unchanged_inputs_does_not_bake_again(media, target, tmp_path):
     manifest = bake_manifest(tmp_path, media)
     october = publish(manifest, target, "2026-10-01")
