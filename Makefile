@@ -39,6 +39,7 @@ bench: deps
 	$(PYTHON) benchmarks/bench_publish.py
 	$(PYTHON) benchmarks/bench_bake.py
 	$(PYTHON) benchmarks/bench_cache.py
+	$(PYTHON) benchmarks/bench_import.py
 
 deps: apt venv
 

@@ -32,6 +32,7 @@ from pipeline.glance.localcloud import LocalCloud
 from pipeline.properties import explain as explain_stage
 from pipeline.properties import image_lint
 from pipeline.publish import audit as audit_stage
+from pipeline.publish import methods
 from pipeline.repro import cache as cache_stage
 from pipeline.repro import rebuild as rebuild_stage
 from pipeline.synthetic import virtio_iso, windows_disk
@@ -51,11 +52,16 @@ def _help(*names: str) -> dict[str, str]:
 
 
 def _options(manifest, cloud, release_date, set, allow_older=False, no_cache=False, lock=None) -> chain.JobOptions:
-    return chain.JobOptions(Path(manifest), cloud=cloud, release_date=release_date, variables=tuple(set or ()), allow_older=allow_older,
-                          use_cache=not no_cache, lock=Path(lock) if lock else None)
+    clouds = tuple(cloud) if isinstance(cloud, (list, tuple)) else ((cloud,) if cloud else ())
+    return chain.JobOptions(Path(manifest), clouds=clouds, release_date=release_date, variables=tuple(set or ()),
+                            allow_older=allow_older, use_cache=not no_cache, lock=Path(lock) if lock else None)
 
 
-@task(iterable=["set"], help={**COMMON_HELP, "no-cache": "build every stage again, without reading or filling the stage cache",
+PUBLISH_HELP = {**COMMON_HELP, "cloud": "a cloud from clouds.yaml; repeat it to publish to several (default: the manifest's "
+                                        "targets, else OS_CLOUD / OS_* variables, else the local Glance)"}
+
+
+@task(iterable=["set", "cloud"], help={**PUBLISH_HELP, "no-cache": "build every stage again, without reading or filling the stage cache",
                               "lock": "the lock file to verify against (default: the manifest's .lock, when it exists)"})
 def build_and_publish(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_older=False, no_cache=False, lock=None):
     """Build the image of a manifest, publish it verified to Glance, demote the previous release."""
@@ -93,7 +99,7 @@ def cache_gc(c, max_gib=None, all=False, json=None):
     print_cache(report)
 
 
-@task(iterable=["set"], help=COMMON_HELP)
+@task(iterable=["set", "cloud"], help=PUBLISH_HELP)
 def plan(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_older=False):
     """Dry run: the properties, the target, what would be uploaded and demoted. Changes nothing."""
     options = _options(manifest, cloud, release_date, set, allow_older)
@@ -153,6 +159,13 @@ def audit(c, cloud=None, json=None, repair=False):
     """Lint every Windows-looking image of the target Glance, report family health and unfinished uploads."""
     report = execute("audit", json, lambda report: audit_stage.audit(connect(cloud), report, repair=repair), summary=False)
     print_audit(report)
+
+
+@task(iterable=["store"], help={"image": "the Glance image id", "store": "a store to copy it into (repeatable)", **_help("cloud", "json")})
+def copy_image(c, image, store=None, cloud=None, json=None):
+    """Copy a published image into more stores of its cloud (copy-image import), and prove it unchanged."""
+    execute("copy-image", json, lambda report: methods.copy_to_stores(connect(cloud), image, tuple(store or ()), report),
+            summary=False)
 
 
 @task(help=_help("json"))

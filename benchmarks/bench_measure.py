@@ -44,6 +44,12 @@ def make_file(path: Path, size: int) -> None:
             handle.write(block)
 
 
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages: a ratio measured on a busy machine says so next to it."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cpus)"
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench_measure import local_glance  # the benchmarks' shared helpers (their folder is on sys.path)
 
-from pipeline.build.stage import BuiltImage
+from pipeline.build.image import BuiltImage
 from pipeline.common.digests import DigestMemo
 from pipeline.diskimage.info import ImageInfo
 from pipeline.glance.connect import connect_local

@@ -12,7 +12,8 @@ and inspect (of a file, or of a Glance image fetched first).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.build import stage as build_stage
@@ -25,12 +26,13 @@ from pipeline.common.report import Report
 from pipeline.diskimage.info import GiB
 from pipeline.diskimage.safety import check_image
 from pipeline.glance.connect import Target, connect
+from pipeline.glance.errors import describe as describe_client_error
 from pipeline.glance.images import download, fetch_image
-from pipeline.manifest import Manifest, load_manifest, parse_variables
+from pipeline.manifest import Manifest, TargetSpec, load_manifest, parse_variables
 from pipeline.properties import explain as explain_stage
 from pipeline.properties import lint
 from pipeline.properties import render as properties
-from pipeline.publish import release
+from pipeline.publish import methods, release
 from pipeline.publish import upload as publish
 from pipeline.publish.journal import Journal
 from pipeline.publish.measure import Measurement, measure_file, remembered
@@ -46,12 +48,50 @@ from pipeline.windows.inspection import ImageFacts, inspect_image
 @dataclass(frozen=True)
 class JobOptions:
     manifest: Path
-    cloud: str | None = None
+    cloud: str | None = None  # one cloud; `clouds` for several (--cloud A --cloud B)
     release_date: str | None = None
     variables: tuple[str, ...] = ()
     allow_older: bool = False
     use_cache: bool = True
     lock: Path | None = None  # default: the manifest's .lock file when there is one
+    clouds: tuple[str, ...] = ()
+
+    @property
+    def cloud_names(self) -> tuple[str, ...]:
+        return self.clouds or ((self.cloud,) if self.cloud else ())
+
+
+@dataclass(frozen=True)
+class _Destination:
+    """One cloud this release goes to: the connection (or why there is none), and what differs there."""
+
+    target: Target | None
+    spec: TargetSpec
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.target.name if self.target else self.spec.cloud
+
+    @property
+    def visibility(self) -> str | None:
+        return self.spec.visibility
+
+
+@dataclass
+class TargetResult:
+    name: str
+    ok: bool
+    target: dict
+    route: dict | None = None
+    image: dict | None = None
+    demoted: list[dict] = field(default_factory=list)
+    cleaned_up: list[str] = field(default_factory=list)
+    release: dict | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -137,41 +177,107 @@ def _preview(manifest: Manifest, stages: StageIds, cache: StageCache | None, rep
 
 
 def build_and_publish(options: JobOptions, report: Report, *, target: Target | None = None) -> Report:
-    prepared = _prepare(options, report, convert=True)
-    manifest = prepared.manifest
+    """Build once, then publish, verify and release to every target: the first alone (a corrupt cache entry
+    is rebuilt there), the others concurrently. A failed target never demotes its previous release; the
+    targets that succeeded keep their verified release; any failure makes the run fail."""
+    prepared = [_prepare(options, report, convert=True)]  # a cell: a rebuild on the first target replaces it
     try:
         with report.stage("connect"):
-            target = target or connect(options.cloud)
-        report.target = target.to_dict()
-        memo = DigestMemo(state_dir() / "memo")
-        journal = Journal(state_dir() / "journal", target)
-        report.cleaned_up = journal.sweep()
-        report.details["journal_unreadable"] = journal.unreadable
-
-        published = _reuse_if_published(target, prepared, memo, report)
-        release.to_supersede(target, manifest, new_id=published.id if published else None, allow_older=options.allow_older)
-        if published is None:
-            published, prepared = _upload(target, prepared, memo, journal, report, options)
-        with report.stage("release"):
-            settled = release.release(target, manifest, published.id, allow_older=options.allow_older)
-        report.demoted = [d.to_dict() for d in settled.demoted]
-        report.details["release"] = settled.to_dict()
-        final = target.glance.images.get(published.id)
-        report.image = {**publish.published_from(final, uploaded=published.uploaded).to_dict()}
+            destinations = _destinations(prepared[0].manifest, options, target)
+        report.target = _first_target(destinations)
+        results = [_publish_to(destinations[0], prepared, options, report, alone=len(destinations) == 1)]
+        if len(destinations) > 1:
+            with ThreadPoolExecutor(max_workers=min(4, len(destinations) - 1), thread_name_prefix="target") as pool:
+                results += pool.map(lambda d: _publish_to(d, prepared, options, report, alone=False), destinations[1:])
+        _record(report, results)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise BakeryError(f"{len(failed)} of {len(results)} targets failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed),
+                              hint="the targets that succeeded keep their verified release; run again for the others")
         report.ok = True
         return report
     finally:
-        discard(prepared.image)
+        discard(prepared[0].image)
+
+
+def _first_target(destinations: list[_Destination]) -> dict:
+    first = destinations[0]
+    return first.target.to_dict() if first.target else {"name": first.name, "error": first.error}
+
+
+def _destinations(manifest: Manifest, options: JobOptions, target: Target | None) -> list[_Destination]:
+    if target is not None:
+        return [_Destination(target, TargetSpec(target.name))]
+    named = {spec.cloud: spec for spec in manifest.targets}
+    specs = [named.get(name, TargetSpec(name)) for name in options.cloud_names] or list(manifest.targets)
+    if len(specs) <= 1:  # one target: a connection failure is the run's failure, as it always was
+        spec = specs[0] if specs else TargetSpec("default")
+        return [_Destination(connect(spec.cloud if specs else None), spec)]
+    destinations = []
+    for spec in specs:  # several: a cloud that cannot be reached is that target's failure, not the others'
+        try:
+            destinations.append(_Destination(connect(spec.cloud), spec))
+        except BakeryError as exc:
+            destinations.append(_Destination(None, spec, exc.one_line()))
+    return destinations
+
+
+def _publish_to(destination: _Destination, prepared: list, options: JobOptions, report: Report, *, alone: bool) -> TargetResult:
+    target = destination.target
+    if target is None:
+        return TargetResult(destination.name, False, {"name": destination.name}, error=destination.error)
+    result = TargetResult(target.name, False, target.to_dict())
+    try:
+        _publish(destination, prepared, options, report, result)
+        result.ok = True
+    except (BakeryError, Exception) as exc:
+        if alone:
+            raise
+        described = describe_client_error(exc)
+        result.error = exc.one_line() if isinstance(exc, BakeryError) else (described[0] if described else f"{type(exc).__name__}: {exc}")
+        say(f"{target.name}: failed: {result.error}")
+    return result
+
+
+def _publish(destination: _Destination, prepared: list, options: JobOptions, report: Report, result: TargetResult) -> None:
+    target, manifest = destination.target, prepared[0].manifest
+    memo = DigestMemo(state_dir() / "memo")
+    journal = Journal(state_dir() / "journal", target)
+    result.cleaned_up = journal.sweep()
+    report.details.setdefault("journal_unreadable", []).extend(journal.unreadable)
+    spec = destination.spec.upload or manifest.upload
+    chosen = methods.route(target, spec)
+    result.route = chosen.to_dict()
+    published = _reuse_if_published(target, prepared[0], memo, report)
+    release.to_supersede(target, manifest, new_id=published.id if published else None, allow_older=options.allow_older)
+    if published is None:
+        published, prepared[0] = _upload(target, prepared[0], memo, journal, report, options, chosen,
+                                         destination.visibility or manifest.visibility)
+    with report.stage("release"):
+        settled = release.release(target, manifest, published.id, allow_older=options.allow_older)
+    result.demoted = [d.to_dict() for d in settled.demoted]
+    result.release = settled.to_dict()
+    final = target.glance.images.get(published.id)
+    result.image = {**publish.published_from(final, uploaded=published.uploaded).to_dict(), "sent_bytes": published.sent_bytes}
+
+
+def _record(report: Report, results: list[TargetResult]) -> None:
+    """One target: the report as it always was; several: the same, for the first, and one entry per target."""
+    report.details["targets"] = [r.to_dict() for r in results]
+    first = results[0]
+    report.target, report.image, report.demoted, report.cleaned_up = first.target, first.image, first.demoted, first.cleaned_up
+    report.details["release"] = first.release
+    report.details["route"] = first.route
 
 
 def _upload(target: Target, prepared: _Prepared, memo: DigestMemo, journal: Journal, report: Report,
-            options: JobOptions) -> tuple[publish.Published, _Prepared]:
+            options: JobOptions, chosen: methods.Route, visibility: str) -> tuple[publish.Published, _Prepared]:
     """Upload and verify; bytes from the cache must be the bytes recorded when they were built, else the
     entry is dropped, the image built again and that one published."""
     cache = prepared.cache
     expected = _recorded_measurement(cache, prepared.stages) if prepared.image.cache_entry else None
     try:
-        published = _send(target, prepared, memo, journal, report, expected)
+        published = _send(target, prepared, memo, journal, report, expected, chosen, visibility)
     except publish.ContentMismatch as mismatch:
         if not prepared.image.cache_entry:
             raise
@@ -180,22 +286,24 @@ def _upload(target: Target, prepared: _Prepared, memo: DigestMemo, journal: Jour
         cache.drop("build", prepared.stages.build)
         cache.drop("measure", prepared.stages.measure)
         prepared = _prepare(options, report, convert=True, manifest=prepared.manifest)
-        published = _send(target, prepared, memo, journal, report, None)
+        published = _send(target, prepared, memo, journal, report, None, chosen, visibility)
     if cache:
         cache.put("measure", prepared.stages.measure, {}, {"size": published.size, "md5": published.checksum,
                                                             "sha512": published.os_hash_value})
     return published, prepared
 
 
-def _send(target, prepared: _Prepared, memo, journal, report: Report, expected) -> publish.Published:
+def _send(target, prepared: _Prepared, memo, journal, report: Report, expected, chosen: methods.Route,
+          visibility: str) -> publish.Published:
     manifest = prepared.manifest
     # The check Glance runs on what it receives (oslo's format inspector), run first: a disk it would refuse
     # fails here, with the same reason, before the transfer rather than after it.
     check_image(prepared.image.path, label=f"the built image {prepared.image.path}", declared="raw",
                 max_virtual_size=manifest.max_virtual_gib * GiB)
     with report.stage("publish"):
-        published = publish.upload(target, manifest.name, prepared.image, prepared.propset, visibility=manifest.visibility,
-                                   tags=manifest.tags, memo=memo, journal=journal, expected=expected, build_id=prepared.build_id)
+        published = publish.upload(target, manifest.name, prepared.image, prepared.propset, visibility=visibility,
+                                   tags=manifest.tags, memo=memo, journal=journal, expected=expected, build_id=prepared.build_id,
+                                   route=chosen)
     say(f"verified {published.id}: checksum {published.checksum}, {published.size:,} bytes")
     return published
 
@@ -234,15 +342,12 @@ def _reuse_if_published(target: Target, prepared: _Prepared, memo: DigestMemo, r
 
 
 def plan(options: JobOptions, report: Report, *, target: Target | None = None) -> Report:
-    """The dry run: what build-and-publish would do, changing nothing in Glance."""
+    """The dry run: what build-and-publish would do, per target, changing nothing in Glance."""
     prepared = _prepare(options, report, convert=False)
     manifest = prepared.manifest
     with report.stage("connect"):
-        target = target or connect(options.cloud)
-    report.target = target.to_dict()
-    existing = publish.find_verified(target, prepared.build_id)
-    previous = release.to_supersede(target, manifest, new_id=None, allow_older=options.allow_older)
-    report.demoted = [p.to_dict() for p in previous]
+        destinations = _destinations(manifest, options, target)
+    report.target = _first_target(destinations)
     image = prepared.image
     if image.path is None:  # installed from media: the disk exists only after the install
         upload = {"path": None, "installed_from": str(image.source_path)}
@@ -251,32 +356,61 @@ def plan(options: JobOptions, report: Report, *, target: Target | None = None) -
         upload = {"path": str(image.path), "size": image.path.stat().st_size, "virtual_size": image.info.virtual_size,
                   "source_format": image.source_format or image.info.format, "cache_entry": image.cache_entry}
         upload_summary = f"{image.path} ({image.path.stat().st_size:,} bytes)"
-    warnings = _permission_warnings(target, manifest)
-    for warning in warnings:
-        say(f"warning: {warning}")
+    targets = [_plan_target(d, prepared, options) for d in destinations]
+    first = targets[0]
+    report.demoted = first["would_demote_releases"]
     report.plan = {
         "name": manifest.name,
         "properties": prepared.propset.all(),
-        "visibility": manifest.visibility,
-        "warnings": warnings,
+        "visibility": first["visibility"],
+        "warnings": first["warnings"],
         "upload": upload,
-        "existing_with_same_build_id": [e["id"] for e in existing],
-        "would_demote": [p.id for p in previous],
+        "route": first["route"],
+        "existing_with_same_build_id": first["existing_with_same_build_id"],
+        "would_demote": first["would_demote"],
+        "targets": targets,
         "summary": {
             "would publish": manifest.name,
-            "visibility": manifest.visibility + (" (see warnings)" if warnings else ""),
-            "upload": "maybe not: an image with this build id exists (reused if its checksum matches)" if existing else upload_summary,
-            "would demote": ", ".join(f"{p.name} ({p.id})" for p in previous) or "none",
+            **{f"to {t['name']}": _target_summary(t, upload_summary) for t in targets},
         },
     }
     report.ok = True
     return report
 
 
-def _permission_warnings(target: Target, manifest: Manifest) -> list[str]:
+def _plan_target(destination: _Destination, prepared: _Prepared, options: JobOptions) -> dict:
+    target, manifest = destination.target, prepared.manifest
+    if target is None:
+        return {"name": destination.name, "error": destination.error, "visibility": None, "warnings": [], "route": None,
+                "existing_with_same_build_id": [], "would_demote": [], "would_demote_releases": []}
+    visibility = destination.visibility or manifest.visibility
+    existing = publish.find_verified(target, prepared.build_id)
+    previous = release.to_supersede(target, manifest, new_id=None, allow_older=options.allow_older)
+    chosen = methods.route(target, destination.spec.upload or manifest.upload)
+    warnings = _permission_warnings(target, visibility)
+    for warning in warnings:
+        say(f"warning: {target.name}: {warning}")
+    return {"name": target.name, "visibility": visibility, "warnings": warnings, "route": chosen.to_dict(),
+            "existing_with_same_build_id": [e["id"] for e in existing], "would_demote": [p.id for p in previous],
+            "would_demote_releases": [p.to_dict() for p in previous]}
+
+
+def _target_summary(planned: dict, upload_summary: str) -> str:
+    if planned.get("error"):
+        return f"cannot be reached: {planned['error']}"
+    route = planned["route"]
+    stores = "all stores" if route["all_stores"] else (", ".join(route["stores"]) or "the default store")
+    how = f"{route['method']} ({route['stage_format']}) to {stores}: {route['why']}"
+    upload = "maybe nothing: an image with this build id exists" if planned["existing_with_same_build_id"] else upload_summary
+    demote = ", ".join(planned["would_demote"]) or "nothing"
+    warned = " (see warnings)" if planned["warnings"] else ""
+    return f"{planned['visibility']}{warned}; {how}; upload {upload}; would demote {demote}"
+
+
+def _permission_warnings(target: Target, visibility: str) -> list[str]:
     """What Glance's default policy will refuse this account (build-and-publish checks it for real, before
     uploading; plan only knows the account's roles)."""
-    if manifest.visibility == "public" and "admin" not in target.roles:
+    if visibility == "public" and "admin" not in target.roles:
         return [f"visibility public needs Glance's publicize_image permission (admin by default); this account has roles "
                 f"{', '.join(target.roles) or 'none'}: build-and-publish will stop before uploading unless the cloud allows it "
                 f"(or set image.visibility to community or shared)"]

@@ -12,6 +12,7 @@ from pipeline import chain
 from pipeline.common.errors import BakeryError, LintFailed, ManifestError
 from pipeline.common.report import Report
 from pipeline.common.run import run
+from pipeline.diskimage import fuse
 from pipeline.windows import volume
 from pipeline.windows.inspection import inspect_image
 from tests.conftest import project_images, write_manifest
@@ -148,7 +149,7 @@ def test_missing_hive(media, tmp_path):
     shutil.copyfile(disk, broken)
     layout = volume.read_layout(broken, image_size=broken.stat().st_size, label_for_errors="t")
     windows = layout.partitions[-1]
-    with volume.exposed(broken, "raw", mountpoint=tmp_path / "part", window=windows, writable=True) as part:
+    with fuse.exposed(broken, "raw", mountpoint=tmp_path / "part", window=windows, writable=True) as part:
         with volume.ntfs_mounted(part, tmp_path / "mnt", writable=True, label_for_errors="t") as root:
             (root / "Windows/System32/config/SOFTWARE").unlink()
     with pytest.raises(BakeryError, match=r"has no Windows/System32/config/SOFTWARE hive"):

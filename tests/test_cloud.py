@@ -15,70 +15,7 @@ import yaml
 
 from pipeline.glance.connect import connect
 from tests import faults
-from tests.conftest import MiB, make_image, run_invoke, write_manifest
-
-
-@pytest.fixture
-def account(cloud, tmp_path, monkeypatch):
-    """CLI access to the local cloud through its clouds.yaml; the test's own family; its images deleted afterwards."""
-    family = f"w10c{uuid.uuid4().hex[:8]}"
-    state = tmp_path / "state"
-    env = {"OS_CLIENT_CONFIG_FILE": str(cloud.clouds_yaml)}
-
-    class Account:
-        def __init__(self):
-            self.family, self.state, self.env, self.cloud = family, state, env, cloud
-
-        def manifest(self, name: str = "manifest.yaml", *, size: int = 2 * MiB, visibility: str = "private", **overrides) -> Path:
-            image = tmp_path / f"{name}.raw"
-            sha256 = make_image(image, size, seed=name)
-            return write_manifest(tmp_path, image, sha256, name=name, family={"os_distro_major": self.family},
-                                  image={"visibility": visibility, "min_ram": 2048}, **overrides)
-
-        def run(self, *args: str, cloud_name: str | None = "bakery-member", env: dict | None = None, json_name: str = "report.json",
-                timeout: float = 300):
-            report = tmp_path / json_name
-            cloud_args = ("--cloud", cloud_name) if cloud_name else ()
-            proc = run_invoke(*args, *cloud_args, "--json", str(report), state=state, env={**self.env, **(env or {})}, timeout=timeout)
-            return proc, (json.loads(report.read_text()) if report.exists() else None)
-
-        def images(self, cloud_name: str = "bakery-admin") -> list[dict]:
-            target = self.target(cloud_name)
-            seen = {}
-            base = {"os_distro_major": self.family, "visibility": "all"}  # community images are left out of plain lists
-            for filters in (base, {**base, "os_hidden": True}):
-                for image in target.glance.images.list(filters=filters):
-                    seen[image["id"]] = dict(image)
-            return list(seen.values())
-
-        def target(self, cloud_name: str):
-            monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(cloud.clouds_yaml))
-            return connect(cloud_name)
-
-    created = Account()
-    yield created
-    admin = created.target("bakery-admin")
-    for image in created.images():
-        try:
-            admin.glance.images.delete(image["id"])
-        except Exception:
-            pass
-
-
-def ok(proc, report):
-    assert proc.returncode == 0, proc.stderr
-    assert report["ok"] is True
-    return report
-
-
-def one_line_error(proc, *fragments: str) -> str:
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and proc.stderr.splitlines()[-1] == errors[0], proc.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
+from tests.conftest import MiB, ok, one_line_error
 
 
 def test_a_member_publishes_and_supersedes_through_clouds_yaml(account):

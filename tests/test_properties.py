@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.build.stage import BuiltImage
+from pipeline.build.image import BuiltImage
 from pipeline.common.errors import LintFailed, ManifestError
 from pipeline.diskimage.info import ImageInfo
 from pipeline.manifest import load_manifest

@@ -29,7 +29,7 @@ def fetch_image(target: Target, image_id: str) -> dict:
 
 def custom_properties(image: dict) -> dict:
     """Custom properties, plus min_disk (as a string), which the lint rules check against virtual_size."""
-    props = {k: v for k, v in image.items() if k not in GLANCE_FIELDS}
+    props = {k: v for k, v in image.items() if k not in GLANCE_FIELDS and not k.startswith("os_glance_")}  # os_glance_*: Glance's own
     if image.get("min_disk") is not None:
         props["min_disk"] = str(image["min_disk"])
     return props

@@ -55,6 +55,33 @@ enforce_scope = false
 require_image_format_match = false
 """
 
+# The test cloud's Glance publishes every way a production cloud may: two file stores (a cloud with a Ceph
+# pool per site, in miniature), the interoperable import methods, and the image_conversion plugin that turns
+# a staged qcow2 into the raw image that is stored. web-download may fetch from loopback (only here).
+MULTISTORE_IMPORT = """\
+[DEFAULT]
+enabled_backends = fast:file, cheap:file
+enabled_import_methods = [glance-direct,web-download,copy-image]
+worker_self_reference_url = {url}
+[glance_store]
+default_backend = fast
+[fast]
+filesystem_store_datadir = {root}/images
+[cheap]
+filesystem_store_datadir = {root}/images-cheap
+[image_import_opts]
+image_import_plugins = ['image_conversion']
+[image_conversion]
+output_format = raw
+[image_format]
+require_image_format_match = true
+[import_filtering_opts]
+allowed_schemes = [http]
+allowed_hosts = [127.0.0.1]
+allowed_ports = []
+disallowed_ports = []
+"""
+
 KEYSTONE_AUTHTOKEN = """\
 [keystone_authtoken]
 www_authenticate_uri = {auth_url}
@@ -140,9 +167,11 @@ class LocalGlance(LoopbackServer):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if self.keystone:
             paste = Path(sys.prefix) / "etc/glance/glance-api-paste.ini"
-            conf = GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="keystone", paste=paste)
+            conf = _merged(GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="keystone", paste=paste),
+                           MULTISTORE_IMPORT.format(root=self.root, url=self.url))
             conf += KEYSTONE_AUTHTOKEN.format(auth_url=self.keystone.auth_url, username=self.keystone.username,
                                               password=self.keystone.password)
+            (self.root / "images-cheap").mkdir(exist_ok=True)
         else:
             (self.root / "etc/glance-api-paste.ini").write_text(GLANCE_API_PASTE.format(root=self.root))
             conf = GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="trusted", paste=self.root / "etc/glance-api-paste.ini")
@@ -164,11 +193,39 @@ class LocalGlance(LoopbackServer):
             rows = db.execute("SELECT value FROM image_locations WHERE deleted = 0").fetchall()
             importing = {image_id for (image_id,) in db.execute("SELECT id FROM images WHERE status = 'uploading' AND deleted = 0")}
         referenced = {Path(urllib.parse.unquote(urllib.parse.urlparse(value).path)).name for (value,) in rows}
-        orphans = [p for p in (self.root / "images").iterdir() if p.is_file() and p.name not in referenced]
+        stores = [self.root / name for name in ("images", "images-cheap") if (self.root / name).is_dir()]
+        orphans = [p for store in stores for p in store.iterdir() if p.is_file() and p.name not in referenced]
         orphans += [p for p in (self.root / "staging").iterdir() if p.is_file() and p.name not in importing]
         for orphan in orphans:
             orphan.unlink(missing_ok=True)
         if orphans:
             say(f"local Glance: removed {len(orphans)} stored file(s) no image references "
-                f"({sum(1 for p in orphans if p.parent.name == 'images')} in the store)")
+                f"({sum(1 for p in orphans if p.parent.name != 'staging')} in the stores)")
         return orphans
+
+
+def _merged(base: str, extra: str) -> str:
+    """An ini text with `extra`'s options set over `base`'s, section by section (configparser, no interpolation)."""
+    import configparser
+    import io
+
+    parser = configparser.RawConfigParser(strict=False)
+    parser.optionxform = str
+    parser.read_string(base)
+    for section, options in _sections(extra).items():
+        if section != "DEFAULT" and not parser.has_section(section):
+            parser.add_section(section)
+        for key, value in options.items():
+            parser.set(section, key, value)
+    out = io.StringIO()
+    parser.write(out)
+    return out.getvalue()
+
+
+def _sections(text: str) -> dict[str, dict[str, str]]:
+    import configparser
+
+    parser = configparser.RawConfigParser(strict=False, default_section="__none__")
+    parser.optionxform = str
+    parser.read_string(text)
+    return {section: dict(parser.items(section)) for section in parser.sections()}

@@ -6,9 +6,19 @@ catalogue (pipeline.windows.drivers) and the disk image limits (pipeline.diskima
 """
 
 from pipeline.manifest.load import load_manifest, manifest_from_document, parse_release_date, parse_variables, today
-from pipeline.manifest.model import DEFAULT_FAMILY_KEYS, BakeSpec, InstallSpec, Manifest, ReleasePolicy, SecretRef, Source
+from pipeline.manifest.model import (
+    DEFAULT_FAMILY_KEYS,
+    BakeSpec,
+    InstallSpec,
+    Manifest,
+    ReleasePolicy,
+    SecretRef,
+    Source,
+    TargetSpec,
+    UploadSpec,
+)
 
 __all__ = [
-    "DEFAULT_FAMILY_KEYS", "BakeSpec", "InstallSpec", "Manifest", "ReleasePolicy", "SecretRef", "Source",
+    "DEFAULT_FAMILY_KEYS", "BakeSpec", "InstallSpec", "Manifest", "ReleasePolicy", "SecretRef", "Source", "TargetSpec", "UploadSpec",
     "load_manifest", "manifest_from_document", "parse_release_date", "parse_variables", "today",
 ]

@@ -89,6 +89,30 @@ class InstallSpec:
 
 
 @dataclass(frozen=True)
+class UploadSpec:
+    """How the bytes get to a cloud (upload: in the manifest, per target in targets:)."""
+
+    method: str = "auto"  # auto | direct | glance-direct | web-download
+    stores: tuple[str, ...] = ()  # () = the cloud's default store
+    all_stores: bool = False
+    all_stores_must_succeed: bool = True
+    stage_format: str = "auto"  # auto | raw | qcow2 (qcow2 only where the cloud converts on import)
+    web_download_url: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__, stores=list(self.stores))
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One cloud the release goes to, with what differs there."""
+
+    cloud: str
+    visibility: str | None = None
+    upload: UploadSpec | None = None
+
+
+@dataclass(frozen=True)
 class ReleasePolicy:
     family_keys: tuple[str, ...]
     previous: str  # what happens to the releases this one supersedes
@@ -113,6 +137,8 @@ class Manifest:
     lint_suppress: dict[str, str] = field(default_factory=dict)  # rule id -> why it does not apply
     bake: BakeSpec | None = None
     install: InstallSpec | None = None
+    upload: UploadSpec = field(default_factory=UploadSpec)
+    targets: tuple[TargetSpec, ...] = ()
     variables: dict[str, str] = field(default_factory=dict)
     rendered: str = ""  # canonical JSON of the validated document: what the build id hashes
     # (file, line) of every key path in the YAML, for errors found after validation

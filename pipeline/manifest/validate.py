@@ -20,6 +20,8 @@ from pipeline.manifest.model import (
     ReleasePolicy,
     SecretRef,
     Source,
+    TargetSpec,
+    UploadSpec,
 )
 from pipeline.windows.drivers import DEFAULT_SELECTION, DRIVERS
 
@@ -94,7 +96,11 @@ def _expected(kind: type | tuple) -> str:
 
 
 KNOWN_TOP_LEVEL = {"name", "family", "os", "source", "properties", "image", "release", "upstream_provider", "lint", "bake",
-                   "install"}
+                   "install", "upload", "targets"}
+UPLOAD_METHODS = ("auto", "direct", "glance-direct", "web-download")
+STAGE_FORMATS = ("auto", "raw", "qcow2")
+STORE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+CLOUD_NAME = re.compile(r"^[A-Za-z0-9_.@:-]{1,255}$")
 
 
 def validate(path: Path, document: dict, positions: dict, context: dict[str, str]) -> Manifest:
@@ -165,6 +171,8 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
         lint_suppress=_suppressions(fields),
         bake=_bake(fields, path),
         install=_install(fields, path) if "install" in document else None,
+        upload=_upload(fields, ("upload",)),
+        targets=_targets(fields),
         variables={k: v for k, v in context.items() if k != "release_date"},
         rendered=canonical,
         positions=positions,
@@ -195,6 +203,69 @@ def _check_properties(fields: _Fields, properties: dict) -> None:
             raise fields.error(("properties", key), f"a property name of {len(str(key))} characters; Glance takes at most {MAX_PROPERTY_KEY}")
         if isinstance(value, str) and len(value.encode()) > MAX_PROPERTY_VALUE_BYTES:
             raise fields.error(("properties", key), f"a value of {len(value.encode()):,} bytes; Glance stores at most {MAX_PROPERTY_VALUE_BYTES:,}")
+
+
+def _upload(fields: _Fields, section: tuple, base: UploadSpec | None = None) -> UploadSpec:
+    """upload: (or a target's upload:), over `base` (the manifest's own, for a target)."""
+    base = base or UploadSpec()
+    if fields.get(*section, kind=dict, required=False) is None:
+        return base
+    known = {"method", "stores", "all_stores_must_succeed", "stage_format", "web_download_url"}
+    for key in fields.get(*section, kind=dict):
+        if key not in known:
+            raise fields.error((*section, key), f"unknown field; expected one of {', '.join(sorted(known))}")
+    stores, all_stores = base.stores, base.all_stores
+    raw_stores = fields.get(*section, "stores", kind=(list, str), required=False)
+    if isinstance(raw_stores, str):
+        if raw_stores != "all":
+            raise fields.error((*section, "stores"), f"expected a list of store names or all, got {raw_stores!r}")
+        stores, all_stores = (), True
+    elif raw_stores is not None:
+        for index, store in enumerate(raw_stores):
+            if not isinstance(store, str) or not STORE_NAME.match(store):
+                raise fields.error((*section, "stores", index), f"expected a store name, got {store!r}")
+        stores, all_stores = tuple(raw_stores), False
+    url = fields.get(*section, "web_download_url", required=False, default=base.web_download_url)
+    if url is not None and not re.match(r"^https?://", url):
+        raise fields.error((*section, "web_download_url"), f"expected an http(s):// URL, got {url!r}")
+    if url:
+        secrets.register_url(url)
+    method = fields.choice(*section, "method", choices=UPLOAD_METHODS, default=base.method)
+    if method == "web-download" and not url:
+        raise fields.error((*section, "web_download_url"), "required with method: web-download (where Glance fetches the image)")
+    return UploadSpec(
+        method=method, stores=stores, all_stores=all_stores,
+        all_stores_must_succeed=fields.get(*section, "all_stores_must_succeed", kind=bool, required=False,
+                                           default=base.all_stores_must_succeed),
+        stage_format=fields.choice(*section, "stage_format", choices=STAGE_FORMATS, default=base.stage_format),
+        web_download_url=url,
+    )
+
+
+def _targets(fields: _Fields) -> tuple[TargetSpec, ...]:
+    entries = fields.get("targets", kind=list, required=False, default=[])
+    base = _upload(fields, ("upload",))
+    targets, seen = [], set()
+    for index, entry in enumerate(entries):
+        keys = ("targets", index)
+        if isinstance(entry, str):
+            entry = {"cloud": entry}
+        if not isinstance(entry, dict):
+            raise fields.error(keys, f"expected a cloud name or a mapping with cloud:, got {entry!r}")
+        for key in entry:
+            if key not in ("cloud", "visibility", "upload"):
+                raise fields.error((*keys, key), "unknown field; expected cloud, visibility or upload")
+        cloud = entry.get("cloud")
+        if not isinstance(cloud, str) or not CLOUD_NAME.match(cloud):
+            raise fields.error((*keys, "cloud"), f"expected a cloud name from clouds.yaml, got {cloud!r}")
+        if cloud in seen:
+            raise fields.error((*keys, "cloud"), f"{cloud} is listed twice")
+        seen.add(cloud)
+        visibility = entry.get("visibility")
+        if visibility is not None and visibility not in VISIBILITIES:
+            raise fields.error((*keys, "visibility"), f"expected one of {', '.join(VISIBILITIES)}, got {visibility!r}")
+        targets.append(TargetSpec(cloud, visibility, _upload(fields, (*keys, "upload"), base) if "upload" in entry else None))
+    return tuple(targets)
 
 
 def _suppressions(fields: _Fields) -> dict[str, str]:

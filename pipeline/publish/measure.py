@@ -42,6 +42,36 @@ class _HashWorker(threading.Thread):
             self.hash.update(chunk)
 
 
+class ParallelHashes:
+    """md5 and sha512 (and sha256 when asked) of a stream of chunks, one thread per hash."""
+
+    def __init__(self, algorithms: tuple[str, ...] = ("md5", "sha512")):
+        self._workers = [_HashWorker(a) for a in algorithms]
+        for worker in self._workers:
+            worker.start()
+        self.size = 0
+        self._closed = False
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        for worker in self._workers:
+            worker.chunks.put(chunk)
+
+    def result(self) -> Measurement:
+        self.close()
+        digests = {w.hash.name: w.hash.hexdigest() for w in self._workers}
+        return Measurement(size=self.size, md5=digests["md5"], sha512=digests["sha512"], sha256=digests.get("sha256"))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for worker in self._workers:
+            worker.chunks.put(None)
+        for worker in self._workers:
+            worker.join()
+
+
 class HashingReader:
     """A read-only file object that measures what passes through it.
 
@@ -52,20 +82,14 @@ class HashingReader:
     def __init__(self, path: Path, *, algorithms: tuple[str, ...] = ("md5", "sha512"), on_read: Callable[[int], None] | None = None):
         self.path = Path(path)
         self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()/result()
-        self._workers = [_HashWorker(a) for a in algorithms]
-        for worker in self._workers:
-            worker.start()
-        self._size = 0
+        self._hashes = ParallelHashes(algorithms)
         self._on_read = on_read
         self._eof = False
-        self._closed = False
 
     def read(self, n: int = -1) -> bytes:
         chunk = self._file.read(READ_CHUNK if n is None or n < 0 else n)
         if chunk:
-            self._size += len(chunk)
-            for worker in self._workers:
-                worker.chunks.put(chunk)
+            self._hashes.update(chunk)
             if self._on_read:
                 self._on_read(len(chunk))
         else:
@@ -74,23 +98,13 @@ class HashingReader:
 
     def result(self) -> Measurement:
         if not self._eof:
-            raise BakeryError(f"{self.path}: measurement asked for before the whole file was read ({self._size} bytes so far)")
-        self._stop_workers()
-        digests = {w.hash.name: w.hash.hexdigest() for w in self._workers}
-        return Measurement(size=self._size, md5=digests["md5"], sha512=digests["sha512"], sha256=digests.get("sha256"))
+            raise BakeryError(f"{self.path}: measurement asked for before the whole file was read ({self._hashes.size} bytes so far)")
+        self.close()
+        return self._hashes.result()
 
     def close(self) -> None:
-        self._stop_workers()
-
-    def _stop_workers(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         self._file.close()
-        for worker in self._workers:
-            worker.chunks.put(None)
-        for worker in self._workers:
-            worker.join()
+        self._hashes.close()
 
     def __enter__(self) -> HashingReader:
         return self

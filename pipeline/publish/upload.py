@@ -23,8 +23,7 @@ import math
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
 import tenacity
 from glanceclient import exc as glance_exc
@@ -33,14 +32,15 @@ from keystoneauth1 import exceptions as ksa_exceptions
 from pipeline.build.image import BuiltImage
 from pipeline.common.digests import DigestMemo
 from pipeline.common.errors import BakeryError, PublishError
-from pipeline.common.progress import progress, say
+from pipeline.common.progress import say
 from pipeline.common.secrets import redact
 from pipeline.glance.connect import Target
 from pipeline.glance.images import GLANCE_FIELDS, STATE_KEY
 from pipeline.properties.render import PropertySet
 from pipeline.publish.journal import Journal
 from pipeline.publish.lease import LEASE_KEY, UPLOADER_KEY, lease_properties, lease_state, uploading
-from pipeline.publish.measure import HashingReader, Measurement, remembered
+from pipeline.publish.measure import Measurement, remembered
+from pipeline.publish.methods import Route, deliver
 
 log = logging.getLogger(__name__)
 IMAGE_ID_NAMESPACE = uuid.UUID("0f4c5a1e-8b6d-5c3e-9a7f-2d1b6e8c4a90")
@@ -49,6 +49,7 @@ WAIT_POLL_S = 2.0
 TRANSIENT = (glance_exc.CommunicationError, glance_exc.HTTPServiceUnavailable, glance_exc.HTTPBadGateway,
              glance_exc.HTTPInternalServerError, ksa_exceptions.ConnectFailure, ConnectionError)
 RELEASE_KEYS = (STATE_KEY, UPLOADER_KEY, LEASE_KEY)
+DIRECT = Route("direct", "raw", (), False, True, None, "direct upload: one PUT, no staging")
 
 
 class ContentMismatch(PublishError):
@@ -69,6 +70,7 @@ class Published:
     virtual_size: int | None
     properties: dict[str, str]
     uploaded: bool  # False when an identical verified image was found and reused
+    sent_bytes: int = 0  # bytes that went over the wire from here (a staged qcow2 is fewer than the raw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,10 +113,13 @@ def upload(
     journal: Journal,
     expected: Measurement | None = None,
     build_id: str | None = None,
+    route: Route | None = None,
 ) -> Published:
-    """Upload and verify. `expected`: what the bytes measured when they were made (a cache entry's record);
-    sending anything else raises ContentMismatch after the partial image is deleted."""
-    job = _Job(target, name, image, propset, visibility, tags, memo, journal, expected, image.path.stat().st_size)
+    """Upload (or import) and verify. `expected`: what the bytes measured when they were made (a cache
+    entry's record); sending anything else raises ContentMismatch after the partial image is deleted.
+    `route`: how this cloud takes the bytes (methods.py; default: the direct upload)."""
+    job = _Job(target, name, image, propset, visibility, tags, memo, journal, expected, image.path.stat().st_size,
+               route or DIRECT)
     build_id = build_id or propset.properties.get("bakery_build_id") or uuid.uuid4().hex
     retried = False
     for attempt in range(MAX_ATTEMPTS):
@@ -139,24 +144,26 @@ class _Job:
     journal: Journal
     expected: Measurement | None
     size: int
+    route: Route
 
 
 def _attempt(job: _Job, image_id: str, *, may_retry: bool) -> Published | str:
     """One image id: a Published, or "next" (take the next id) or "retry" (once, after a transient failure)."""
     target, image, expected, memo, journal = job.target, job.image, job.expected, job.memo, job.journal
     journal.intend(image_id)
-    claimed = _claim(target, image_id, job.name, job.propset, job.tags, job.size)
+    claimed = _claim(target, image_id, job)
     if claimed is not None:  # the id is taken: somebody else's upload of this build, or a burned id
         journal.forget(image_id)
         return claimed
     try:
         _preflight(target, image_id, job.visibility, job.size)
-        measurement = _stream(target, image_id, image.path, job.size)
+        delivery = deliver(target, image_id, image.path, job.size, job.route, known=expected or remembered(memo, image.path))
+        measurement = delivery.measured
         server = target.glance.images.get(image_id)
         if expected and (expected.size, expected.md5, expected.sha512) != (measurement.size, measurement.md5, measurement.sha512):
             raise ContentMismatch(f"{image.path} no longer has the bytes recorded when it was built (md5 {expected.md5}, "
                                   f"now {measurement.md5})")
-        _verify(server, measurement, remembered(memo, image.path))
+        _verify(server, measurement, remembered(memo, image.path), job.route)
         memo.put(image.path, size=measurement.size, md5=measurement.md5, sha512=measurement.sha512)
         target.glance.images.update(image_id, visibility=job.visibility, os_hidden=False, remove_props=list(RELEASE_KEYS))
         final = target.glance.images.get(image_id)
@@ -170,16 +177,18 @@ def _attempt(job: _Job, image_id: str, *, may_retry: bool) -> Published | str:
             return "retry"
         raise _failure(exc, outcome, target) from None
     journal.forget(image_id)
-    return published_from(final, uploaded=True)
+    return replace(published_from(final, uploaded=True), sent_bytes=delivery.sent_bytes)
 
 
-def _claim(target: Target, image_id: str, name: str, propset: PropertySet, tags: tuple[str, ...], size: int):
+def _claim(target: Target, image_id: str, job: _Job):
     """Create the hidden image under image_id: None when created; else the existing one to reuse (a
     Published), or "next" (the id is burned or was abandoned: take the next attempt)."""
-    staged = {**propset.properties, "recommended": "false", STATE_KEY: "uploading", **lease_properties(size)}
+    staged = {**job.propset.properties, "recommended": "false", STATE_KEY: "uploading", **lease_properties(job.size)}
+    # a staged qcow2 is declared qcow2; the import's conversion makes it the raw image the properties describe
+    core = {**job.propset.core, **({"disk_format": "qcow2"} if job.route.stage_format == "qcow2" else {})}
     try:
-        target.glance.images.create(id=image_id, name=name, visibility="private", os_hidden=True, tags=list(tags),
-                                    **propset.core, **staged)
+        target.glance.images.create(id=image_id, name=job.name, visibility="private", os_hidden=True, tags=list(job.tags),
+                                    **core, **staged)
         say(f"created hidden image {image_id}")
         return None
     except glance_exc.HTTPConflict:
@@ -247,18 +256,17 @@ def _check_quota(target: Target, size: int) -> None:
             say(f"quota: this upload puts the project over image_size_total ({used} + {extra} > {limit} MiB); the next one will be refused")
 
 
-def _stream(target: Target, image_id: str, path: Path, size: int) -> Measurement:
-    with progress(f"upload {path.name}", size) as advance, HashingReader(path, on_read=advance) as reader:
-        target.uploader.images.upload(image_id, reader, image_size=size)
-        if reader.read(1):  # the client stops at image_size; anything more means the file grew
-            raise BakeryError(f"{path} grew during the upload")
-        return reader.result()
-
-
-def _verify(server: dict, sent: Measurement, known: Measurement | None) -> None:
+def _verify(server: dict, sent: Measurement, known: Measurement | None, chosen: Route) -> None:
+    """What the server stored must be the raw image the bake produced, whatever route the bytes took."""
     problems = []
     if server.get("status") != "active":
         problems.append(f"status is {server.get('status')!r}, expected 'active'")
+    if server.get("disk_format") != "raw":
+        problems.append(f"disk_format is {server.get('disk_format')!r}, expected 'raw' (no conversion on import?)")
+    stored = {s for s in (server.get("stores") or "").split(",") if s}
+    missing = [s for s in chosen.stores if s not in stored] if chosen.all_stores_must_succeed else []
+    if missing:
+        problems.append(f"not in store(s) {', '.join(missing)}")
     if server.get("size") != sent.size:
         problems.append(f"size {server.get('size')} != {sent.size} sent")
     if server.get("checksum") != sent.md5:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.common.run import require_tool, run
+from pipeline.diskimage import fuse
 from pipeline.synthetic import virtio_iso
 from pipeline.windows import volume
 from pipeline.windows.drivers import DRIVERS, os_directory
@@ -105,7 +106,7 @@ def _is_ntfs_partition(layout: volume.Layout, partition: volume.Partition) -> bo
 
 def _format_and_fill(raw: Path, partition: volume.Partition, spec: WindowsRelease | None, scratch: Path) -> None:
     window = scratch / f"part{partition.number}"
-    with volume.exposed(raw, "raw", mountpoint=window, window=partition, writable=True):
+    with fuse.exposed(raw, "raw", mountpoint=window, window=partition, writable=True):
         label = "Windows" if spec else "System Reserved"
         run(["mkntfs", "-Q", "-F", "-q", "-L", label, "-p", str(partition.start // 512), "-H", "255", "-S", "63", window])
         with volume.ntfs_mounted(window, scratch / f"mnt{partition.number}", writable=True, label_for_errors=str(raw)) as root:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.common.errors import BakeryError
+from pipeline.diskimage import fuse
 from pipeline.diskimage.info import check_qcow2, image_info
 from pipeline.diskimage.safety import check_image
 from pipeline.windows import volume
@@ -158,19 +159,19 @@ def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool, cloc
     label = label or str(image)
     size = image_info(image, fmt=fmt).virtual_size
     with contextlib.ExitStack() as stack:
-        disk = image if fmt == "raw" else stack.enter_context(volume.exposed(image, fmt, mountpoint=workdir / "disk"))
+        disk = image if fmt == "raw" else stack.enter_context(fuse.exposed(image, fmt, mountpoint=workdir / "disk"))
         layout = volume.read_layout(disk, image_size=size, label_for_errors=label)
         searched = []
         for partition in layout.partitions:
             window = workdir / f"part{partition.number}"
-            with volume.exposed(image, fmt, mountpoint=window, window=partition):
+            with fuse.exposed(image, fmt, mountpoint=window, window=partition):
                 if not volume.is_ntfs(window):
                     continue
                 searched.append(partition.number)
                 with volume.ntfs_mounted(window, workdir / "probe", writable=False, label_for_errors=label) as root:
                     found = volume.confined(root, volume.SYSTEM_HIVE, label=label).is_file()
             if found:
-                window_ctx = volume.exposed(image, fmt, mountpoint=window, window=partition, writable=writable)
+                window_ctx = fuse.exposed(image, fmt, mountpoint=window, window=partition, writable=writable)
                 stack.enter_context(window_ctx)
                 root = stack.enter_context(volume.ntfs_mounted(window, workdir / "windows", writable=writable,
                                                                label_for_errors=label, clock=clock))
