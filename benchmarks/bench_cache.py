@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from bench_measure import local_glance, timed  # the benchmarks' one timer (run as scripts: their folder is on sys.path)
+from bench_measure import local_glance, reporting_load, timed  # the benchmarks' one timer (run as scripts: their folder is on sys.path)
 
 from pipeline import chain
 from pipeline.common.digests import sha256_file
@@ -62,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    reporting_load(main)

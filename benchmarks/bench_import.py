@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench_measure import loadavg  # the benchmarks' shared helpers (their folder is on sys.path)
+from bench_measure import reporting_load  # the benchmarks' shared helpers (their folder is on sys.path)
 
 from pipeline.build.image import BuiltImage
 from pipeline.common.digests import DigestMemo
@@ -66,7 +66,6 @@ def main() -> None:
     parser.add_argument("--virtual-gib", type=float, default=40)
     parser.add_argument("--data-gib", type=float, default=2)
     args = parser.parse_args()
-    print(f"load average at start: {loadavg()}")
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         tmp = Path(tmp)
         virtual = int(args.virtual_gib * GiB)
@@ -93,7 +92,6 @@ def main() -> None:
     print(f"direct raw upload      : {direct[0]:7.1f} s, {direct[1] / GiB:6.2f} GiB sent")
     print(f"glance-direct qcow2    : {staged[0]:7.1f} s, {staged[1] / GiB:6.2f} GiB sent")
     print(f"ratio (qcow2 / direct) : time {staged[0] / direct[0]:.2f}x, bytes {staged[1] / max(direct[1], 1):.3f}x")
-    print(f"load average at end: {loadavg()}")
 
 
 def _free_port() -> int:
@@ -103,4 +101,4 @@ def _free_port() -> int:
 
 
 if __name__ == "__main__":
-    main()
+    reporting_load(main)

@@ -50,6 +50,15 @@ def loadavg() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cpus)"
 
 
+def reporting_load(main) -> None:
+    """Run a benchmark's main() between two load-average lines (every benchmark does)."""
+    print(f"load average at start: {loadavg()}", flush=True)
+    try:
+        main()
+    finally:
+        print(f"load average at end: {loadavg()}", flush=True)
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -78,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    reporting_load(main)

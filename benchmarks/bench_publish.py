@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench_measure import local_glance  # the benchmarks' shared helpers (their folder is on sys.path)
+from bench_measure import local_glance, reporting_load  # the benchmarks' shared helpers (their folder is on sys.path)
 
 from pipeline.build.image import BuiltImage
 from pipeline.common.digests import DigestMemo
@@ -110,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    reporting_load(main)
