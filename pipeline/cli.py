@@ -131,12 +131,13 @@ def print_inspection(report: Report) -> None:
         ("image", f"{facts['image']} ({facts['format']}, {facts['virtual_size']:,} bytes virtual)"),
         ("product", f"{windows['product_name']} ({windows['edition_id']}, {windows['installation_type']})"),
         ("version", f"{windows['major']}.{windows['minor']} build {windows['build']} {windows['display_version']}".rstrip()),
-        ("arch", windows["arch"]),
-        ("control set", windows["control_set"]),
+        ("arch", f"{windows['arch']} (architecture {windows.get('architecture') or 'unknown'})"),
+        ("control set", f"{windows['control_set']} boots (Select\\Default); Select names {', '.join(windows.get('control_sets') or [windows['control_set']])}"),
+        ("hives", _hive_summary(facts.get("hives", {}))),
         ("layout", f"{layout['label']} -> {facts['firmware']}; Windows on partition {facts['windows_partition']} of {len(layout['partitions'])}"),
         ("virtio-win dir", windows.get("virtio_os_dir", "")),
         ("DevicePath", facts["device_path"]),
-        ("first boot", "install-virtio-drivers.cmd present" if facts["firstboot"] else "none"),
+        ("first boot", _firstboot_summary(facts)),
         ("guest agent", ", ".join(k for k, v in facts["guest_agent"].items() if v) or "absent"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -150,6 +151,25 @@ def print_inspection(report: Report) -> None:
         start = "-" if state["service_start"] is None else str(state["service_start"])
         print(f"{name:<10} {start:<13} {'yes' if state['sys_file'] else 'no':<5} {'yes' if state['boot_registered'] else 'no':<9} "
               f"{state['staged_version'] or '-':<18} {', '.join(state['installed_versions']) or '-'}")
+
+
+def _hive_summary(hives: dict) -> str:
+    parts = []
+    for name, state in hives.items():
+        if state["clean"]:
+            parts.append(f"{name} clean")
+        else:
+            logs = f", pending in {', '.join(state['pending_logs'])}" if state["pending_logs"] else ""
+            parts.append(f"{name} NOT clean (sequence {state['primary_sequence']}/{state['secondary_sequence']}{logs})")
+    return "; ".join(parts) or "-"
+
+
+def _firstboot_summary(facts: dict) -> str:
+    if not facts["firstboot"]:
+        return "none"
+    hooks = ", ".join(facts.get("firstboot_hooks") or []) or "no hook found"
+    when = "runs at boot without a logon" if facts.get("firstboot_at_boot") else "needs sysprep or a logon"
+    return f"by {facts.get('firstboot_by') or 'unknown'} via {hooks} ({when})"
 
 
 def print_cache(report: Report) -> None:

@@ -56,6 +56,10 @@ CASES = [
      {**BASE, "os_version": "2019", "os_distro_major": "w2019stdx64"}, {"windows": S2019}),
     ("version-matches-image", {**BASE, "os_version": "10", "os_distro_major": "w11entx64"},
      {**BASE, "os_distro_major": "w10entx64"}, {"windows": W10}),
+    ("architecture-matches-image", {**BASE, "architecture": "i686"}, {**BASE, "architecture": "x86_64"},
+     {"windows": {**W10, "arch": "AMD64", "architecture": "x86_64"}}),
+    ("architecture-matches-image", {**BASE, "architecture": "x86_64"}, {**BASE, "architecture": "i386"},
+     {"windows": {**W10, "arch": "X86", "architecture": "i686"}}),
 ]
 
 
@@ -81,8 +85,8 @@ def test_driver_rules_follow_the_image_facts():
 
 
 def test_facts_rules_are_silent_without_facts():
-    assert not {"device-needs-driver", "guest-agent-missing", "firmware-matches-disk", "version-matches-image"} & {
-        f.rule for f in lint.lint(VIRTIO_SET, {})}
+    assert not {"device-needs-driver", "guest-agent-missing", "firmware-matches-disk", "version-matches-image",
+                "architecture-matches-image"} & {f.rule for f in lint.lint({**VIRTIO_SET, "architecture": "x86_64"}, {})}
 
 
 def test_did_you_mean():

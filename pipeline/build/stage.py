@@ -12,36 +12,38 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.build.bake import refresh as bake_stage
-from pipeline.build.image import BuiltImage, discard, origin_sha256
+from pipeline.build.image import BuiltImage, RecordedFacts, discard, origin_sha256
 from pipeline.build.inputs import source_label
+from pipeline.common.errors import BakeryError
 from pipeline.common.progress import say
 from pipeline.common.run import run
 from pipeline.diskimage.info import GiB, check_qcow2, image_info, qcow2_without_backing
 from pipeline.diskimage.safety import check_image
 from pipeline.manifest import Manifest
-from pipeline.windows.inspection import inspect_image
+from pipeline.windows.inspection import inspect_image, refuse_unclean_hives
 
 
 def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: Path | None = None) -> BuiltImage:
     """The raw image to publish: baked when the manifest says so, else the source (converted if qcow2)."""
-    planned = preview(manifest, source_path)
-    origin = origin_sha256(manifest)
     label = _label(manifest, source_path)
+    gated = _gated(manifest, source_path, label)
+    origin = origin_sha256(manifest)
     if manifest.bake:
         result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir, label=label,
                                  max_virtual_size=manifest.max_virtual_gib * GiB)
         return BuiltImage(result.raw, image_info(result.raw, fmt="raw"), source_path, origin, temporary=True,
-                          facts=result.facts, baked=result, source_format=planned.info.format)
-    if planned.info.format == "raw":
-        return planned
-    converted = replace(_convert(source_path, workdir, origin), source_format=planned.info.format)
+                          facts=result.facts, baked=result, source_format=gated.source_format)
     if manifest.install:  # what Setup left is checked against the manifest by the facts-based lint rules
+        converted = replace(_convert(source_path, workdir, origin), source_format=gated.source_format)
         try:
             return replace(converted, facts=inspect_image(converted.path, workdir=workdir / "inspect", label=label))
         except BaseException:
             discard(converted)
             raise
-    return converted
+    facts = _identity(manifest, source_path, label)  # as plan read them: published as it is, the source is the image
+    if gated.source_format == "raw":
+        return replace(gated, facts=facts)
+    return replace(_convert(source_path, workdir, origin), source_format=gated.source_format, facts=facts)
 
 
 def _convert(source_path: Path, workdir: Path, origin: str) -> BuiltImage:
@@ -59,12 +61,35 @@ def _convert(source_path: Path, workdir: Path, origin: str) -> BuiltImage:
 
 
 def preview(manifest: Manifest, source_path: Path) -> BuiltImage:
-    """What build() would hand on, without writing anything (for plan and lint): the gate's view of it."""
+    """What build() would hand on, without writing anything (for plan and lint): the gate's view of it, and
+    what the source is (identity facts), so plan refuses what the build will refuse."""
+    label = _label(manifest, source_path)
+    return replace(_gated(manifest, source_path, label), facts=_identity(manifest, source_path, label))
+
+
+def _gated(manifest: Manifest, source_path: Path, label: str) -> BuiltImage:
     declared = manifest.source.format if manifest.source else None
-    checked = check_image(source_path, label=_label(manifest, source_path), declared=declared,
-                          max_virtual_size=manifest.max_virtual_gib * GiB)
+    checked = check_image(source_path, label=label, declared=declared, max_virtual_size=manifest.max_virtual_gib * GiB)
     return BuiltImage(source_path, checked.info, source_path, origin_sha256(manifest), temporary=False,
                       source_format=checked.format)
+
+
+def _identity(manifest: Manifest, source_path: Path, label: str) -> RecordedFacts | None:
+    """The Windows version, build, architecture and firmware of the source: they need no bake, and the rules
+    that check the manifest against them (version-matches-image, architecture-matches-image,
+    firmware-matches-disk) should fail in plan, not hours later. A source the bake will refuse is refused
+    here with the same error; a source published as it is and not readable as Windows is published
+    without them (a note says so)."""
+    try:
+        facts = inspect_image(source_path, label=label)
+        if manifest.bake:
+            refuse_unclean_hives(label, facts.hives)
+    except BakeryError as exc:
+        if manifest.bake:
+            raise
+        say(f"{label}: not read as a Windows image, so the rules that need its facts are skipped ({exc.one_line()})")
+        return None
+    return RecordedFacts(facts.identity(), facts.identity_lint_facts())
 
 
 def _label(manifest: Manifest, source_path: Path) -> str:

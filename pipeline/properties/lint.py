@@ -408,5 +408,41 @@ def _version_matches(props: dict, facts: dict):
         yield "os_distro_major", f"{major!r} names a desktop Windows, but the image is {windows['product_name']}"
     elif major.startswith(("ws", "2k", "win20", "w20")) and not windows["server"]:
         yield "os_distro_major", f"{major!r} names a Windows Server, but the image is {windows['product_name']}"
-    elif client and client.group(1) != actual:
-        yield "os_distro_major", f"{major!r} names Windows {client.group(1)}, but the image is {windows['product_name']}"
+    elif client and _client_version(client.group(1)) != actual:
+        yield "os_distro_major", f"{major!r} names Windows {_client_version(client.group(1))}, but the image is {windows['product_name']}"
+
+
+def _client_version(digits: str) -> str:
+    """The family convention writes Windows 8.1 without its dot (w81entx64)."""
+    return "8.1" if digits == "81" else digits
+
+
+@rule(
+    "architecture-matches-image",
+    "error",
+    "architecture tells Nova's ImagePropertiesFilter which hosts can run the image and libvirt which guest "
+    "to emulate; it must be the image's own (PROCESSOR_ARCHITECTURE in its registry: AMD64 is x86_64, X86 "
+    "is i686, ARM64 is aarch64). A 32-bit Windows published as x86_64 lands on hosts and in catalogues "
+    "that describe it wrongly, and an ARM64 one does not boot on x86_64 at all.",
+    "SYSTEM\\ControlSet00N\\Control\\Session Manager\\Environment; nova/objects/fields.py (Architecture); "
+    "nova/scheduler/filters/image_props_filter.py",
+)
+def _architecture_matches(props: dict, facts: dict):
+    windows = facts.get("windows")
+    declared = props.get("architecture")
+    if not windows or declared is None or windows.get("arch") is None:
+        return
+    actual = windows.get("architecture")
+    if actual is None:
+        yield "architecture", f"{declared!r} declared, but the image's PROCESSOR_ARCHITECTURE {windows.get('arch')!r} is not one this tool knows"
+    elif _canonical_architecture(declared) != actual:
+        yield "architecture", f"{declared!r} declared, but the image is {windows['arch']} Windows (architecture {actual!r})"
+
+
+def _canonical_architecture(name) -> str:
+    """As Nova canonicalizes it (nova/objects/fields.py Architecture.canonicalize): i386/i486/i586 and Xen's
+    x86_32 are i686, amd64 is x86_64."""
+    lowered = str(name).lower()
+    if lowered in ("i386", "i486", "i586", "x86_32", "x86_32p"):
+        return "i686"
+    return "x86_64" if lowered == "amd64" else lowered

@@ -41,6 +41,9 @@ RELEASES = {
     )
 }
 ARCHES = ("amd64", "x86")
+# The device setup classes' GUIDs (Microsoft's system-defined classes), as real INFs carry them in [Version].
+CLASS_GUIDS = {"SCSIAdapter": "{4D36E97B-E325-11CE-BFC1-08002BE10318}", "Net": "{4D36E972-E325-11CE-BFC1-08002BE10318}",
+               "System": "{4D36E97D-E325-11CE-BFC1-08002BE10318}", "HIDClass": "{745A17A0-74D3-11D0-B6FE-00A0C90F57DA}"}
 MARKER = "SYNTHETIC virtio-win made by the image bakery for tests and the demo: the drivers are placeholders"
 
 
@@ -51,6 +54,7 @@ def driver_files(release: VirtioRelease, driver: VirtioDriver, os_dir: str, arch
         "[Version]\r\n"
         'Signature="$WINDOWS NT$"\r\n'
         f"Class={driver.device_class}\r\n"
+        f"ClassGuid={CLASS_GUIDS.get(driver.device_class, CLASS_GUIDS['System'])}\r\n"
         "Provider=%VENDOR%\r\n"
         f"DriverVer = {release.date},{release.driver_version}\r\n"
         f"CatalogFile={driver.inf}.cat\r\n"
@@ -73,7 +77,8 @@ def tree(release: VirtioRelease) -> dict[str, bytes]:
             for arch in ARCHES:
                 for name, data in driver_files(release, driver, os_dir, arch).items():
                     files[f"/{driver.directory}/{os_dir}/{arch}/{name}"] = data
-    files["/guest-agent/qemu-ga-x86_64.msi"] = f"{MARKER}\nqemu-ga {release.version}\n".encode()
+    files["/guest-agent/qemu-ga-x86_64.msi"] = f"{MARKER}\nqemu-ga {release.version} x86_64\n".encode()
+    files["/guest-agent/qemu-ga-i386.msi"] = f"{MARKER}\nqemu-ga {release.version} i386\n".encode()
     files["/virtio-win_license.txt"] = f"{MARKER}\n".encode()
     files["/SYNTHETIC.txt"] = f"{MARKER}\n{release.label}\n".encode()
     return files

@@ -8,6 +8,7 @@ volume is filled through the same qemu-storage-daemon + ntfs-3g path the bake us
 from __future__ import annotations
 
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +39,8 @@ class WindowsRelease:
     firmware: str = "bios"  # bios: MBR with a System Reserved partition; uefi: GPT with ESP + MSR
     control_set: int = 1
     older_virtio: str = ""  # a virtio-win version whose drivers are already installed
+    arch: str = "AMD64"  # PROCESSOR_ARCHITECTURE: AMD64 or X86
+    last_known_good: int | None = None  # a LastKnownGood control set other than control_set (a fallback to boot)
 
     @property
     def current_version(self) -> str:
@@ -61,6 +64,10 @@ RELEASES = {
 }
 # The fixture with last year's drivers already installed: the monthly refresh has to replace them.
 RELEASES["w10-oldvirtio"] = replace(RELEASES["w10"], key="w10-oldvirtio", older_virtio="0.1.173")
+# 32-bit Windows 7: x86 drivers and the i386 guest agent, and architecture i686.
+RELEASES["w7-x86"] = replace(RELEASES["w7"], key="w7-x86", arch="X86")
+# A Windows 7 whose LastKnownGood is another control set: the one it falls back to after a failed boot.
+RELEASES["w7-lkg"] = replace(RELEASES["w7"], key="w7-lkg", last_known_good=2)
 
 
 def generate(path: Path, release: str | WindowsRelease, *, size: int = 40 * GiB, fmt: str = "raw") -> Path:
@@ -80,6 +87,8 @@ def generate(path: Path, release: str | WindowsRelease, *, size: int = 40 * GiB,
         for partition in layout.partitions:
             if _is_ntfs_partition(layout, partition):
                 _format_and_fill(raw, partition, spec if partition is windows_partition else None, scratch)
+            elif partition.type.upper() == volume.ESP_GPT:
+                _efi_system_partition(raw, partition, scratch)
         partial = path.with_name(path.name + ".part")
         if fmt == "raw":
             raw.replace(partial)
@@ -118,14 +127,59 @@ def _format_and_fill(raw: Path, partition: volume.Partition, spec: WindowsReleas
                 _windows_tree(root, spec, scratch)
 
 
+PE_MACHINES = {"AMD64": 0x8664, "X86": 0x014C, "ARM64": 0xAA64}
+
+
+def pe_placeholder(arch: str, *, subsystem: int = 3) -> bytes:
+    """A program with no code: a DOS stub header, the PE signature, a COFF header with the machine type and
+    an optional header (PE32+ for 64-bit, PE32 for x86) naming the subsystem (1 native, 2 GUI, 3 console,
+    10 EFI application). Enough for tools that read a binary's architecture (file(1), libguestfs)."""
+    wide = arch != "X86"
+    dos = bytearray(64)
+    dos[0:2] = b"MZ"
+    struct.pack_into("<I", dos, 0x3C, len(dos))  # e_lfanew: where the PE header starts
+    optional = bytearray(240 if wide else 224)
+    struct.pack_into("<H", optional, 0, 0x20B if wide else 0x10B)
+    struct.pack_into("<H", optional, 68, subsystem)
+    characteristics = 0x0022 if wide else 0x0102  # executable + large-address-aware | 32-bit machine
+    coff = b"PE\0\0" + struct.pack("<HHIIIHH", PE_MACHINES[arch], 0, 0, 0, 0, len(optional), characteristics)
+    return bytes(dos) + coff + bytes(optional) + MARKER.encode() + b"\n"
+
+
+def _efi_system_partition(raw: Path, partition: volume.Partition, scratch: Path) -> None:
+    """A FAT32 ESP with Windows' boot manager layout (placeholders) and a BCD store, written with mtools (no
+    mount): real tools (libguestfs inspection, virt-v2v) mount the ESP and read EFI\\Microsoft\\Boot\\BCD."""
+    require_tool("mformat", "mtools")
+    window = scratch / f"esp{partition.number}"
+    bcd = scratch / "BCD"
+    empty_hive(bcd, root_name="NewStoreRoot")
+    with Hive(bcd, write=True) as store:
+        store.set(r"Description", "KeyName", "BCD00000000")
+        store.set(r"Description", "System", 1, REG_DWORD)
+        store.ensure(r"Objects\{9dea862c-5cdd-4e70-acc1-f32b344d4795}\Description")  # the Windows Boot Manager object
+        store.set(r"Objects\{9dea862c-5cdd-4e70-acc1-f32b344d4795}\Description", "Type", 0x10100002, REG_DWORD)
+    placeholder = scratch / "efi-placeholder"
+    placeholder.write_bytes(pe_placeholder("AMD64", subsystem=10))  # an EFI application
+    with fuse.exposed(raw, "raw", mountpoint=window, window=partition, writable=True):
+        run(["mformat", "-i", window, "-F", "-N", "0B5E5A1E", "-v", "SYSTEM", "::"])
+        for folder in ("EFI", "EFI/Microsoft", "EFI/Microsoft/Boot", "EFI/Boot"):
+            run(["mmd", "-i", window, f"::/{folder}"])
+        run(["mcopy", "-i", window, bcd, "::/EFI/Microsoft/Boot/BCD"])
+        for target in ("EFI/Microsoft/Boot/bootmgfw.efi", "EFI/Boot/bootx64.efi"):
+            run(["mcopy", "-i", window, placeholder, f"::/{target}"])
+
+
 def _windows_tree(root: Path, spec: WindowsRelease, scratch: Path) -> None:
     system32 = root / "Windows" / "System32"
     for directory in ("config", "drivers", "DriverStore/FileRepository", "../INF", "../Setup/Scripts"):
         (system32 / directory).mkdir(parents=True, exist_ok=True)
     for directory in ("Program Files", "ProgramData", "Users/Default"):
         (root / directory).mkdir(parents=True, exist_ok=True)
-    (system32 / "ntoskrnl.exe").write_bytes(b"MZ " + MARKER.encode() + b"\n")
-    (root / "Windows" / "explorer.exe").write_bytes(b"MZ " + MARKER.encode() + b"\n")
+    (system32 / "ntoskrnl.exe").write_bytes(pe_placeholder(spec.arch, subsystem=1))
+    # libguestfs inspection reads cmd.exe's PE header for the architecture: no cmd.exe, or no header, and
+    # virt-inspector (so virt-v2v) finds no operating system at all
+    (system32 / "cmd.exe").write_bytes(pe_placeholder(spec.arch))
+    (root / "Windows" / "explorer.exe").write_bytes(pe_placeholder(spec.arch, subsystem=2))
     hives = scratch / "hives"
     hives.mkdir(exist_ok=True)
     for name in ("SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"):
@@ -140,12 +194,15 @@ def _windows_tree(root: Path, spec: WindowsRelease, scratch: Path) -> None:
 
 def _system_hive(path: Path, spec: WindowsRelease) -> None:
     with Hive(path, write=True) as system:
+        last_known_good = spec.last_known_good or spec.control_set
         system.set_many("Select", {k: (v, REG_DWORD) for k, v in
-                                   {"Current": spec.control_set, "Default": spec.control_set, "LastKnownGood": spec.control_set, "Failed": 0}.items()})
-        for number in sorted({1, spec.control_set}):
+                                   {"Current": spec.control_set, "Default": spec.control_set, "LastKnownGood": last_known_good,
+                                    "Failed": 0}.items()})
+        for number in sorted({1, spec.control_set, last_known_good}):
             ccs = f"ControlSet{number:03d}"
             system.set(rf"{ccs}\Control\ComputerName\ComputerName", "ComputerName", "WIN-SYNTHETIC")
-            system.set(rf"{ccs}\Control\Session Manager\Environment", "PROCESSOR_ARCHITECTURE", "AMD64")
+            system.set(rf"{ccs}\Services\Tcpip\Parameters", "Hostname", "WIN-SYNTHETIC")  # libguestfs reads this one
+            system.set(rf"{ccs}\Control\Session Manager\Environment", "PROCESSOR_ARCHITECTURE", spec.arch)
             system.set(rf"{ccs}\Control\Session Manager\Environment", "OS", "Windows_NT")
             system.set_many(rf"{ccs}\Services\atapi", {
                 "Type": (1, REG_DWORD), "Start": (0, REG_DWORD), "ErrorControl": (3, REG_DWORD),
@@ -190,8 +247,9 @@ def _install_older_virtio(root: Path, hives: Path, spec: WindowsRelease) -> None
     with Hive(hives / "SYSTEM", write=True) as system:
         for index, name in enumerate(("viostor", "NetKVM", "Balloon"), start=1):
             driver = DRIVERS[name]
-            files = virtio_iso.driver_files(release, driver, os_dir, "amd64")
-            package = root / "Windows/System32/DriverStore/FileRepository" / f"{driver.inf}.inf_amd64_{index:016x}"
+            arch = "x86" if spec.arch == "X86" else "amd64"
+            files = virtio_iso.driver_files(release, driver, os_dir, arch)
+            package = root / "Windows/System32/DriverStore/FileRepository" / f"{driver.inf}.inf_{arch}_{index:016x}"
             package.mkdir(parents=True)
             for file_name, data in files.items():
                 (package / file_name).write_bytes(data)

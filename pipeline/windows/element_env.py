@@ -17,7 +17,7 @@ class ElementEnvironment:
     windows_root: Path
     system_hive: Path
     software_hive: Path
-    control_set: str
+    control_set: str  # the set Windows boots (Select\Default)
     major: int
     minor: int
     build: int
@@ -30,6 +30,7 @@ class ElementEnvironment:
     virtio_win_version: str
     build_epoch: int
     image_label: str = "the image"
+    control_sets: tuple[str, ...] = ()  # every set Select names for booting: Default, Current, LastKnownGood
 
     @classmethod
     def from_environ(cls) -> "ElementEnvironment":
@@ -51,6 +52,7 @@ class ElementEnvironment:
             virtio_win_version=env["BAKERY_VIRTIO_WIN_VERSION"],
             build_epoch=int(env.get("BAKERY_BUILD_EPOCH", "0")),
             image_label=env.get("BAKERY_IMAGE_LABEL", "the image"),
+            control_sets=tuple(env.get("BAKERY_CONTROL_SETS", env["BAKERY_CONTROL_SET"]).split()),
         )
 
     @property

@@ -15,13 +15,18 @@ from pipeline.common.errors import BakeryError
 from pipeline.diskimage import fuse
 from pipeline.diskimage.info import check_qcow2, image_info
 from pipeline.diskimage.safety import check_image
-from pipeline.windows import volume
+from pipeline.windows import startup_scripts, volume
 from pipeline.windows.drivers import DRIVERS, STAGING_DIR, driver_version, os_directory, version_key
-from pipeline.windows.registry import Hive, current_control_set
+from pipeline.windows.registry import Hive, HiveState, boot_control_set, hive_state, selected_control_sets
 
 CURRENT_VERSION = r"Microsoft\Windows NT\CurrentVersion"
 GUEST_AGENT_SERVICE = "QEMU-GA"
 FIRSTBOOT_SCRIPT = STAGING_DIR + r"\install-virtio-drivers.cmd"
+# Where other tools leave their first-boot machinery: virt-v2v's (libguestfs firstboot) runs its scripts
+# from a service (rhsrvany, or pnp_wait in newer releases) under this folder.
+OTHER_FIRSTBOOT = (r"Program Files\Guestfs\Firstboot", r"Program Files\Red Hat\Firstboot")
+FIRSTBOOT_SERVICES = ("rhsrvany", "RHSrvAny", "pnp_wait")
+ARCHITECTURES = {"AMD64": "x86_64", "X86": "i686", "ARM64": "aarch64"}  # registry -> Glance/Nova architecture
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,14 @@ class WindowsFacts:
     build: int
     display_version: str
     arch: str  # AMD64 | X86 | ARM64
-    control_set: str  # ControlSet00N, from Select\Current
+    control_set: str  # ControlSet00N Windows boots: Select\Default
     hostname: str
+    control_sets: tuple[str, ...] = ()  # every set Select names for booting (Default, Current, LastKnownGood)
+
+    @property
+    def architecture(self) -> str | None:
+        """The `architecture` property value (x86_64, i686, aarch64) that describes this Windows."""
+        return ARCHITECTURES.get(self.arch)
 
     @property
     def server(self) -> bool:
@@ -66,7 +77,8 @@ class WindowsFacts:
             directory, version = self.virtio_os_dir, self.os_version
         except BakeryError:  # a Windows virtio-win never supported: facts are still facts
             directory = version = None
-        return {**asdict(self), "server": self.server, "os_version": version, "virtio_os_dir": directory}
+        return {**asdict(self), "control_sets": list(self.control_sets), "server": self.server, "os_version": version,
+                "virtio_os_dir": directory, "architecture": self.architecture}
 
 
 @dataclass(frozen=True)
@@ -77,14 +89,18 @@ class DriverState:
     boot_registered: bool  # CriticalDeviceDatabase (pre-8) or DriverDatabase entries for its PCI ids
     staged_version: str | None  # in the staging folder (installed at first boot)
     installed_versions: tuple[str, ...]  # in the driver store
+    service_present: bool = False  # its service exists in the control set Windows boots
+    missing_in_control_sets: tuple[str, ...] = ()  # boot drivers: the sets Select names without a boot-start service
+    database_registered: bool = False  # a DriverDatabase package of its INF (Windows 8+)
 
     @property
     def bootable(self) -> bool:
-        return self.service_start == 0 and self.sys_file and self.boot_registered
+        return self.service_start == 0 and self.sys_file and self.boot_registered and not self.missing_in_control_sets
 
     @property
     def present(self) -> bool:
-        return self.bootable or self.staged_version is not None or bool(self.installed_versions)
+        return (self.bootable or self.staged_version is not None or bool(self.installed_versions) or self.service_present
+                or self.database_registered)
 
     @property
     def newest(self) -> str | None:
@@ -92,7 +108,8 @@ class DriverState:
         return max(versions, key=version_key) if versions else None
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "bootable": self.bootable, "present": self.present, "newest": self.newest}
+        return {**asdict(self), "missing_in_control_sets": list(self.missing_in_control_sets), "bootable": self.bootable,
+                "present": self.present, "newest": self.newest}
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,9 @@ class ImageFacts:
     guest_agent: dict[str, bool] = field(default_factory=dict)
     device_path: str = ""
     firstboot: bool = False
+    firstboot_by: str | None = None  # bakery | virt-v2v
+    firstboot_hooks: tuple[str, ...] = ()  # how it starts: startup-script, service, setupcomplete, runonce
+    hives: dict = field(default_factory=dict)  # SYSTEM / SOFTWARE: clean or not (registry.HiveState)
 
     @property
     def firmware(self) -> str:
@@ -118,7 +138,24 @@ class ImageFacts:
             "layout": self.layout.to_dict(), "firmware": self.firmware, "windows_partition": self.windows_partition,
             "windows": self.windows.to_dict(), "drivers": {k: v.to_dict() for k, v in self.drivers.items()},
             "guest_agent": self.guest_agent, "device_path": self.device_path, "firstboot": self.firstboot,
+            "firstboot_by": self.firstboot_by, "firstboot_hooks": list(self.firstboot_hooks),
+            "firstboot_at_boot": self.firstboot_at_boot, "hives": self.hives,
         }
+
+    @property
+    def firstboot_at_boot(self) -> bool:
+        """The first-boot step runs at boot without anyone logging on (not only after sysprep or at a logon)."""
+        return bool({"startup-script", "service"} & set(self.firstboot_hooks))
+
+    def identity(self) -> dict:
+        """What the image is, without what a bake will change (drivers, agent, first boot): what plan and lint
+        know of a source before it is baked."""
+        return {"image": self.image, "format": self.format, "virtual_size": self.virtual_size, "layout": self.layout.to_dict(),
+                "firmware": self.firmware, "windows_partition": self.windows_partition, "windows": self.windows.to_dict(),
+                "hives": self.hives, "identity_only": True}
+
+    def identity_lint_facts(self) -> dict:
+        return {"virtual_size": self.virtual_size, "firmware": self.firmware, "windows": self.windows.to_dict()}
 
     def lint_facts(self) -> dict:
         """The subset the property linter reasons about."""
@@ -129,6 +166,21 @@ class ImageFacts:
             "drivers": {k: {"bootable": v.bootable, "present": v.present} for k, v in self.drivers.items()},
             "guest_agent": any(self.guest_agent.values()),
         }
+
+
+def refuse_unclean_hives(label: str, hives: dict[str, dict]) -> None:
+    """A hive Windows did not close cleanly has changes only in its transaction logs. Replaying them is not
+    left to a library that gets it wrong (regipy applies log entries whatever their sequence number, stale
+    ones included): the image is refused, with how to get a clean one. `hives`: HiveState.to_dict() by name."""
+    for name, state in hives.items():
+        if not state["clean"]:
+            logs = state["pending_logs"]
+            held = f"; {', '.join(logs)} hold changes the hive does not have" if logs else ""
+            raise BakeryError(
+                f"{label}: the {name} hive was not closed cleanly (sequence numbers {state['primary_sequence']} and "
+                f"{state['secondary_sequence']}{held}): refused, editing it would lose those changes",
+                hint="boot the image, shut Windows down cleanly (not hibernated, fast startup off: shutdown /s /t 0) "
+                     "and export the disk again")
 
 
 @dataclass(frozen=True)
@@ -213,26 +265,68 @@ def _hives(found: WindowsVolume) -> Iterator[tuple[Hive, Hive]]:
 
 
 def read_facts(found: WindowsVolume, *, image: str, fmt: str, virtual_size: int) -> ImageFacts:
+    """Facts from what Windows will use (services, the driver store, DriverDatabase, System32\\drivers), so
+    an image refreshed by another tool (virt-v2v's flat Drivers\\VirtIO folder and first-boot service) reads
+    as what it is, not as "nothing installed"."""
+    states = hive_states(found)
     with _hives(found) as (system, software):
         windows = windows_facts(system, software, found.label)
         drivers = {name: _driver_state(found, system, windows, name) for name in DRIVERS}
         agent = {
             "service": system.has(rf"{windows.control_set}\Services\{GUEST_AGENT_SERVICE}"),
-            "staged": found.path(STAGING_DIR + r"\guest-agent").is_dir(),
+            "staged": found.path(STAGING_DIR + r"\guest-agent").is_dir() or any(
+                _files(found, folder, "**/qemu-ga*.msi") for folder in (STAGING_DIR, *OTHER_FIRSTBOOT)),
+            "installed": found.path(r"Program Files\Qemu-ga\qemu-ga.exe").is_file(),
         }
         device_path = software.get(r"Microsoft\Windows\CurrentVersion", "DevicePath", "")
+        firstboot_by = _firstboot_by(found, system, windows)
+        hooks = _firstboot_hooks(found, system, software, windows) if firstboot_by else ()
     return ImageFacts(
         image=image, format=fmt, virtual_size=virtual_size, layout=found.layout, windows_partition=found.partition.number,
         windows=windows, drivers=drivers, guest_agent=agent, device_path=device_path,
-        firstboot=found.path(FIRSTBOOT_SCRIPT).is_file(),
+        firstboot=firstboot_by is not None, firstboot_by=firstboot_by, firstboot_hooks=hooks, hives={k: v.to_dict() for k, v in states.items()},
     )
+
+
+def hive_states(found: WindowsVolume) -> dict[str, HiveState]:
+    return {name: hive_state(path) for name, path in (("SYSTEM", found.system_hive), ("SOFTWARE", found.software_hive))
+            if path.is_file()}
+
+
+def _firstboot_by(found: WindowsVolume, system: Hive, windows: WindowsFacts) -> str | None:
+    if found.path(FIRSTBOOT_SCRIPT).is_file():
+        return "bakery"
+    if any(system.has(rf"{windows.control_set}\Services\{s}") for s in FIRSTBOOT_SERVICES) or \
+            any(found.path(folder).is_dir() for folder in OTHER_FIRSTBOOT):
+        return "virt-v2v"
+    return None
+
+
+def _firstboot_hooks(found: WindowsVolume, system: Hive, software: Hive, windows: WindowsFacts) -> tuple[str, ...]:
+    script = FIRSTBOOT_SCRIPT.rsplit("\\", 1)[1].lower()
+    hooks = []
+    if any(script in s.lower() for s in startup_scripts.registered(found.path, software)):
+        hooks.append("startup-script")
+    if any(system.has(rf"{windows.control_set}\Services\{s}") for s in FIRSTBOOT_SERVICES):
+        hooks.append("service")
+    setup_complete = found.path(r"Windows\Setup\Scripts\SetupComplete.cmd")
+    if setup_complete.is_file() and script in setup_complete.read_bytes().decode("latin-1").lower():
+        hooks.append("setupcomplete")
+    if any(script in str(v).lower() for v in software.values(r"Microsoft\Windows\CurrentVersion\RunOnce").values()):
+        hooks.append("runonce")
+    return tuple(hooks)
+
+
+def _files(found: WindowsVolume, folder: str, pattern: str) -> list[Path]:
+    directory = found.path(folder)
+    return sorted(p for p in directory.glob(pattern) if not p.is_symlink()) if directory.is_dir() else []
 
 
 def windows_facts(system: Hive, software: Hive, image: str) -> WindowsFacts:
     info = software.values(CURRENT_VERSION)
     if not info.get("ProductName") or not info.get("CurrentBuildNumber"):
         raise BakeryError(f"{image}: SOFTWARE has no {CURRENT_VERSION} with ProductName and CurrentBuildNumber: not a Windows installation")
-    control_set = current_control_set(system)
+    control_set = boot_control_set(system)
     build = int(str(info.get("CurrentBuildNumber") or info.get("CurrentBuild")))
     if "CurrentMajorVersionNumber" in info:
         major, minor = int(info["CurrentMajorVersionNumber"]), int(info.get("CurrentMinorVersionNumber", 0))
@@ -249,21 +343,25 @@ def windows_facts(system: Hive, software: Hive, image: str) -> WindowsFacts:
         display_version=info.get("DisplayVersion", info.get("CSDVersion", "")),
         arch=str(environment.get("PROCESSOR_ARCHITECTURE", "")).upper(), control_set=control_set,
         hostname=system.get(rf"{control_set}\Control\ComputerName\ComputerName", "ComputerName", ""),
+        control_sets=selected_control_sets(system),
     )
 
 
 def _driver_state(found: WindowsVolume, system: Hive, windows: WindowsFacts, name: str) -> DriverState:
     driver = DRIVERS[name]
+    sets = windows.control_sets or (windows.control_set,)
     service = system.values(rf"{windows.control_set}\Services\{driver.service}")
+    without_service = tuple(s for s in sets if system.get(rf"{s}\Services\{driver.service}", "Start") != 0)
     registered = False
     if driver.hardware_ids:
-        if windows.pre_windows8:
-            cdd = rf"{windows.control_set}\Control\CriticalDeviceDatabase"
-            registered = all(system.get(rf"{cdd}\{_cdd_key(hwid)}", "Service") == driver.service for hwid in driver.hardware_ids)
+        if windows.pre_windows8:  # in every control set that may boot, or a LastKnownGood fallback cannot find its disk
+            registered = all(system.get(rf"{s}\Control\CriticalDeviceDatabase\{_cdd_key(hwid)}", "Service") == driver.service
+                             for s in sets for hwid in driver.hardware_ids)
         else:
             registered = all(system.subkeys(rf"DriverDatabase\DeviceIds\{hwid}") or system.values(rf"DriverDatabase\DeviceIds\{hwid}")
                              for hwid in driver.hardware_ids)
-    staged = _inf_version(found.path(rf"{STAGING_DIR}\{name}\{driver.inf}.inf"))
+    staged = _inf_version(found.path(rf"{STAGING_DIR}\{name}\{driver.inf}.inf")) or _inf_version(
+        found.path(rf"{STAGING_DIR}\{driver.inf}.inf"))  # virt-v2v stages every package flat in one folder
     store = found.path(r"Windows\System32\DriverStore\FileRepository")
     installed = sorted(
         {v for package in (store.glob(f"{driver.inf}.inf_*") if store.is_dir() else [])
@@ -273,7 +371,14 @@ def _driver_state(found: WindowsVolume, system: Hive, windows: WindowsFacts, nam
     return DriverState(
         name=name, service_start=service.get("Start"), sys_file=found.path(rf"Windows\System32\drivers\{driver.inf}.sys").is_file(),
         boot_registered=registered, staged_version=staged, installed_versions=tuple(installed),
+        service_present=bool(service) and driver.service != "", missing_in_control_sets=without_service if driver.boot else (),
+        database_registered=_in_driver_database(system, driver.inf),
     )
+
+
+def _in_driver_database(system: Hive, inf: str) -> bool:
+    """A package of this INF known to PnP (Windows 8 and later), whoever put it there."""
+    return any(name.lower().startswith(f"{inf}.inf_") for name in system.subkeys(r"DriverDatabase\DriverPackages"))
 
 
 def _cdd_key(hardware_id: str) -> str:

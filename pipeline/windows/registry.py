@@ -7,12 +7,13 @@ so no code edits regf bytes by hand except `empty_hive`, which writes the one th
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import BakeryError
 
-REG_NONE, REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ = 0, 1, 2, 3, 4, 7
+REG_NONE, REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ, REG_QWORD = 0, 1, 2, 3, 4, 7, 11
 
 
 def _hivex():
@@ -28,10 +29,7 @@ class Hive:
 
     def __init__(self, path: Path, *, write: bool = False):
         self.path = Path(path)
-        try:
-            self._h = _hivex().Hivex(str(self.path), write=write)
-        except RuntimeError as exc:
-            raise BakeryError(f"{self.path}: not a readable registry hive ({exc})") from None
+        self._h = _open(self.path, write)
         self.write = write
 
     def __enter__(self) -> "Hive":
@@ -103,6 +101,26 @@ class Hive:
             self._h.node_set_value(node, {"key": name, "t": kind, "value": _encode(value, kind)})
 
 
+def _open(path: Path, write: bool):
+    """hivex.Hivex(path): a hive it cannot open raises, and the half-built binding object then prints an
+    AttributeError from its __del__ on stderr. The object is built by hand so a failure leaves nothing."""
+    hivex = _hivex()
+
+    class Handle(hivex.Hivex):
+        def __del__(self):
+            if getattr(self, "_o", None) is not None:
+                super().__del__()
+
+    handle = Handle.__new__(Handle)
+    handle._o = None
+    flags = 4 if write else 0  # HIVEX_OPEN_WRITE
+    try:
+        handle._o = hivex.libhivexmod.open(str(path), flags)
+    except (RuntimeError, OSError) as exc:
+        raise BakeryError(f"{path}: not a readable registry hive ({exc})") from None
+    return handle
+
+
 def _parts(path: str) -> list[str]:
     return [p for p in path.replace("/", "\\").split("\\") if p]
 
@@ -112,6 +130,8 @@ def _encode(value: Any, kind: int) -> bytes:
         return (str(value) + "\0").encode("utf-16-le")
     if kind == REG_DWORD:
         return struct.pack("<I", int(value))
+    if kind == REG_QWORD:
+        return struct.pack("<Q", int(value))
     if kind == REG_MULTI_SZ:
         return "".join(s + "\0" for s in value).encode("utf-16-le") + b"\0\0"
     return bytes(value)
@@ -122,17 +142,88 @@ def _decode(kind: int, data: bytes) -> Any:
         return data.decode("utf-16-le", errors="replace").split("\0", 1)[0]
     if kind == REG_DWORD and len(data) >= 4:
         return struct.unpack("<I", data[:4])[0]
+    if kind == REG_QWORD and len(data) >= 8:
+        return struct.unpack("<Q", data[:8])[0]
     if kind == REG_MULTI_SZ:
         return [s for s in data.decode("utf-16-le", errors="replace").split("\0") if s]
     return data
 
 
-def current_control_set(system: Hive) -> str:
-    """`ControlSet00N` named by SYSTEM\\Select\\Current: the live one is not always 001."""
-    number = system.get("Select", "Current")
+def boot_control_set(system: Hive) -> str:
+    """`ControlSet00N` Windows boots: SYSTEM\\Select\\Default (Current is what the running system used; on
+    disk they are nearly always equal, but it is Default the boot loader reads)."""
+    return _select(system, "Default")
+
+
+def selected_control_sets(system: Hive) -> tuple[str, ...]:
+    """Every control set Select names for booting: Default, then Current and LastKnownGood (Windows 7 falls
+    back to LastKnownGood after a failed boot, which is exactly when a new storage driver matters)."""
+    found = [_select(system, "Default")]
+    for name in ("Current", "LastKnownGood"):
+        number = system.get("Select", name)
+        if isinstance(number, int) and number > 0 and system.has(f"ControlSet{number:03d}"):
+            found.append(f"ControlSet{number:03d}")
+    return tuple(dict.fromkeys(found))
+
+
+def _select(system: Hive, name: str) -> str:
+    number = system.get("Select", name)
     if not isinstance(number, int) or not system.has(f"ControlSet{number:03d}"):
-        raise BakeryError(f"{system.path}: SYSTEM\\Select\\Current does not name an existing control set")
+        raise BakeryError(f"{system.path}: SYSTEM\\Select\\{name} does not name an existing control set")
     return f"ControlSet{number:03d}"
+
+
+# -- is the hive clean? -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HiveState:
+    """A hive's base block sequence numbers, and what its transaction logs (.LOG1/.LOG2) still hold."""
+
+    primary_sequence: int
+    secondary_sequence: int
+    pending_logs: tuple[str, ...]  # logs with entries newer than the hive itself
+
+    @property
+    def clean(self) -> bool:
+        return self.primary_sequence == self.secondary_sequence and not self.pending_logs
+
+    def to_dict(self) -> dict:
+        return {"clean": self.clean, "primary_sequence": self.primary_sequence, "secondary_sequence": self.secondary_sequence,
+                "pending_logs": list(self.pending_logs)}
+
+
+def hive_state(path: Path) -> HiveState:
+    """Windows writes a hive lazily: it raises the primary sequence number, writes, then the secondary. Unequal
+    numbers mean an interrupted write, and from Windows 8.1 on, log entries (HvLE) whose sequence number is
+    at least the hive's hold changes the hive file does not have yet. Editing such a hive and writing it back
+    as clean loses them (Windows would not replay the logs against a hive that says clean)."""
+    with open(path, "rb") as handle:
+        base = handle.read(_HEADER_SIZE)
+    if len(base) < 12 or base[:4] != b"regf":
+        raise BakeryError(f"{path}: not a registry hive (no regf base block)")
+    primary, secondary = struct.unpack_from("<II", base, 4)
+    pending = tuple(log.name for log in (path.with_name(path.name + s) for s in (".LOG1", ".LOG2", ".LOG"))
+                    if _log_has_entries_from(log, secondary))
+    return HiveState(primary, secondary, pending)
+
+
+def _log_has_entries_from(log: Path, sequence: int) -> bool:
+    """A new-format log (a regf base block, then HvLE entries) with an entry numbered `sequence` or later."""
+    try:
+        with open(log, "rb") as handle:
+            data = handle.read(16 * 1024 * 1024)
+    except OSError:
+        return False
+    offset = 512
+    while offset + 32 <= len(data) and data[offset:offset + 4] == b"HvLE":
+        size, _flags, number = struct.unpack_from("<III", data, offset + 4)
+        if number >= sequence:
+            return True
+        if size < 40 or size % 512:
+            break
+        offset += size
+    return False
 
 
 # -- a new, empty hive -------------------------------------------------------------------------------------
@@ -199,42 +290,49 @@ def filetime(unix_seconds: float) -> int:
     return int((unix_seconds + FILETIME_UNIX_OFFSET) * 10_000_000)
 
 
-def pin_timestamps(path: Path, *, since: float, to: int) -> int:
-    """Rewrite every last-written time hivex stamped during this build (at or after `since`) to `to`.
+def timestamps(path: Path) -> dict[int, int]:
+    """Every last-written time in a hive by its offset: the base block's, each hbin's and each key's (nk)."""
+    return dict(_stamp_offsets(Path(path).read_bytes()))
 
-    hivex stamps the current time into the base block and new hbins, and leaves the keys it creates at 0
-    (1601-01-01); without this, two bakes of the same inputs differ in those bytes, and new keys look
-    older than Windows. Times older than `since` belong to the source image and are kept; a zero stamp is
-    never Windows' own. Returns how many stamps were rewritten.
-    """
-    data = bytearray(Path(path).read_bytes())
-    threshold, target = filetime(since), filetime(to)
-    changed = 0
 
-    def pin(offset: int) -> None:
-        nonlocal changed
-        (stamp,) = struct.unpack_from("<Q", data, offset)
-        if stamp >= threshold or stamp == 0:
-            struct.pack_into("<Q", data, offset, target)
-            changed += 1
-
-    pin(0x0C)  # base block: last written
+def _stamp_offsets(data: bytes):
+    yield 0x0C, struct.unpack_from("<Q", data, 0x0C)[0]  # base block: last written
     offset = _HEADER_SIZE
     while offset + 0x20 <= len(data) and data[offset:offset + 4] == b"hbin":
         (hbin_size,) = struct.unpack_from("<I", data, offset + 8)
-        pin(offset + 0x14)
+        if hbin_size < 0x20:
+            break
+        yield offset + 0x14, struct.unpack_from("<Q", data, offset + 0x14)[0]
         cell = offset + 0x20
         while cell + 4 <= offset + hbin_size:
             (size,) = struct.unpack_from("<i", data, cell)
             if size == 0:
                 break
             if size < 0 and data[cell + 4:cell + 6] == b"nk":
-                pin(cell + 4 + 4)  # nk: signature, flags, then the last-written FILETIME
+                yield cell + 8, struct.unpack_from("<Q", data, cell + 8)[0]  # nk: signature, flags, then the time
             cell += abs(size)
         offset += hbin_size
-    checksum = 0
-    for (dword,) in struct.iter_unpack("<I", bytes(data[:0x1FC])):
-        checksum ^= dword
-    struct.pack_into("<I", data, 0x1FC, checksum)
-    Path(path).write_bytes(bytes(data))
+
+
+def pin_timestamps(path: Path, *, before: dict[int, int], to: int) -> int:
+    """Rewrite to `to` the last-written times this build wrote: those not in `before` (the hive's stamps
+    before the build edited it, from timestamps()) or different from it. Everything else stays byte-equal,
+    zeros included: real Windows 10 hives carry zero stamps the bake never touched.
+
+    hivex stamps the current time into the base block and new hbins, and leaves the keys it creates at 0
+    (1601-01-01); without this, two bakes of the same inputs differ in those bytes. Returns how many
+    stamps were rewritten."""
+    data = bytearray(Path(path).read_bytes())
+    target = filetime(to)
+    changed = 0
+    for offset, stamp in list(_stamp_offsets(bytes(data))):
+        if before.get(offset) != stamp:
+            struct.pack_into("<Q", data, offset, target)
+            changed += 1
+    if changed:
+        checksum = 0
+        for (dword,) in struct.iter_unpack("<I", bytes(data[:0x1FC])):
+            checksum ^= dword
+        struct.pack_into("<I", data, 0x1FC, checksum)
+        Path(path).write_bytes(bytes(data))
     return changed

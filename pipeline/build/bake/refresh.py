@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,8 +24,16 @@ from pipeline.diskimage.info import GiB, check_qcow2, image_info, qcow2_without_
 from pipeline.diskimage.safety import DEFAULT_MAX_VIRTUAL_GIB, check_image
 from pipeline.manifest import BakeSpec
 from pipeline.windows.drivers import BOOT_DRIVERS, STAGING_DIR
-from pipeline.windows.inspection import ImageFacts, WindowsVolume, read_facts, read_windows, windows_volume
-from pipeline.windows.registry import Hive, pin_timestamps
+from pipeline.windows.inspection import (
+    ImageFacts,
+    WindowsVolume,
+    hive_states,
+    read_facts,
+    read_windows,
+    refuse_unclean_hives,
+    windows_volume,
+)
+from pipeline.windows.registry import Hive, pin_timestamps, timestamps
 from pipeline.windows.virtio_win import SelectedDriver, VirtioWin
 
 HIVES = ("SYSTEM", "SOFTWARE")
@@ -87,11 +94,11 @@ def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_e
     run(["qemu-img", "convert", "-q", *(["-f", "raw"] if source_format == "raw" else []), "-O", "raw", readable, partial],
         timeout=6 * 3600)
 
-    started = time.time()  # hivex stamps from here on are ours, and get the build epoch instead
     with VirtioWin(virtio_win) as media:
         build_epoch = epoch_of(spec, media) if build_epoch is None else build_epoch
         with windows_volume(partial, "raw", workdir / "mnt", writable=True, clock=build_epoch, label=label) as found:
-            facts, selection = _refresh(spec, found, media, partial, workdir, resolved, started, build_epoch)
+            refuse_unclean_hives(label, {n: st.to_dict() for n, st in hive_states(found).items()})
+            facts, selection = _refresh(spec, found, media, partial, workdir, resolved, build_epoch)
         version = media.version
     # unmounted: ntfs-3g has flushed everything
     _check_result(facts, selection)
@@ -109,7 +116,7 @@ def epoch_of(spec: BakeSpec, media: VirtioWin) -> int:
 
 
 def _refresh(spec: BakeSpec, found: WindowsVolume, media: VirtioWin, partial: Path, workdir: Path, resolved,
-             started: float, build_epoch: int) -> tuple[ImageFacts, list[SelectedDriver]]:
+             build_epoch: int) -> tuple[ImageFacts, list[SelectedDriver]]:
     """Select, stage and register the drivers, run the elements; returns the facts read back and the selection."""
     windows = read_windows(found)
     say(f"found {windows.product_name} (build {windows.build}, {windows.arch}, {windows.control_set}) on partition {found.partition.number}")
@@ -121,12 +128,13 @@ def _refresh(spec: BakeSpec, found: WindowsVolume, media: VirtioWin, partial: Pa
     for agent in GUEST_AGENT_FILES:
         media.extract_file(agent, drivers_dir / agent)
     hives = _copy_hives_out(found, workdir / "hives")
+    stamps = {name: timestamps(copy) for name, copy in hives.items()}  # what was there before the build wrote
     hooks = workdir / "hooks"
     elements.merge_hooks(resolved, hooks)
     environment = element_environment(found, windows, hives, drivers_dir, selection, media.version, build_epoch)
     elements.run_phases(hooks, environment, _log_path(workdir))
-    for copy in hives.values():
-        pin_timestamps(copy, since=started, to=build_epoch)
+    for name, copy in hives.items():
+        pin_timestamps(copy, before=stamps[name], to=build_epoch)
     _copy_hives_back(hives, found)
     return read_facts(found, image=str(partial), fmt="raw", virtual_size=image_info(partial, fmt="raw").virtual_size), selection
 
@@ -147,6 +155,7 @@ def element_environment(found, windows, hives: dict[str, Path], drivers_dir: Pat
         "BAKERY_HIVE_SYSTEM": str(hives["SYSTEM"]),
         "BAKERY_HIVE_SOFTWARE": str(hives["SOFTWARE"]),
         "BAKERY_CONTROL_SET": windows.control_set,
+        "BAKERY_CONTROL_SETS": " ".join(windows.control_sets or (windows.control_set,)),
         "BAKERY_WINDOWS_MAJOR": str(windows.major),
         "BAKERY_WINDOWS_MINOR": str(windows.minor),
         "BAKERY_WINDOWS_BUILD": str(windows.build),
