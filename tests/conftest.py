@@ -249,7 +249,9 @@ def account(cloud, tmp_path, monkeypatch):
                      **overrides) -> Path:
             image = tmp_path / f"{name}.raw"
             sha256 = make_image(image, size, seed=name, sparse_tail=sparse_tail)
-            # the direct upload these tests were written for; the import routes are tests/test_import.py's
+            # the direct upload these tests were written for; the import routes are tests/test_import.py's.
+            # Concurrent imports on the one-process sqlite Glance can leave a task "pending" that never runs
+            # (a Glance-side stall, not the bakery's; the bakery's wait is bounded by its import deadline).
             overrides.setdefault("upload", {"method": "direct"})
             return write_manifest(tmp_path, image, sha256, name=name, family={"os_distro_major": self.family},
                                   image={"visibility": visibility, "min_ram": 2048}, **overrides)

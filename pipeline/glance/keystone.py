@@ -24,7 +24,7 @@ KEYSTONE_CONF = """\
 [DEFAULT]
 log_file = {root}/keystone.log
 [database]
-connection = sqlite:///{root}/keystone.sqlite
+connection = sqlite:///{root}/keystone.sqlite?timeout=60
 [token]
 provider = fernet
 expiration = {token_lifetime}

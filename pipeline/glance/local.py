@@ -36,7 +36,9 @@ log_file = {root}/glance-api.log
 enabled_import_methods = [glance-direct]
 image_size_cap = 1099511627776
 [database]
-connection = sqlite:///{root}/glance.sqlite
+# timeout: a writer waits up to 60 s for sqlite's lock instead of failing after pysqlite's 5 s; an import
+# task's thread and the API's request both write, and concurrent imports otherwise die "database is locked"
+connection = sqlite:///{root}/glance.sqlite?timeout=60
 [glance_store]
 default_backend = local
 [local]
