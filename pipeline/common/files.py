@@ -12,15 +12,17 @@ def temporary_sibling(path: Path, suffix: str = ".tmp") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
 
 
-def write_atomically(path: Path, data: str | bytes) -> None:
-    """Write to a private temporary file, then rename it over `path`: readers see the old or the new file."""
+def write_atomically(path: Path, data: str | bytes, *, durable: bool = False) -> None:
+    """Write to a private temporary file, then rename it over `path`: readers see the old or the new file.
+    durable: the bytes reach the disk (fsync) before the rename, for a record that must survive a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = temporary_sibling(path)
     try:
-        if isinstance(data, str):
-            partial.write_text(data)
-        else:
-            partial.write_bytes(data)
+        with open(partial, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)

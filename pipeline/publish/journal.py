@@ -14,13 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import uuid
 from pathlib import Path
 
 from glanceclient import exc as glance_exc
 
 from pipeline.common.errors import BakeryError
+from pipeline.common.files import write_atomically
 from pipeline.common.progress import say
 from pipeline.common.secrets import redact
 from pipeline.glance.connect import Target
@@ -41,16 +41,8 @@ class Journal:
         """Record an image about to be created; raises (nothing created yet) when the journal cannot be written."""
         entry = {"image_id": image_id, "target": self.target.description, "recorded": dt.datetime.now(dt.timezone.utc).isoformat()}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            partial = self.directory / f".{image_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(partial, "w") as handle:
-                handle.write(json.dumps(entry))
-                handle.flush()
-                os.fsync(handle.fileno())
-            partial.replace(self.directory / f"{image_id}.json")
+            write_atomically(self.directory / f"{image_id}.json", json.dumps(entry), durable=True)
         except OSError as exc:
-            for leftover in self.directory.glob(f".{image_id}.*.tmp"):
-                leftover.unlink(missing_ok=True)
             raise BakeryError(f"cannot write the publish journal in {self.directory}: {exc.strerror}; nothing was created",
                               hint="free space on that file system (or set BAKERY_STATE_DIR elsewhere) and run again") from None
 
