@@ -53,16 +53,17 @@ def kill_server(master_pid: int) -> None:
     os.killpg(master_pid, signal.SIGKILL)
 
 
-class CorruptingProxy:
-    """A TCP proxy on loopback that flips one byte of the first upload body passing through it."""
+class _Proxy:
+    """A TCP proxy on loopback in front of `upstream_port`. Each connection is relayed both ways; a subclass
+    changes what passes towards the server (`_relay_upstream`, one call per connection) or takes the
+    connection over (`_serve`)."""
 
-    def __init__(self, upstream_port: int, *, flip_at: int):
+    chunk = 65536
+
+    def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
-        self.flip_at = flip_at
-        self.flipped = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self._stop = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -70,40 +71,48 @@ class CorruptingProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        self._stop = True
         self.listener.close()
 
     def _accept(self) -> None:
-        while not self._stop:
+        while True:
             try:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, upstream_bound: bool) -> None:
-        seen = 0
-        is_upload = None
-        try:
-            while data := source.recv(65536):
-                if upstream_bound and is_upload is None:
-                    is_upload = data.startswith(b"PUT ")
-                if is_upload and not self.flipped.is_set() and seen <= self.flip_at < seen + len(data):
-                    index = self.flip_at - seen
-                    data = data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
-                    self.flipped.set()
-                seen += len(data)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+        _pipe(client, upstream, self._relay_upstream(), self.chunk)
+
+    def _relay_upstream(self) -> Callable[[bytes], bytes]:
+        return lambda data: data
+
+
+class CorruptingProxy(_Proxy):
+    """A TCP proxy on loopback that flips one byte of the first upload body passing through it."""
+
+    def __init__(self, upstream_port: int, *, flip_at: int):
+        self.flip_at = flip_at
+        self.flipped = threading.Event()
+        super().__init__(upstream_port)
+
+    def _relay_upstream(self) -> Callable[[bytes], bytes]:
+        seen, is_upload = 0, None
+
+        def flip(data: bytes) -> bytes:
+            nonlocal seen, is_upload
+            if is_upload is None:
+                is_upload = data.startswith(b"PUT ")
+            if is_upload and not self.flipped.is_set() and seen <= self.flip_at < seen + len(data):
+                index = self.flip_at - seen
+                data = data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+                self.flipped.set()
+            seen += len(data)
+            return data
+
+        return flip
 
 
 class SilentServer:
@@ -129,50 +138,24 @@ class SilentServer:
             connection.close()
 
 
-class ThrottlingProxy:
+class ThrottlingProxy(_Proxy):
     """A TCP proxy on loopback that sends at most `rate` bytes/s towards the server (a slow uplink), and
     counts the requests whose first line contains `count`."""
 
     def __init__(self, upstream_port: int, *, rate: int, count: bytes = b""):
-        self.upstream_port, self.rate, self.pattern = upstream_port, rate, count
+        self.rate, self.pattern = rate, count
         self.counted = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.chunk = max(1, min(65536, rate // 10))
+        super().__init__(upstream_port)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _relay_upstream(self) -> Callable[[bytes], bytes]:
+        def throttle(data: bytes) -> bytes:
+            if self.pattern:
+                self.counted += data.count(self.pattern)
+            time.sleep(len(data) / self.rate)
+            return data
 
-    def close(self) -> None:
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, upstream_bound: bool) -> None:
-        try:
-            while data := source.recv(65536 if not upstream_bound else max(1, min(65536, self.rate // 10))):
-                if upstream_bound:
-                    if self.pattern:
-                        self.counted += data.count(self.pattern)
-                    time.sleep(len(data) / self.rate)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        return throttle
 
 
 class RefusingServer:
@@ -205,31 +188,14 @@ class RefusingServer:
         self.server.shutdown()
 
 
-class FlakyProxy:
+class FlakyProxy(_Proxy):
     """A TCP proxy in front of a one-request-per-connection server that answers the first `fail` GET
     requests itself with 503 Service Unavailable, then passes everything through."""
 
     def __init__(self, upstream_port: int, *, fail: int):
-        self.upstream_port, self.remaining = upstream_port, fail
+        self.remaining = fail
         self.injected = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        super().__init__(upstream_port)
 
     def _serve(self, client: socket.socket) -> None:
         first = client.recv(65536)
@@ -245,10 +211,12 @@ class FlakyProxy:
         _pipe(client, upstream)
 
 
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
+def _pipe(source: socket.socket, sink: socket.socket, relay: Callable[[bytes], bytes] = lambda data: data,
+          chunk: int = 65536) -> None:
+    """Copy source to sink through `relay` until either side closes, then shut both down."""
     try:
-        while data := source.recv(65536):
-            sink.sendall(data)
+        while data := source.recv(chunk):
+            sink.sendall(relay(data))
     except OSError:
         pass
     finally:
