@@ -98,14 +98,34 @@ def write_manifest(directory: Path, image_path: Path, sha256: str, *, name: str 
         "image": {"visibility": "private", "min_ram": 2048},
         "properties": {"hw_disk_bus": "virtio"},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(document.get(key), dict):
-            document[key] = {**document[key], **value}
-        else:
-            document[key] = value
     path = directory / name
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    path.write_text(yaml.safe_dump(with_overrides(document, overrides), sort_keys=False))
     return path
+
+
+def with_overrides(document: dict, overrides: dict) -> dict:
+    """A manifest document with sections replaced, or (for a mapping given for a mapping) extended."""
+    merged = dict(document)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def processes_mentioning(fragment: str) -> list[str]:
+    """Running processes (not this one) whose command line mentions `fragment`: what a test left behind."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if fragment in cmdline:
+                found.append(f"{proc.name}: {cmdline[:120]}")
+    return found
 
 
 def project_images(target: Target) -> list[dict]:
@@ -234,6 +254,12 @@ def run_invoke(*args: str, state: Path, env: dict | None = None, timeout: float 
 # -- CLI access to the local cloud, for the tests of the real path ----------------------------------------------
 
 
+# What the cloud tests were written for. Left to 'auto', the local cloud routes them through glance-direct,
+# and concurrent imports on its one-process sqlite Glance can leave a task "pending" that never runs (a
+# Glance-side stall; the bakery's wait is bounded by its import deadline). tests/test_import.py asks for routes.
+DIRECT = {"method": "direct"}
+
+
 @pytest.fixture
 def account(cloud, tmp_path, monkeypatch):
     """CLI access to the local cloud through its clouds.yaml; the test's own family; its images deleted afterwards."""
@@ -246,13 +272,12 @@ def account(cloud, tmp_path, monkeypatch):
             self.family, self.state, self.env, self.cloud = family, state, env, cloud
 
         def manifest(self, name: str = "manifest.yaml", *, size: int = 2 * MiB, visibility: str = "private", sparse_tail: int = 0,
-                     **overrides) -> Path:
+                     upload: dict | None = DIRECT, **overrides) -> Path:
+            """`upload=None` leaves the route to the bakery ('auto': what the cloud offers)."""
             image = tmp_path / f"{name}.raw"
             sha256 = make_image(image, size, seed=name, sparse_tail=sparse_tail)
-            # the direct upload these tests were written for; the import routes are tests/test_import.py's.
-            # Concurrent imports on the one-process sqlite Glance can leave a task "pending" that never runs
-            # (a Glance-side stall, not the bakery's; the bakery's wait is bounded by its import deadline).
-            overrides.setdefault("upload", {"method": "direct"})
+            if upload is not None:
+                overrides["upload"] = upload
             return write_manifest(tmp_path, image, sha256, name=name, family={"os_distro_major": self.family},
                                   image={"visibility": visibility, "min_ram": 2048}, **overrides)
 

@@ -24,7 +24,7 @@ def test_what_the_cloud_offers_is_read(account):
 
 
 def test_a_sparse_image_is_staged_as_qcow2_and_stored_as_the_exact_raw(account):
-    manifest = account.manifest("sparse.yaml", size=8 * MiB, sparse_tail=248 * MiB)
+    manifest = account.manifest("sparse.yaml", size=8 * MiB, sparse_tail=248 * MiB, upload=None)
     proc, planned = account.run("plan", "--manifest", str(manifest))
     ok(proc, planned)
     assert planned["plan"]["route"]["method"] == "glance-direct" and planned["plan"]["route"]["stage_format"] == "qcow2"
@@ -48,12 +48,9 @@ def test_stores(account, stores, expected):
 
 
 def test_web_download_is_verified_against_the_bytes_the_bakery_built(account, tmp_path):
-    manifest = account.manifest("web.yaml")
-    served = manifest.with_name("web.yaml.raw")
-
     class Serve(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(served.parent), **kwargs)
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
 
         def log_message(self, *args):
             pass
@@ -61,8 +58,9 @@ def test_web_download_is_verified_against_the_bytes_the_bakery_built(account, tm
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/{served.name}"
-        manifest.write_text(manifest.read_text() + f"upload: {{method: web-download, web_download_url: '{url}'}}\n")
+        url = f"http://127.0.0.1:{server.server_address[1]}/web.yaml.raw"  # the image account.manifest writes
+        manifest = account.manifest("web.yaml", upload={"method": "web-download", "web_download_url": url})
+        served = manifest.with_name("web.yaml.raw")
         report = ok(*account.run("build-and-publish", "--manifest", str(manifest)))
     finally:
         server.shutdown()
