@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import MiB, make_image
+from tests.conftest import MiB, make_image, with_overrides
 
 CANARY = "CANARY-7f3c9e21-do-not-publish"
 GiB = 1024**3
@@ -84,12 +84,7 @@ def document(source: dict | None = None, **overrides) -> dict:
         "image": {"visibility": "private", "min_ram": 2048},
         "properties": {"hw_disk_bus": "virtio"},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
-            doc[key] = {**doc[key], **value}
-        else:
-            doc[key] = value
-    return doc
+    return with_overrides(doc, overrides)
 
 
 def write(root: Path, doc: dict | str, name: str = "manifest.yaml") -> Path:

@@ -18,7 +18,7 @@ import pytest
 from pipeline.common.paths import PROJECT_ROOT
 from pipeline.glance.connect import connect_local
 from tests import hostile as h
-from tests.conftest import project_images
+from tests.conftest import processes_mentioning, project_images
 
 INVOKE = PROJECT_ROOT / ".venv/bin/invoke"
 PASSWORD = "s3cr3t-PASSW0RD-in-url"
@@ -250,16 +250,8 @@ def files_holding(root: Path, needle: bytes) -> list[Path]:
 
 def left_behind(marker: str) -> list[str]:
     """Processes and mounts whose command line or mount point mention the test's directory."""
-    found = [line for line in Path("/proc/mounts").read_text().splitlines() if marker in line]
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if marker in cmdline:
-                found.append(f"pid {proc.name}: {cmdline}")
-    return found
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if marker in line]
+    return mounts + processes_mentioning(marker)
 
 
 def assert_refused(setup: h.Setup, tmp_path: Path, glance_server, before: set[str], after_images, *, during_work: bool = False) -> str:

@@ -21,7 +21,7 @@ from pipeline import chain
 from pipeline.build.install.vm import VmFailed
 from pipeline.common.errors import LintFailed, ManifestError
 from pipeline.common.report import Report
-from tests.conftest import project_images
+from tests.conftest import processes_mentioning, project_images
 from tests.test_cli import INVOKE, PROJECT_ROOT
 
 PASSWORD = "Bakery-Admin-Pa55word!"
@@ -86,19 +86,6 @@ def marker(data: bytes) -> dict[str, str]:
     text = data[MARKER_OFFSET:MARKER_OFFSET + 512].rstrip(b"\0 \n").decode()
     assert text.startswith("BAKERY-STANDIN "), text
     return dict(field.split("=", 1) for field in text.split()[1:])
-
-
-def processes_mentioning(fragment: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if fragment in cmdline:
-                found.append(f"{proc.name}: {cmdline[:120]}")
-    return found
 
 
 @pytest.mark.slow
