@@ -18,7 +18,7 @@ from pipeline.common.errors import BakeryError
 from pipeline.common.progress import say
 from pipeline.common.run import run
 from pipeline.diskimage.info import GiB, check_qcow2, image_info, qcow2_without_backing
-from pipeline.diskimage.safety import check_image
+from pipeline.diskimage.safety import CheckedImage, check_image
 from pipeline.manifest import Manifest
 from pipeline.windows.inspection import inspect_image, refuse_unclean_hives
 
@@ -26,24 +26,24 @@ from pipeline.windows.inspection import inspect_image, refuse_unclean_hives
 def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: Path | None = None) -> BuiltImage:
     """The raw image to publish: baked when the manifest says so, else the source (converted if qcow2)."""
     label = _label(manifest, source_path)
-    gated = _gated(manifest, source_path, label)
+    checked = _checked(manifest, source_path, label)
     origin = origin_sha256(manifest)
     if manifest.bake:
         result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir, label=label,
                                  max_virtual_size=manifest.max_virtual_gib * GiB)
         return BuiltImage(result.raw, image_info(result.raw, fmt="raw"), source_path, origin, temporary=True,
-                          facts=result.facts, baked=result, source_format=gated.source_format)
+                          facts=result.facts, baked=result, source_format=checked.format)
     if manifest.install:  # what Setup left is checked against the manifest by the facts-based lint rules
-        converted = replace(_convert(source_path, workdir, origin), source_format=gated.source_format)
+        converted = replace(_convert(source_path, workdir, origin), source_format=checked.format)
         try:
             return replace(converted, facts=inspect_image(converted.path, workdir=workdir / "inspect", label=label))
         except BaseException:
             discard(converted)
             raise
-    facts = _identity(manifest, source_path, label)  # as plan read them: published as it is, the source is the image
-    if gated.source_format == "raw":
-        return replace(gated, facts=facts)
-    return replace(_convert(source_path, workdir, origin), source_format=gated.source_format, facts=facts)
+    facts = _identity(manifest, checked, label)  # as plan read them: published as it is, the source is the image
+    if checked.format == "raw":
+        return replace(_as_built(manifest, checked), facts=facts)
+    return replace(_convert(source_path, workdir, origin), source_format=checked.format, facts=facts)
 
 
 def _convert(source_path: Path, workdir: Path, origin: str) -> BuiltImage:
@@ -64,24 +64,29 @@ def preview(manifest: Manifest, source_path: Path) -> BuiltImage:
     """What build() would hand on, without writing anything (for plan and lint): the gate's view of it, and
     what the source is (identity facts), so plan refuses what the build will refuse."""
     label = _label(manifest, source_path)
-    return replace(_gated(manifest, source_path, label), facts=_identity(manifest, source_path, label))
+    checked = _checked(manifest, source_path, label)
+    return replace(_as_built(manifest, checked), facts=_identity(manifest, checked, label))
 
 
-def _gated(manifest: Manifest, source_path: Path, label: str) -> BuiltImage:
+def _checked(manifest: Manifest, source_path: Path, label: str) -> CheckedImage:
     declared = manifest.source.format if manifest.source else None
-    checked = check_image(source_path, label=label, declared=declared, max_virtual_size=manifest.max_virtual_gib * GiB)
-    return BuiltImage(source_path, checked.info, source_path, origin_sha256(manifest), temporary=False,
+    return check_image(source_path, label=label, declared=declared, max_virtual_size=manifest.max_virtual_gib * GiB)
+
+
+def _as_built(manifest: Manifest, checked: CheckedImage) -> BuiltImage:
+    """The source itself as the build's output (a raw source published as it is)."""
+    return BuiltImage(checked.path, checked.info, checked.path, origin_sha256(manifest), temporary=False,
                       source_format=checked.format)
 
 
-def _identity(manifest: Manifest, source_path: Path, label: str) -> RecordedFacts | None:
+def _identity(manifest: Manifest, checked: CheckedImage, label: str) -> RecordedFacts | None:
     """The Windows version, build, architecture and firmware of the source: they need no bake, and the rules
     that check the manifest against them (version-matches-image, architecture-matches-image,
     firmware-matches-disk) should fail in plan, not hours later. A source the bake will refuse is refused
     here with the same error; a source published as it is and not readable as Windows is published
     without them (a note says so)."""
     try:
-        facts = inspect_image(source_path, label=label)
+        facts = inspect_image(checked.path, label=label, checked=checked)  # gated once, with the manifest's limits
         if manifest.bake:
             refuse_unclean_hives(label, facts.hives)
     except BakeryError as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline.common.errors import BakeryError
 from pipeline.diskimage import fuse
 from pipeline.diskimage.info import check_qcow2, image_info
-from pipeline.diskimage.safety import check_image
+from pipeline.diskimage.safety import CheckedImage, check_image
 from pipeline.windows import startup_scripts, volume
 from pipeline.windows.drivers import DRIVERS, STAGING_DIR, driver_version, os_directory, version_key
 from pipeline.windows.registry import Hive, HiveState, boot_control_set, hive_state, selected_control_sets
@@ -236,10 +236,12 @@ def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool, cloc
         )
 
 
-def inspect_image(image: Path, *, workdir: Path | None = None, label: str | None = None) -> ImageFacts:
-    """The facts of a disk image file, after the gate (diskimage.safety) has accepted it."""
+def inspect_image(image: Path, *, workdir: Path | None = None, label: str | None = None,
+                  checked: CheckedImage | None = None) -> ImageFacts:
+    """The facts of a disk image file, after the gate (diskimage.safety) has accepted it: `checked` when the
+    caller has just gated it (with its own limits), else here."""
     label = label or str(image)
-    checked = check_image(image, label=label)
+    checked = checked or check_image(image, label=label)
     if checked.format == "qcow2":
         check_qcow2(image)
     if workdir:
@@ -279,8 +281,9 @@ def read_facts(found: WindowsVolume, *, image: str, fmt: str, virtual_size: int)
             "installed": found.path(r"Program Files\Qemu-ga\qemu-ga.exe").is_file(),
         }
         device_path = software.get(r"Microsoft\Windows\CurrentVersion", "DevicePath", "")
-        firstboot_by = _firstboot_by(found, system, windows)
-        hooks = _firstboot_hooks(found, system, software, windows) if firstboot_by else ()
+        hooks = _firstboot_hooks(found, system, software, windows)
+        firstboot_by = _firstboot_by(found, hooks)
+        hooks = hooks if firstboot_by else ()
     return ImageFacts(
         image=image, format=fmt, virtual_size=virtual_size, layout=found.layout, windows_partition=found.partition.number,
         windows=windows, drivers=drivers, guest_agent=agent, device_path=device_path,
@@ -293,11 +296,10 @@ def hive_states(found: WindowsVolume) -> dict[str, HiveState]:
             if path.is_file()}
 
 
-def _firstboot_by(found: WindowsVolume, system: Hive, windows: WindowsFacts) -> str | None:
+def _firstboot_by(found: WindowsVolume, hooks: tuple[str, ...]) -> str | None:
     if found.path(FIRSTBOOT_SCRIPT).is_file():
         return "bakery"
-    if any(system.has(rf"{windows.control_set}\Services\{s}") for s in FIRSTBOOT_SERVICES) or \
-            any(found.path(folder).is_dir() for folder in OTHER_FIRSTBOOT):
+    if "service" in hooks or any(found.path(folder).is_dir() for folder in OTHER_FIRSTBOOT):
         return "virt-v2v"
     return None
 
