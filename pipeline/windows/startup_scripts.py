@@ -58,13 +58,9 @@ def register(windows_path: Callable[[str], Path], software: Hive, startup: Start
 
 def registered(windows_path: Callable[[str], Path], software: Hive) -> list[str]:
     """The startup scripts local policy runs at boot (registry records and scripts.ini together)."""
-    found = []
-    for key in STARTUP_KEYS[:1]:
-        for gpo in software.subkeys(key):
-            for index in software.subkeys(rf"{key}\{gpo}"):
-                script = software.get(rf"{key}\{gpo}\{index}", "Script")
-                if script:
-                    found.append(str(script))
+    key = STARTUP_KEYS[0]  # what runs; the State copy mirrors it
+    found = [str(script) for gpo in software.subkeys(key) for index in software.subkeys(rf"{key}\{gpo}")
+             if (script := software.get(rf"{key}\{gpo}\{index}", "Script"))]
     ini = windows_path(r"Windows\System32\GroupPolicy\Machine\Scripts\scripts.ini")
     if ini.is_file():
         found += [cmd for _, cmd in _startup_entries(_read_ini_text(ini))]
