@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,12 +23,13 @@ from pipeline.common.errors import BakeryError
 from pipeline.common.files import write_atomically
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import progress, say
+from pipeline.common.run import run
 from pipeline.glance.capabilities import Capabilities, discover
 from pipeline.glance.connect import Target
 from pipeline.glance.images import STATE_KEY
 from pipeline.manifest import UploadSpec
 from pipeline.publish.lease import lease_properties
-from pipeline.publish.measure import HashingReader, Measurement
+from pipeline.publish.measure import HashingReader, Measurement, measure_file
 from pipeline.publish.staging import stage_qcow2
 
 PROBE_TTL = dt.timedelta(days=1)
@@ -129,7 +130,7 @@ def _probe(target: Target) -> bool:
     glance = target.glance
     with tempfile.TemporaryDirectory(prefix="bakery-probe-") as scratch:
         probe = Path(scratch) / "probe.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(probe), "1M"], check=True, capture_output=True)
+        run(["qemu-img", "create", "-q", "-f", "qcow2", probe, "1M"], timeout=60)
         image = glance.images.create(name="bakery capability probe", disk_format="qcow2", container_format="bare",
                                      visibility="private", os_hidden=True, **{STATE_KEY: "uploading", **lease_properties(1 << 20)})
         try:
@@ -171,26 +172,26 @@ def deliver(target: Target, image_id: str, path: Path, size: int, chosen: Route,
         delivery = _stage_qcow2(target, image_id, path, size)
         target.glance.images.image_import(image_id, method="glance-direct", **_stores(chosen))
     else:
-        with progress(f"stage {path.name}", size) as advance, HashingReader(path, on_read=advance) as reader:
-            target.uploader.images.stage(image_id, reader, image_size=size)
-            _check_end(reader, path)
-            delivery = Delivery(reader.result(), size)
+        delivery = Delivery(_sent_measured(path, size, "stage",
+                                           lambda reader: target.uploader.images.stage(image_id, reader, image_size=size)), size)
         target.glance.images.image_import(image_id, method="glance-direct", **_stores(chosen))
     _wait_for_import(target, image_id, timeout_s=IMPORT_GRACE_S + size / IMPORT_RATE, route=chosen)
     return delivery
 
 
 def _direct(target: Target, image_id: str, path: Path, size: int, chosen: Route) -> Measurement:
-    store = chosen.stores[0] if chosen.stores else None
-    with progress(f"upload {path.name}", size) as advance, HashingReader(path, on_read=advance) as reader:
-        target.uploader.images.upload(image_id, reader, image_size=size, **({"backend": store} if store else {}))
-        _check_end(reader, path)
+    backend = {"backend": chosen.stores[0]} if chosen.stores else {}
+    return _sent_measured(path, size, "upload",
+                          lambda reader: target.uploader.images.upload(image_id, reader, image_size=size, **backend))
+
+
+def _sent_measured(path: Path, size: int, verb: str, send: Callable[[HashingReader], object]) -> Measurement:
+    """Send the file through a measuring reader (one pass: what was sent is what was hashed)."""
+    with progress(f"{verb} {path.name}", size) as advance, HashingReader(path, on_read=advance) as reader:
+        send(reader)
+        if reader.read(1):  # the client stops at image_size; anything more means the file grew
+            raise BakeryError(f"{path} grew during the upload")
         return reader.result()
-
-
-def _check_end(reader: HashingReader, path: Path) -> None:
-    if reader.read(1):  # the client stops at image_size; anything more means the file grew
-        raise BakeryError(f"{path} grew during the upload")
 
 
 def _stage_qcow2(target: Target, image_id: str, path: Path, size: int) -> Delivery:
@@ -208,10 +209,8 @@ def _stage_qcow2(target: Target, image_id: str, path: Path, size: int) -> Delive
 
 
 def _measure(path: Path, size: int) -> Measurement:
-    with progress(f"measure {path.name}", size) as advance, HashingReader(path, on_read=advance) as reader:
-        while reader.read():
-            pass
-        return reader.result()
+    with progress(f"measure {path.name}", size) as advance:
+        return measure_file(path, on_read=advance)
 
 
 def _stores(chosen: Route) -> dict:
