@@ -27,6 +27,14 @@ def fetch_image(target: Target, image_id: str) -> dict:
         raise BakeryError(f"image {image_id} not found in {target.description}") from None
 
 
+def list_including_hidden(target: Target, filters: dict | None = None, **kwargs) -> Iterator[dict]:
+    """Images matching `filters`, hidden ones too: Glance lists an os_hidden image only when os_hidden=true
+    is asked for, and then only hidden ones, so it takes two listings."""
+    for hidden in ({}, {"os_hidden": True}):
+        for image in target.glance.images.list(filters={**(filters or {}), **hidden}, **kwargs):
+            yield dict(image)
+
+
 def custom_properties(image: dict) -> dict:
     """Custom properties, plus min_disk (as a string), which the lint rules check against virtual_size."""
     props = {k: v for k, v in image.items() if k not in GLANCE_FIELDS and not k.startswith("os_glance_")}  # os_glance_*: Glance's own

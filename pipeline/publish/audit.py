@@ -13,7 +13,7 @@ from collections import defaultdict
 
 from pipeline.common.report import Report
 from pipeline.glance.connect import Target
-from pipeline.glance.images import STATE_KEY
+from pipeline.glance.images import STATE_KEY, list_including_hidden
 from pipeline.manifest import DEFAULT_FAMILY_KEYS
 from pipeline.properties.image_lint import lint_glance_image, looks_windows
 from pipeline.publish import release
@@ -38,12 +38,7 @@ def audit(target: Target, report: Report, *, repair: bool = False) -> Report:
 
 
 def _windows_images(target: Target) -> dict[str, dict]:
-    images: dict[str, dict] = {}
-    for filters in ({}, {"os_hidden": True}):
-        for image in target.glance.images.list(filters=filters):
-            if looks_windows(image):
-                images[image["id"]] = dict(image)
-    return images
+    return {image["id"]: image for image in list_including_hidden(target) if looks_windows(image)}
 
 
 def _image_entry(image: dict) -> dict:

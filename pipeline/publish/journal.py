@@ -24,7 +24,7 @@ from pipeline.common.files import write_atomically
 from pipeline.common.progress import say
 from pipeline.common.secrets import redact
 from pipeline.glance.connect import Target
-from pipeline.glance.images import STATE_KEY
+from pipeline.glance.images import STATE_KEY, list_including_hidden
 from pipeline.publish.lease import lease_state
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,9 @@ def leftovers(target: Target) -> list[dict]:
     """The project's images still marked as uploading (hidden or not)."""
     found: dict[str, dict] = {}
     try:
-        for filters in ({STATE_KEY: "uploading"}, {STATE_KEY: "uploading", "os_hidden": True}):
-            for image in target.glance.images.list(filters=filters):
-                if image.get("owner") == target.project_id:
-                    found[image["id"]] = dict(image)
+        for image in list_including_hidden(target, {STATE_KEY: "uploading"}):
+            if image.get("owner") == target.project_id:
+                found[image["id"]] = image
     except Exception as exc:  # listing may be forbidden or fail: the journal is the other way in
         log.warning("cannot list partial images: %s", redact(str(exc)))
     return sorted(found.values(), key=lambda i: i["id"])

@@ -28,7 +28,7 @@ from glanceclient import exc as glance_exc
 from pipeline.common.errors import BakeryError
 from pipeline.common.progress import say
 from pipeline.glance.connect import Target
-from pipeline.glance.images import STATE_KEY
+from pipeline.glance.images import STATE_KEY, list_including_hidden
 from pipeline.manifest import Manifest
 
 WITHDRAWN_KEY = "bakery_withdrawn_by"  # set on a newer release when an older one is published with --allow-older
@@ -78,10 +78,8 @@ def members(target: Target, family: dict[str, str], *, recommended_only: bool = 
     if recommended_only:
         base["recommended"] = "true"
     found: dict[str, Release] = {}
-    for filters in (base, {**base, "os_hidden": True}):
-        for image in target.glance.images.list(filters=filters, sort="created_at:desc"):
-            if image.get("owner") != target.project_id or image.get(STATE_KEY) is not None or image.get("status") != "active":
-                continue
+    for image in list_including_hidden(target, base, sort="created_at:desc"):
+        if image.get("owner") == target.project_id and image.get(STATE_KEY) is None and image.get("status") == "active":
             found[image["id"]] = _release(image)
     return sorted(found.values(), key=lambda r: r.order, reverse=True)
 

@@ -35,7 +35,7 @@ from pipeline.common.errors import BakeryError, PublishError
 from pipeline.common.progress import say
 from pipeline.common.secrets import redact
 from pipeline.glance.connect import Target
-from pipeline.glance.images import GLANCE_FIELDS, STATE_KEY
+from pipeline.glance.images import GLANCE_FIELDS, STATE_KEY, list_including_hidden
 from pipeline.properties.render import PropertySet
 from pipeline.publish.journal import Journal
 from pipeline.publish.lease import LEASE_KEY, UPLOADER_KEY, lease_properties, lease_state, uploading
@@ -82,15 +82,8 @@ def image_id_for(target: Target, build_id: str, attempt: int) -> str:
 
 def find_verified(target: Target, build_id: str) -> list[dict]:
     """Verified images of ours that came from the same build (hidden ones included)."""
-    found = []
-    for hidden in (False, True):
-        filters = {"bakery_build_id": build_id, "status": "active"}
-        if hidden:
-            filters["os_hidden"] = True
-        for image in target.glance.images.list(filters=filters):
-            if image.get("owner") == target.project_id and image.get(STATE_KEY) is None:
-                found.append(dict(image))
-    return found
+    return [image for image in list_including_hidden(target, {"bakery_build_id": build_id, "status": "active"})
+            if image.get("owner") == target.project_id and image.get(STATE_KEY) is None]
 
 
 def reuse(target: Target, existing: list[dict], measurement: Measurement) -> Published | None:
