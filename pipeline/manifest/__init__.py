@@ -10,8 +10,10 @@ from pipeline.manifest.model import (
     DEFAULT_FAMILY_KEYS,
     BakeSpec,
     InstallSpec,
+    LifecyclePolicy,
     Manifest,
     ReleasePolicy,
+    ScsProfile,
     SecretRef,
     Source,
     TargetSpec,
@@ -19,6 +21,6 @@ from pipeline.manifest.model import (
 )
 
 __all__ = [
-    "DEFAULT_FAMILY_KEYS", "BakeSpec", "InstallSpec", "Manifest", "ReleasePolicy", "SecretRef", "Source", "TargetSpec", "UploadSpec",
+    "DEFAULT_FAMILY_KEYS", "BakeSpec", "InstallSpec", "Manifest", "LifecyclePolicy", "ReleasePolicy", "ScsProfile", "SecretRef", "Source", "TargetSpec", "UploadSpec",
     "load_manifest", "manifest_from_document", "parse_release_date", "parse_variables", "today",
 ]

@@ -113,9 +113,52 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class LifecyclePolicy:
+    """What happens to superseded releases over time (release.lifecycle:). Ages count from the day a release
+    was superseded: the release date of the one that replaced it."""
+
+    keep_visible: int | None = None  # superseded releases that stay visible; older ones are hidden
+    hide_after_days: int | None = None
+    hide_as: str = "hidden"  # hidden (os_hidden) | community
+    deactivate_after_days: int | None = None
+    delete_after_days: int | None = None
+    exempt_tags: tuple[str, ...] = ()
+    exempt_properties: tuple[tuple[str, str], ...] = ()
+    in_use_checks: tuple[str, ...] = ("servers", "volumes", "members")
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.keep_visible, self.hide_after_days, self.deactivate_after_days,
+                                            self.delete_after_days))
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__, exempt_tags=list(self.exempt_tags), exempt_properties=dict(self.exempt_properties),
+                    in_use_checks=list(self.in_use_checks))
+
+
+@dataclass(frozen=True)
 class ReleasePolicy:
     family_keys: tuple[str, ...]
     previous: str  # what happens to the releases this one supersedes
+    lifecycle: LifecyclePolicy = field(default_factory=LifecyclePolicy)
+
+
+@dataclass(frozen=True)
+class ScsProfile:
+    """The SCS-0102 image metadata this family promises (scs: in the manifest)."""
+
+    replace_frequency: str
+    provided_until: str  # YYYY-MM-DD | none | notice
+    uuid_validity: str  # none | last-N | YYYY-MM-DD | notice | forever
+    image_source: str  # a URL, or "private"
+    image_description: str
+    image_original_user: str
+    os_purpose: str = "generic"
+    hotfix_hours: int | None = None
+    patchlevel: str | None = None
+
+    def properties(self, build_date: str) -> dict[str, str]:
+        return {"image_build_date": build_date, **{k: str(v) for k, v in self.__dict__.items() if v is not None}}
 
 
 @dataclass(frozen=True)
@@ -139,6 +182,7 @@ class Manifest:
     install: InstallSpec | None = None
     upload: UploadSpec = field(default_factory=UploadSpec)
     targets: tuple[TargetSpec, ...] = ()
+    scs: ScsProfile | None = None
     variables: dict[str, str] = field(default_factory=dict)
     rendered: str = ""  # canonical JSON of the validated document: what the build id hashes
     # (file, line) of every key path in the YAML, for errors found after validation

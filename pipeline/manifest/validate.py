@@ -16,8 +16,10 @@ from pipeline.manifest.model import (
     DEFAULT_FAMILY_KEYS,
     BakeSpec,
     InstallSpec,
+    LifecyclePolicy,
     Manifest,
     ReleasePolicy,
+    ScsProfile,
     SecretRef,
     Source,
     TargetSpec,
@@ -43,7 +45,7 @@ MAX_VIRTUAL_GIB = 64 * 1024  # the largest image.max_virtual_gib a manifest may 
 # invisible or direction-changing formatting characters (a right-to-left override makes "w10" read as "01w").
 INVISIBLE = frozenset("\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
                       "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff")
-ONE_LINE_FIELDS = ("name", "family", "os", "properties", "image", "upstream_provider", "source", "release")
+ONE_LINE_FIELDS = ("name", "family", "os", "properties", "image", "upstream_provider", "source", "release", "scs")
 
 
 class _Fields:
@@ -96,7 +98,16 @@ def _expected(kind: type | tuple) -> str:
 
 
 KNOWN_TOP_LEVEL = {"name", "family", "os", "source", "properties", "image", "release", "upstream_provider", "lint", "bake",
-                   "install", "upload", "targets"}
+                   "install", "upload", "targets", "scs"}
+RELEASE_KEYS = ("family_properties", "previous", "lifecycle")
+LIFECYCLE_DAYS = ("hide_after_days", "deactivate_after_days", "delete_after_days")  # in the order they must come
+IN_USE_CHECKS = ("servers", "volumes", "members")
+HIDE_AS = ("hidden", "community")
+# SCS-0102's vocabularies (the standard's tables), checked here so a typo is not published as a promise.
+REPLACE_FREQUENCIES = ("yearly", "quarterly", "monthly", "weekly", "daily", "critical_bug", "never")
+OS_PURPOSES = ("generic", "minimal", "k8snode", "gpu", "network", "custom")
+UUID_VALIDITY = re.compile(r"^(none|notice|forever|last-[1-9][0-9]*|\d{4}-\d{2}-\d{2})$")
+PROVIDED_UNTIL = re.compile(r"^(none|notice|\d{4}-\d{2}-\d{2})$")
 UPLOAD_METHODS = ("auto", "direct", "glance-direct", "web-download")
 STAGE_FORMATS = ("auto", "raw", "qcow2")
 STORE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
@@ -123,6 +134,7 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
     os_info["name"] = fields.get("os", "name", required=False, default="WINDOWS")
 
     properties = fields.get("properties", kind=dict, required=False, default={})
+    _known_keys(fields, ("release",), RELEASE_KEYS)
     release_keys = fields.get("release", "family_properties", kind=list, required=False, default=list(family))
     for index, key in enumerate(release_keys):
         if not isinstance(key, str) or key not in family:
@@ -166,6 +178,7 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
         release=ReleasePolicy(
             family_keys=tuple(release_keys),
             previous=fields.choice("release", "previous", choices=PREVIOUS_POLICIES, default="demote"),
+            lifecycle=_lifecycle(fields),
         ),
         upstream_provider=fields.get("upstream_provider", required=False, default=""),
         lint_suppress=_suppressions(fields),
@@ -173,6 +186,7 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
         install=_install(fields, path) if "install" in document else None,
         upload=_upload(fields, ("upload",)),
         targets=_targets(fields),
+        scs=_scs(fields) if "scs" in document else None,
         variables={k: v for k, v in context.items() if k != "release_date"},
         rendered=canonical,
         positions=positions,
@@ -266,6 +280,77 @@ def _targets(fields: _Fields) -> tuple[TargetSpec, ...]:
             raise fields.error((*keys, "visibility"), f"expected one of {', '.join(VISIBILITIES)}, got {visibility!r}")
         targets.append(TargetSpec(cloud, visibility, _upload(fields, (*keys, "upload"), base) if "upload" in entry else None))
     return tuple(targets)
+
+
+def _known_keys(fields: _Fields, section: tuple, known: tuple[str, ...]) -> None:
+    for key in fields.get(*section, kind=dict, required=False, default={}):
+        if key not in known:
+            raise fields.error((*section, key), f"unknown field; expected one of {', '.join(known)}")
+
+
+def _lifecycle(fields: _Fields) -> LifecyclePolicy:
+    section = ("release", "lifecycle")
+    _known_keys(fields, section, ("keep_visible", *LIFECYCLE_DAYS, "hide_as", "exempt", "in_use_checks"))
+    counts = {key: fields.get(*section, key, kind=int, required=False) for key in ("keep_visible", *LIFECYCLE_DAYS)}
+    for key, value in counts.items():
+        if value is not None and not 0 <= value <= 36500:
+            raise fields.error((*section, key), f"expected an integer from 0 to 36500, got {value}")
+    given = [(key, counts[key]) for key in LIFECYCLE_DAYS if counts[key] is not None]
+    for (earlier, first), (later, second) in zip(given, given[1:]):
+        if second < first:
+            raise fields.error((*section, later), f"expected at least {earlier} ({first}): a release is hidden, then deactivated, "
+                               f"then deleted, got {second}")
+    _known_keys(fields, (*section, "exempt"), ("tags", "properties"))
+    tags = fields.get(*section, "exempt", "tags", kind=list, required=False, default=[])
+    for index, tag in enumerate(tags):
+        if not isinstance(tag, str) or not tag:
+            raise fields.error((*section, "exempt", "tags", index), f"expected a tag, got {tag!r}")
+    properties = fields.get(*section, "exempt", "properties", kind=dict, required=False, default={})
+    for key in properties:
+        fields.get(*section, "exempt", "properties", key)
+    checks = fields.get(*section, "in_use_checks", kind=list, required=False, default=list(IN_USE_CHECKS))
+    for index, check in enumerate(checks):
+        if check not in IN_USE_CHECKS:
+            raise fields.error((*section, "in_use_checks", index), f"expected one of {', '.join(IN_USE_CHECKS)}, got {check!r}")
+    return LifecyclePolicy(**counts, hide_as=fields.choice(*section, "hide_as", choices=HIDE_AS, default="hidden"),
+                           exempt_tags=tuple(tags), exempt_properties=tuple(sorted(properties.items())),
+                           in_use_checks=tuple(dict.fromkeys(checks)))
+
+
+def _scs(fields: _Fields) -> ScsProfile:
+    """scs: the SCS-0102 promises of the family, in the standard's own vocabulary."""
+    section = ("scs",)
+    known = ("replace_frequency", "provided_until", "uuid_validity", "image_source", "image_description",
+             "image_original_user", "os_purpose", "hotfix_hours", "patchlevel")
+    _known_keys(fields, section, known)
+    for key, pattern, what in (("uuid_validity", UUID_VALIDITY, "none, notice, forever, last-N or a YYYY-MM-DD date"),
+                               ("provided_until", PROVIDED_UNTIL, "none, notice or a YYYY-MM-DD date")):
+        value = fields.get(*section, key)
+        if not pattern.match(value) or (value[:1].isdigit() and not _is_date(value)):
+            raise fields.error((*section, key), f"expected {what}, got {value!r}")
+    source = fields.get(*section, "image_source")
+    if source != "private" and not re.match(r"^(https?|ftps?)://\S+$", source):
+        raise fields.error((*section, "image_source"), f"expected a URL or private, got {source!r}")
+    hotfix_hours = fields.get(*section, "hotfix_hours", kind=int, required=False)
+    if hotfix_hours is not None and hotfix_hours < 0:
+        raise fields.error((*section, "hotfix_hours"), f"expected 0 or more hours, got {hotfix_hours}")
+    return ScsProfile(
+        replace_frequency=fields.choice(*section, "replace_frequency", choices=REPLACE_FREQUENCIES,
+                                        default=fields.get(*section, "replace_frequency")),
+        provided_until=fields.get(*section, "provided_until"), uuid_validity=fields.get(*section, "uuid_validity"),
+        image_source=source, image_description=fields.get(*section, "image_description"),
+        image_original_user=fields.get(*section, "image_original_user"),
+        os_purpose=fields.choice(*section, "os_purpose", choices=OS_PURPOSES, default="generic"),
+        hotfix_hours=hotfix_hours, patchlevel=fields.get(*section, "patchlevel", required=False),
+    )
+
+
+def _is_date(value: str) -> bool:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _suppressions(fields: _Fields) -> dict[str, str]:

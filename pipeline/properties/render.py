@@ -87,6 +87,8 @@ def _context(manifest: Manifest, image: BuiltImage, build_id: str) -> dict:
         "facts": image.facts.to_dict() if image.facts else None,
         "virtio_win_version": image.virtio_win_version,
         "install": manifest.install.to_dict() if manifest.install else None,
+        # the release date is the patch cutoff, which is what SCS-0102 asks image_build_date to be
+        "scs": manifest.scs.properties(build_date=manifest.release_date) if manifest.scs else None,
         "provenance": {
             "build_id": build_id,
             "manifest": project_relative(manifest.path),

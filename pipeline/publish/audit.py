@@ -9,18 +9,25 @@ only reported.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 
+from pipeline.common.errors import BakeryError
 from pipeline.common.report import Report
 from pipeline.glance.connect import Target
 from pipeline.glance.images import STATE_KEY, list_including_hidden
 from pipeline.manifest import DEFAULT_FAMILY_KEYS
+from pipeline.properties import scs
 from pipeline.properties.image_lint import lint_glance_image, looks_windows
 from pipeline.publish import release
 from pipeline.publish.lease import lease_state
 
+STANDARDS = ("scs-0102",)
 
-def audit(target: Target, report: Report, *, repair: bool = False) -> Report:
+
+def audit(target: Target, report: Report, *, repair: bool = False, standard: str | None = None) -> Report:
+    if standard is not None and standard not in STANDARDS:
+        raise BakeryError(f"--standard {standard}: unknown; expected one of {', '.join(STANDARDS)}")
     images = _windows_images(target)
     report.target = target.to_dict()
     report.details["images"] = [_image_entry(image) for image in sorted(images.values(), key=lambda i: (i.get("name") or "", i["id"]))]
@@ -34,7 +41,28 @@ def audit(target: Target, report: Report, *, repair: bool = False) -> Report:
             families[(image.get("owner"), *(image.get(k) or "?" for k in DEFAULT_FAMILY_KEYS))].append(image)
     report.details["families"] = [_family_health(key, members) for key, members in sorted(families.items(), key=str)]
     report.ok = True
+    if standard:
+        _conformance(target, report)
     return report
+
+
+def _conformance(target: Target, report: Report) -> None:
+    """SCS-0102 over every image the account sees (as the standard's checker does with --private)."""
+    images = [i for i in list_including_hidden(target) if i.get(STATE_KEY) is None]
+    findings = scs.check_catalog(images, dt.datetime.now(dt.timezone.utc))
+    failing = sorted({f.image_id for f in findings if f.level == "error"})
+    report.details["standard"] = {"name": "scs-0102", "images": len(images), "conforming": len(images) - len(failing),
+                                  "findings": [f.to_dict() for f in findings]}
+    if failing:
+        report.ok = False
+        raise BakeryError(f"SCS-0102: {len(failing)} of {len(images)} images do not conform "
+                          f"({sum(f.level == 'error' for f in findings)} errors; the first: {_first_error(findings)})",
+                          hint="the report lists every finding; properties come from the manifest's scs: section")
+
+
+def _first_error(findings: list[scs.Finding]) -> str:
+    first = next(f for f in findings if f.level == "error")
+    return f"{first.image_id}: {first.message}"
 
 
 def _windows_images(target: Target) -> dict[str, dict]:
