@@ -5,6 +5,8 @@
     invoke rebuild --image ID | --lock FILE
     invoke cache-ls | cache-gc [--max-gib N] [--all]
     invoke plan --manifest manifests/w10entx64.yaml
+    invoke lifecycle --manifest manifests/w10entx64.yaml [--apply]   (hide / deactivate / delete past releases)
+    invoke audit [--repair] [--standard scs-0102]
     invoke inspect IMAGE                       (a disk image file or a Glance image id)
     invoke synthetic --windows w10 --out base.raw [--virtio-win-iso virtio.iso]
     invoke glance-up | glance-down | glance-status
@@ -22,7 +24,7 @@ from invoke import task
 
 from pipeline import chain
 from pipeline import synthetic as synthetic_stage
-from pipeline.cli import execute, print_audit, print_cache, print_findings, print_inspection
+from pipeline.cli import execute, print_audit, print_cache, print_findings, print_inspection, print_lifecycle
 from pipeline.common.errors import BakeryError
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
@@ -154,11 +156,24 @@ def synthetic(c, windows, out, format="raw", size_gib=40, virtio_win_iso=None, v
 
 
 @task(help={**_help("cloud", "json"), "repair": "converge the project's families (one recommended, the newest) and delete "
-                                                  "abandoned uploads"})
-def audit(c, cloud=None, json=None, repair=False):
+                                                  "abandoned uploads",
+            "standard": "also check every visible image against a metadata standard: scs-0102"})
+def audit(c, cloud=None, json=None, repair=False, standard=None):
     """Lint every Windows-looking image of the target Glance, report family health and unfinished uploads."""
-    report = execute("audit", json, lambda report: audit_stage.audit(connect(cloud), report, repair=repair), summary=False)
+    report = execute("audit", json, lambda report: audit_stage.audit(connect(cloud), report, repair=repair, standard=standard),
+                     summary=False, on_error=print_audit)
     print_audit(report)
+
+
+@task(iterable=["set", "cloud"], help={**_help("manifest", "set", "json"), "cloud": PUBLISH_HELP["cloud"],
+                                      "apply": "carry the plan out (without it, nothing is changed)",
+                                      "today": "the day ages are counted to (default: today, UTC)"})
+def lifecycle(c, manifest, cloud=None, set=None, json=None, apply=False, today=None):
+    """Plan (and with --apply, carry out) what the manifest's release.lifecycle asks for each past release."""
+    options = _options(manifest, cloud, None, set)
+    report = execute("lifecycle", json, lambda report: chain.lifecycle(options, report, apply=apply, today=today), summary=False,
+                     on_error=print_lifecycle)
+    print_lifecycle(report)
 
 
 @task(iterable=["store"], help={"image": "the Glance image id", "store": "a store to copy it into (repeatable)", **_help("cloud", "json")})

@@ -11,6 +11,7 @@ and inspect (of a file, or of a Glance image fetched first).
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -28,10 +29,11 @@ from pipeline.diskimage.safety import check_image
 from pipeline.glance.connect import Target, connect
 from pipeline.glance.errors import describe as describe_client_error
 from pipeline.glance.images import download, fetch_image
-from pipeline.manifest import Manifest, TargetSpec, load_manifest, parse_variables
+from pipeline.manifest import Manifest, TargetSpec, load_manifest, parse_release_date, parse_variables
 from pipeline.properties import explain as explain_stage
 from pipeline.properties import lint
 from pipeline.properties import render as properties
+from pipeline.publish import lifecycle as lifecycle_stage
 from pipeline.publish import methods, release
 from pipeline.publish import upload as publish
 from pipeline.publish.journal import Journal
@@ -88,6 +90,7 @@ class TargetResult:
     demoted: list[dict] = field(default_factory=list)
     cleaned_up: list[str] = field(default_factory=list)
     release: dict | None = None
+    lifecycle: dict | None = None
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -259,6 +262,49 @@ def _publish(destination: _Destination, prepared: list, options: JobOptions, rep
     result.release = settled.to_dict()
     final = target.glance.images.get(published.id)
     result.image = {**publish.published_from(final, uploaded=published.uploaded).to_dict(), "sent_bytes": published.sent_bytes}
+    if manifest.release.lifecycle.active:
+        with report.stage("lifecycle"):
+            carried = _carry_out_lifecycle(target, manifest, today=None, apply=True)
+        result.lifecycle = carried.to_dict()
+        _raise_if_failed(carried, target, manifest, released=True)
+
+
+def lifecycle(options: JobOptions, report: Report, *, apply: bool, today: str | None = None) -> Report:
+    """`invoke lifecycle`: per target, what release.lifecycle asks for each past release (and, with apply, do it)."""
+    manifest = _load(options, report)
+    if not manifest.release.lifecycle.active:
+        raise manifest.error(("release", "lifecycle"), "no lifecycle policy: expected keep_visible or a *_after_days setting")
+    with report.stage("connect"):
+        destinations = _destinations(manifest, options, None)
+    report.target = _first_target(destinations)
+    report.details["targets"] = []
+    for destination in destinations:
+        if destination.target is None:
+            raise BakeryError(f"{destination.name}: {destination.error}")
+        carried = _carry_out_lifecycle(destination.target, manifest, today=today, apply=apply)
+        report.details["targets"].append({"name": destination.name, "applied": apply, "plan": carried.to_dict()})
+        _raise_if_failed(carried, destination.target, manifest, released=False)
+    report.ok = True
+    return report
+
+
+def _carry_out_lifecycle(target: Target, manifest: Manifest, *, today: str | None, apply: bool) -> lifecycle_stage.LifecyclePlan:
+    try:
+        day = dt.date.fromisoformat(parse_release_date(today))
+    except BakeryError:
+        raise BakeryError(f"--today: expected a date YYYY-MM-DD, got {today!r}") from None
+    policy = manifest.release.lifecycle
+    planned = lifecycle_stage.plan(target, manifest.family_filter, policy, day, scs=manifest.scs is not None)
+    return lifecycle_stage.apply(target, planned, policy, scs=manifest.scs is not None) if apply else planned
+
+
+def _raise_if_failed(carried: lifecycle_stage.LifecyclePlan, target: Target, manifest: Manifest, *, released: bool) -> None:
+    if carried.failed:
+        first = carried.failed[0]
+        done = "the release is published and verified; " if released else ""
+        raise BakeryError(f"{target.name}: lifecycle: {len(carried.failed)} of {len(carried.changes)} changes failed "
+                          f"({first.image['id']}: {first.error})",
+                          hint=f"{done}the others were made; run `invoke lifecycle --manifest {manifest.path} --apply` to finish")
 
 
 def _record(report: Report, results: list[TargetResult]) -> None:

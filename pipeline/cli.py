@@ -120,6 +120,21 @@ def print_audit(report: Report) -> None:
     for family in report.details.get("families", []):
         health = "; ".join(family["problems"]) or "healthy"
         print(f"family {family['family']} (owner {family['owner']}): {family['images']} image(s): {health}")
+    standard = report.details.get("standard")
+    if standard:
+        print(f"{standard['name']}: {standard['conforming']} of {standard['images']} image(s) conform")
+        for finding in standard["findings"]:
+            print(f"    {finding['level']:<8} {finding['image']}: {finding['message']}")
+
+
+def print_lifecycle(report: Report) -> None:
+    for entry in report.details.get("targets", []):
+        planned = entry.get("plan") or {}
+        print(f"{entry['name']}: family {'/'.join(planned.get('family', {}).values())}, ages counted to {planned.get('today')}"
+              + ("" if entry.get("applied") else " (plan only: nothing changed; --apply carries it out)"))
+        for decision in planned.get("decisions", []):
+            state = " FAILED: " + decision["error"] if decision["error"] else (" done" if decision["done"] else "")
+            print(f"    {decision['action']:<10} {decision['id']}  {decision['name']!s:<40} {decision['why']}{state}")
 
 
 def print_inspection(report: Report) -> None:

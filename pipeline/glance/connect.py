@@ -43,6 +43,10 @@ class Target:
     identity: str = ""  # what identifies the target whatever the cloud is called: auth URL, region, project
     name: str = "local"
     roles: tuple[str, ...] = field(default_factory=tuple)
+    # the authenticated session and where its catalog is read (interface, region): other services of the
+    # same cloud (Nova, Cinder) are asked through it. None for the trusted-headers local Glance, which has no catalog.
+    session: Any = None
+    endpoint_filter: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.uploader = self.uploader or self.glance
@@ -143,7 +147,8 @@ def _connect_cloud(cloud: str | None) -> Target:
     return Target(GlanceClient("2", session=sess, **options, **RETRIES), f"{where} (project {access.project_id})",
                   access.project_id or "", local=False, uploader=GlanceClient("2", session=sess, **options),
                   identity=_identity(auth_url, region.get_region_name("image") or "", access.project_id or ""),
-                  name=region.name, roles=tuple(access.role_names or ()))
+                  name=region.name, roles=tuple(access.role_names or ()), session=sess,
+                  endpoint_filter={"interface": region.get_interface(), "region_name": region.get_region_name("image")})
 
 
 def _discoverable(auth_url: str, timeout: float, where: str) -> None:

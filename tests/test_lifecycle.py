@@ -1,0 +1,151 @@
+"""The life of past releases on the real Keystone-authenticated Glance: plan, apply, in use, promises, SCS-0102.
+
+Releases are published through the CLI as a release engineer does, months apart (--release-date); the
+lifecycle counts ages to a given --today so the tests do not depend on the calendar.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.conftest import ok, one_line_error
+
+SCS = {"replace_frequency": "monthly", "provided_until": "2030-12-31", "uuid_validity": "last-1",
+       "image_source": "https://images.example.org/windows/", "image_description": "https://images.example.org/windows/notes",
+       "image_original_user": "Administrator"}
+POLICY = {"hide_after_days": 14, "deactivate_after_days": 90, "delete_after_days": 150, "exempt": {"tags": ["keep-forever"]}}
+
+
+def publish(account, date: str, *, scs: dict | None = SCS, cloud_name: str = "bakery-member") -> dict:
+    extra = {"scs": scs} if scs else {}
+    manifest = account.manifest(f"r{date}.yaml", **extra)
+    return ok(*account.run("build-and-publish", "--manifest", str(manifest), "--release-date", date, cloud_name=cloud_name,
+                           json_name=f"publish-{date}.json"))["image"]
+
+
+def lifecycle(account, policy: dict, *args: str, scs: dict | None = SCS, today: str = "2026-11-01", json_name: str = "lc.json"):
+    extra = {"scs": scs} if scs else {}
+    manifest = account.manifest("lifecycle.yaml", release={"lifecycle": policy}, **extra)
+    return account.run("lifecycle", "--manifest", str(manifest), "--today", today, *args, json_name=json_name)
+
+
+def decisions(report: dict) -> dict[str, dict]:
+    return {d["id"]: d for d in report["details"]["targets"][0]["plan"]["decisions"]}
+
+
+def state(account) -> dict[str, tuple]:
+    return {i["id"]: (i["status"], bool(i.get("os_hidden")), i["name"], i.get("recommended")) for i in account.images()}
+
+
+def test_a_dry_run_changes_nothing_and_apply_does_exactly_the_plan(account):
+    exempt = publish(account, "2025-12-01")
+    oldest, older, previous, current = (publish(account, d) for d in ("2026-01-01", "2026-04-01", "2026-08-01", "2026-10-15"))
+    admin = account.target("bakery-admin")
+    admin.glance.image_tags.update(exempt["id"], "keep-forever")
+    before = state(account)
+
+    proc, planned = lifecycle(account, {**POLICY, "in_use_checks": ["members"]})
+    ok(proc, planned)
+    assert state(account) == before, "a plan must not change anything"
+    actions = {image_id: d["action"] for image_id, d in decisions(planned).items()}
+    assert actions == {current["id"]: "keep", previous["id"]: "hide", older["id"]: "deactivate", oldest["id"]: "delete",
+                       exempt["id"]: "keep"}
+    why = decisions(planned)
+    assert why[current["id"]]["why"] == "the recommended release" and "keep-forever" in why[exempt["id"]]["why"]
+    assert why[oldest["id"]]["age_days"] == (dt.date(2026, 11, 1) - dt.date(2026, 4, 1)).days  # since its successor's release
+    assert "plan only" in proc.stdout
+
+    applied = ok(*lifecycle(account, {**POLICY, "in_use_checks": ["members"]}, "--apply", json_name="apply.json"))
+    assert all(d["done"] for d in decisions(applied).values() if d["action"] != "keep")
+    after = state(account)
+    assert oldest["id"] not in after
+    assert after[older["id"]][0] == "deactivated"
+    assert after[previous["id"]][1] is True and after[previous["id"]][2].endswith(" 20260801")  # SCS: hidden and renamed
+    assert after[current["id"]] == before[current["id"]] and after[exempt["id"]] == before[exempt["id"]]
+
+    again = ok(*lifecycle(account, {**POLICY, "in_use_checks": ["members"]}, "--apply", json_name="again.json"))
+    assert {d["action"] for d in decisions(again).values()} == {"keep"}  # converged: nothing left to do
+    assert state(account) == after
+
+
+def test_what_cannot_be_checked_or_is_in_use_or_promised_is_kept(account, cloud):
+    shared = publish(account, "2026-01-01", scs={**SCS, "uuid_validity": "none"})
+    promised = publish(account, "2026-02-01", scs={**SCS, "uuid_validity": "forever"})
+    publish(account, "2026-10-01")
+    policy = {"delete_after_days": 30}
+
+    # this cloud has no Nova and no Cinder: "cannot tell" is never "unused"
+    planned = ok(*lifecycle(account, policy))
+    why = decisions(planned)
+    assert why[shared["id"]]["action"] == "keep" and "no compute endpoint in the catalog" in why[shared["id"]]["why"]
+    assert why[promised["id"]]["action"] == "keep" and "uuid_validity is forever" in why[promised["id"]]["why"]
+
+    member = account.target("bakery-member")
+    other_project = cloud._state()["users"]["other-builder"]["project_id"]
+    member.glance.images.update(shared["id"], visibility="shared")
+    member.glance.image_members.create(shared["id"], other_project)
+    applied = ok(*lifecycle(account, {**policy, "in_use_checks": ["members"]}, "--apply", json_name="apply.json"))
+    why = decisions(applied)
+    assert why[shared["id"]]["action"] == "keep" and f"shared with project {other_project}" in why[shared["id"]]["why"]
+    assert {i["id"] for i in account.images()} >= {shared["id"], promised["id"]}
+
+
+def test_a_failure_half_way_leaves_a_consistent_family_and_a_rerun_finishes(account):
+    from pipeline.manifest import LifecyclePolicy
+    from pipeline.publish import lifecycle as stage
+
+    first, second = publish(account, "2026-01-01", scs=None), publish(account, "2026-02-01", scs=None)
+    third, current = publish(account, "2026-03-01", scs=None), publish(account, "2026-10-01", scs=None)
+    member, admin = account.target("bakery-member"), account.target("bakery-admin")
+    policy = LifecyclePolicy(delete_after_days=30, in_use_checks=("members",))
+    planned = stage.plan(member, {"os_distro": "windows", "os_distro_major": account.family, "os_edition": "DESKTOP",
+                                  "architecture": "x86_64"}, policy, dt.date(2026, 11, 1))
+    assert {d.image["id"] for d in planned.changes} == {first["id"], second["id"], third["id"]}
+    admin.glance.images.update(second["id"], protected=True)  # another operator protects it while this run works
+    stage.apply(member, planned, policy)
+    assert [d.image["id"] for d in planned.failed] == [second["id"]] and "protected" in planned.failed[0].error
+    assert {i["id"] for i in account.images()} == {second["id"], current["id"]}  # the others were done, the release untouched
+    assert member.glance.images.get(current["id"])["recommended"] == "true"
+
+    proc, report = lifecycle(account, {"delete_after_days": 30, "in_use_checks": ["members"]}, "--apply", scs=None)
+    ok(proc, report)
+    assert decisions(report)[second["id"]]["why"] == "protected in Glance"
+    admin.glance.images.update(second["id"], protected=False)
+    ok(*lifecycle(account, {"delete_after_days": 30, "in_use_checks": ["members"]}, "--apply", scs=None, json_name="finish.json"))
+    assert {i["id"] for i in account.images()} == {current["id"]}
+
+
+def test_the_scs_profile_is_published_and_audit_flags_what_does_not_conform(account):
+    plain = publish(account, "2026-09-01", scs=None)
+    manifest = account.manifest("scs.yaml", scs=SCS, release={"previous": "hide"})  # one visible image per distro/version/arch
+    conforming = ok(*account.run("build-and-publish", "--manifest", str(manifest), "--release-date", "2026-10-01",
+                                 json_name="scs.json"))["image"]
+    stored = account.target("bakery-member").glance.images.get(conforming["id"])
+    assert {k: stored[k] for k in SCS} == SCS and stored["image_build_date"] == "2026-10-01" and stored["os_purpose"] == "generic"
+    proc, report = account.run("audit", "--standard", "scs-0102", json_name="audit.json")
+    one_line_error(proc, "SCS-0102", "do not conform")
+    findings = report["details"]["standard"]["findings"]
+    errors = {(f["image"], f["message"]) for f in findings if f["level"] == "error"}
+    assert not [m for i, m in errors if i == conforming["id"]], errors
+    assert (plain["id"], "mandatory property uuid_validity is missing") in errors
+    assert plain["id"] in proc.stdout
+
+
+@pytest.mark.parametrize("section, fragment", [
+    ({"scs": {**SCS, "uuid_validity": "last-0"}}, "scs.uuid_validity: expected none, notice, forever, last-N"),
+    ({"scs": {**SCS, "replace_frequency": "fortnightly"}}, "scs.replace_frequency: expected one of yearly"),
+    ({"scs": {**SCS, "image_source": "somewhere"}}, "scs.image_source: expected a URL or private"),
+    ({"scs": {**SCS, "provided_until": "2026-02-30"}}, "scs.provided_until"),
+    ({"release": {"lifecycle": {"hide_after_days": 90, "delete_after_days": 30}}}, "release.lifecycle.delete_after_days: expected at least"),
+    ({"release": {"lifecycle": {"in_use_checks": ["servers", "flavors"]}}}, "release.lifecycle.in_use_checks.1"),
+    ({"release": {"lifecycle": {"keep": 2}}}, "release.lifecycle.keep: unknown field"),
+], ids=["last-0", "frequency", "source", "impossible-date", "order", "check", "unknown"])
+def test_bad_lifecycle_and_scs_settings_are_one_line_errors(glance_server, tmp_path, section, fragment):
+    from tests.conftest import MiB, make_image, run_invoke, write_manifest
+
+    image = tmp_path / "x.raw"
+    manifest = write_manifest(tmp_path, image, make_image(image, MiB), **section)
+    proc = run_invoke("plan", "--manifest", str(manifest), state=tmp_path / "state", env={"BAKERY_GLANCE_PORT": str(glance_server.port)})
+    one_line_error(proc, fragment, str(manifest))
