@@ -10,7 +10,7 @@
     invoke inspect IMAGE                       (a disk image file or a Glance image id)
     invoke synthetic --windows w10 --out base.raw [--virtio-win-iso virtio.iso]
     invoke glance-up | glance-down | glance-status
-    invoke cloud-up | cloud-down | cloud-status  (Keystone + a Keystone-authenticated Glance, and a clouds.yaml)
+    invoke cloud-up [--consumers] | cloud-down | cloud-status  (Keystone + a Keystone-authenticated Glance [+ Nova, Cinder APIs], and a clouds.yaml)
     invoke demo
 """
 
@@ -30,7 +30,7 @@ from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.glance.connect import connect
 from pipeline.glance.local import LocalGlance
-from pipeline.glance.localcloud import LocalCloud
+from pipeline.glance.localcloud import DEFAULT_CONSUMER_PORTS, LocalCloud
 from pipeline.properties import explain as explain_stage
 from pipeline.properties import image_lint
 from pipeline.publish import audit as audit_stage
@@ -201,10 +201,12 @@ def glance_status(c, json=None):
     execute("glance-status", json, lambda report: _glance_report(report, LocalGlance().status(), require_healthy=True), summary=False)
 
 
-@task(help={"token_lifetime": "Keystone's token lifetime in seconds (default 3600)", **_help("json")})
-def cloud_up(c, token_lifetime=3600, json=None):
+@task(help={"token_lifetime": "Keystone's token lifetime in seconds (default 3600)", **_help("json"),
+            "consumers": "also run the Nova and Cinder APIs (ports 18774, 18776), for the lifecycle's in-use checks"})
+def cloud_up(c, token_lifetime=3600, json=None, consumers=False):
     """Start a real Keystone + Keystone-authenticated Glance on 127.0.0.1 and write its clouds.yaml."""
-    execute("cloud-up", json, lambda report: _glance_report(report, LocalCloud(token_lifetime=int(token_lifetime)).up()), summary=False)
+    cloud = LocalCloud(token_lifetime=int(token_lifetime), consumer_ports=DEFAULT_CONSUMER_PORTS if consumers else None)
+    execute("cloud-up", json, lambda report: _glance_report(report, cloud.up()), summary=False)
 
 
 @task(help=_help("json"))

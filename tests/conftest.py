@@ -234,10 +234,11 @@ def install_media(media, tmp_path_factory):
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory):
     """A local cloud for the session (LocalCloud: admin, a member project, an application credential, another
-    project), reached through its clouds.yaml exactly as users reach theirs."""
+    project, the Nova and Cinder APIs), reached through its clouds.yaml exactly as users reach theirs."""
     from pipeline.glance.localcloud import LocalCloud
 
-    local = LocalCloud(tmp_path_factory.mktemp("cloud"), keystone_port=free_port(), glance_port=free_port())
+    local = LocalCloud(tmp_path_factory.mktemp("cloud"), keystone_port=free_port(), glance_port=free_port(),
+                       consumer_ports=(free_port(), free_port()))
     local.up(timeout=180)
     yield local
     local.down()

@@ -10,6 +10,7 @@ import datetime as dt
 
 import pytest
 
+from pipeline.glance.usage import image_usage
 from tests.conftest import ok, one_line_error
 
 SCS = {"replace_frequency": "monthly", "provided_until": "2030-12-31", "uuid_validity": "last-1",
@@ -76,20 +77,62 @@ def test_what_cannot_be_checked_or_is_in_use_or_promised_is_kept(account, cloud)
     publish(account, "2026-10-01")
     policy = {"delete_after_days": 30}
 
-    # this cloud has no Nova and no Cinder: "cannot tell" is never "unused"
-    planned = ok(*lifecycle(account, policy))
+    planned = ok(*lifecycle(account, policy))  # Nova, Cinder and Glance asked: nothing uses it yet
     why = decisions(planned)
-    assert why[shared["id"]]["action"] == "keep" and "no compute endpoint in the catalog" in why[shared["id"]]["why"]
+    assert why[shared["id"]]["action"] == "delete" and why[shared["id"]]["usage"] == {
+        "servers": {"users": [], "unknown": None}, "volumes": {"users": [], "unknown": None}, "members": {"users": [], "unknown": None}}
     assert why[promised["id"]]["action"] == "keep" and "uuid_validity is forever" in why[promised["id"]]["why"]
 
     member = account.target("bakery-member")
     other_project = cloud._state()["users"]["other-builder"]["project_id"]
     member.glance.images.update(shared["id"], visibility="shared")
     member.glance.image_members.create(shared["id"], other_project)
+    # a member cannot see the other project's servers: "cannot tell" is never "unused"
+    planned = ok(*lifecycle(account, {**policy, "in_use_checks": ["servers"]}, json_name="blind.json"))
+    assert decisions(planned)[shared["id"]]["action"] == "keep"
+    assert "servers: cannot tell (the image is shared and only an admin may list" in decisions(planned)[shared["id"]]["why"]
     applied = ok(*lifecycle(account, {**policy, "in_use_checks": ["members"]}, "--apply", json_name="apply.json"))
     why = decisions(applied)
     assert why[shared["id"]]["action"] == "keep" and f"shared with project {other_project}" in why[shared["id"]]["why"]
     assert {i["id"] for i in account.images()} >= {shared["id"], promised["id"]}
+
+
+def nova(target, method: str, path: str, **kwargs):
+    """The local cloud's real Nova API, through the account's own session and catalog."""
+    answer = target.session.request(path, method, endpoint_filter={"service_type": "compute", **target.endpoint_filter},
+                                    headers={"OpenStack-API-Version": "compute 2.90"}, raise_exc=False, **kwargs)
+    assert answer.status_code < 300, answer.text
+    return answer.json() if answer.content else None
+
+
+def cinder(target, method: str, path: str, **kwargs):
+    answer = target.session.request(path, method, endpoint_filter={"service_type": "volumev3", **target.endpoint_filter},
+                                    headers={"OpenStack-API-Version": "volume 3.4"}, raise_exc=False, **kwargs)
+    assert answer.status_code < 300, answer.text
+    return answer.json() if answer.content else None
+
+
+def test_a_server_or_a_volume_made_from_an_image_keeps_it_and_only_it(account):
+    booted, on_volume, unused = (publish(account, d, scs=None) for d in ("2026-01-01", "2026-02-01", "2026-03-01"))
+    current = publish(account, "2026-10-01", scs=None)
+    member, admin = account.target("bakery-member"), account.target("bakery-admin")
+    server = nova(member, "POST", "/servers", json={"server": {"name": "still-on-january", "imageRef": booted["id"],
+                                                               "flavorRef": "bakery-windows", "networks": "none"}})["server"]
+    volume = cinder(member, "POST", "/volumes", json={"volume": {"size": 40, "name": "february-disk"}})["volume"]
+    # what Cinder's volume service records when it writes an image to a volume (no volume service runs here)
+    cinder(admin, "POST", f"/volumes/{volume['id']}/action", json={"os-reset_status": {"status": "available"}})
+    cinder(member, "POST", f"/volumes/{volume['id']}/action", json={"os-set_image_metadata": {"metadata": {"image_id": on_volume["id"]}}})
+
+    applied = ok(*lifecycle(account, {"delete_after_days": 30}, "--apply", scs=None))
+    why = decisions(applied)
+    assert why[booted["id"]]["action"] == "keep" and f"servers: server {server['id']} (still-on-january)" in why[booted["id"]]["why"]
+    assert why[on_volume["id"]]["action"] == "keep" and f"volumes: volume {volume['id']} (february-disk" in why[on_volume["id"]]["why"]
+    assert why[unused["id"]]["action"] == "delete"
+    assert {i["id"] for i in account.images()} == {booted["id"], on_volume["id"], current["id"]}
+    # an admin looks across projects (all_tenants), where Cinder's image filter is honoured
+    for image, check in ((booted, "servers"), (on_volume, "volumes")):
+        assert image_usage(admin, dict(admin.glance.images.get(image["id"])), (check,)).in_use
+    assert not image_usage(admin, dict(admin.glance.images.get(current["id"])), ("servers", "volumes")).in_use
 
 
 def test_a_failure_half_way_leaves_a_consistent_family_and_a_rerun_finishes(account):

@@ -15,13 +15,12 @@ import os
 import sqlite3
 import sys
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.common.run import run
-from pipeline.glance.server import HOST, LoopbackServer, ServerStatus, venv_tool
+from pipeline.glance.server import HOST, LoopbackServer, ServerStatus, ServiceUser, venv_tool
 
 DEFAULT_PORT = 19292  # not 9292, so a developer's own Glance is never mistaken for ours
 LOCAL_PROJECT = "bakery-local"
@@ -84,19 +83,6 @@ allowed_ports = []
 disallowed_ports = []
 """
 
-KEYSTONE_AUTHTOKEN = """\
-[keystone_authtoken]
-www_authenticate_uri = {auth_url}
-auth_url = {auth_url}
-auth_type = password
-project_domain_id = default
-user_domain_id = default
-project_name = service
-username = {username}
-password = {password}
-service_type = image
-"""
-
 # The keystone pipeline of glance's sample paste file without authtoken: `context` trusts X-* headers.
 GLANCE_API_PASTE = """\
 [composite:glance-api-trusted]
@@ -135,21 +121,12 @@ paste.filter_factory = oslo_middleware:HTTPProxyToWSGI.factory
 """
 
 
-@dataclass(frozen=True)
-class KeystoneAuth:
-    """What Glance's auth_token middleware needs to validate tokens: Keystone and Glance's service user."""
-
-    auth_url: str
-    username: str
-    password: str
-
-
 class LocalGlance(LoopbackServer):
     name = "Glance"
     application = "glance.wsgi.api:application"
     health_path = "/healthcheck"
 
-    def __init__(self, root: Path | None = None, port: int | None = None, *, keystone: KeystoneAuth | None = None):
+    def __init__(self, root: Path | None = None, port: int | None = None, *, keystone: ServiceUser | None = None):
         super().__init__(root or state_dir() / "glance", port or int(os.environ.get("BAKERY_GLANCE_PORT", DEFAULT_PORT)))
         self.keystone = keystone
         # The keystone pipeline has no /healthcheck: its version document answers without a token.
@@ -171,8 +148,7 @@ class LocalGlance(LoopbackServer):
             paste = Path(sys.prefix) / "etc/glance/glance-api-paste.ini"
             conf = _merged(GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="keystone", paste=paste),
                            MULTISTORE_IMPORT.format(root=self.root, url=self.url))
-            conf += KEYSTONE_AUTHTOKEN.format(auth_url=self.keystone.auth_url, username=self.keystone.username,
-                                              password=self.keystone.password)
+            conf += self.keystone.authtoken_section("image")
             (self.root / "images-cheap").mkdir(exist_ok=True)
         else:
             (self.root / "etc/glance-api-paste.ini").write_text(GLANCE_API_PASTE.format(root=self.root))

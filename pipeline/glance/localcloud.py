@@ -1,4 +1,5 @@
-"""A real Keystone-authenticated cloud on loopback: Keystone + a Glance behind keystonemiddleware.
+"""A real Keystone-authenticated cloud on loopback: Keystone + a Glance behind keystonemiddleware, and
+optionally the Nova and Cinder APIs (consumer_ports), so that "is this image in use" is asked of real ones.
 
 What release engineers actually publish to: a clouds.yaml (password or application credential), tokens from
 Keystone, a Glance that validates them and applies its default policies (a member may not publicize).
@@ -10,6 +11,7 @@ Identities (all in the Default domain):
     glance         project service        roles admin, service (Glance's own service user)
     image-builder  project windows-images role member        + an application credential
     other-builder  project other-team     role member        (isolation between projects)
+    nova, cinder   project service        roles admin, service (their service users)
 clouds.yaml names them bakery-admin, bakery-member, bakery-appcred and bakery-other.
 """
 
@@ -26,14 +28,17 @@ from keystoneauth1 import session as ksa_session
 from keystoneauth1.identity import v3
 
 from pipeline.common.paths import state_dir
+from pipeline.glance.image_consumers import LocalCinder, LocalNova
 from pipeline.glance.keystone import REGION, LocalKeystone
-from pipeline.glance.local import KeystoneAuth, LocalGlance
-from pipeline.glance.server import ServerStatus
+from pipeline.glance.local import LocalGlance
+from pipeline.glance.server import ServerStatus, ServiceUser
 
 DEFAULT_KEYSTONE_PORT = 15000
 DEFAULT_GLANCE_PORT = 19293
+DEFAULT_CONSUMER_PORTS = (18774, 18776)  # Nova's and Cinder's usual ports, moved out of the way
 PROJECT = "windows-images"
 OTHER_PROJECT = "other-team"
+FLAVOR = {"id": "bakery-windows", "name": "bakery.windows", "ram": 4096, "vcpus": 2, "disk": 40}
 CLOUDS = {"bakery-admin": "admin", "bakery-member": "image-builder", "bakery-appcred": "appcred", "bakery-other": "other-builder"}
 
 
@@ -61,13 +66,15 @@ class CloudStatus:
 
 class LocalCloud:
     def __init__(self, root: Path | None = None, *, keystone_port: int | None = None, glance_port: int | None = None,
-                 token_lifetime: int = 3600):
+                 token_lifetime: int = 3600, consumer_ports: tuple[int, int] | None = None):
+        """consumer_ports: (Nova's, Cinder's), to run their APIs too."""
         self.root = Path(root or state_dir() / "cloud").resolve()
         env = os.environ
         self.keystone = LocalKeystone(self.root / "keystone",
                                       keystone_port or int(env.get("BAKERY_CLOUD_KEYSTONE_PORT", DEFAULT_KEYSTONE_PORT)),
                                       token_lifetime=token_lifetime)
         self.glance_port = glance_port or int(env.get("BAKERY_CLOUD_GLANCE_PORT", DEFAULT_GLANCE_PORT))
+        self.consumer_ports = consumer_ports or self._recorded_consumer_ports()
 
     @property
     def clouds_yaml(self) -> Path:
@@ -79,10 +86,32 @@ class LocalCloud:
 
     def glance(self) -> LocalGlance:
         state = self._state()
-        auth = KeystoneAuth(self.keystone.auth_url, "glance", state["users"]["glance"]["password"]) if state else None
+        auth = self._service_user("glance", state) if state else None
         return LocalGlance(self.root / "glance", self.glance_port, keystone=auth)
 
     # -- up / down / status -----------------------------------------------------------------------------
+
+    def consumers(self) -> list[LocalNova | LocalCinder]:
+        """The Nova and Cinder APIs, when this cloud runs them."""
+        state = self._state()
+        if not self.consumer_ports or not state:
+            return []
+        return [kind(self.root / kind.package, port, service_user=self._service_user(kind.package, state), region=REGION)
+                for kind, port in zip((LocalNova, LocalCinder), self.consumer_ports)]
+
+    @property
+    def _consumer_ports_file(self) -> Path:
+        return self.root / "consumer-ports.json"
+
+    def _recorded_consumer_ports(self) -> tuple[int, int] | None:
+        """The ports the consumers were started on, so that status and down find them again."""
+        try:
+            return tuple(json.loads(self._consumer_ports_file.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def _service_user(self, name: str, state: dict) -> ServiceUser:
+        return ServiceUser(self.keystone.auth_url, name, state["users"][name]["password"])
 
     def up(self, *, timeout: float = 120.0) -> CloudStatus:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -90,10 +119,18 @@ class LocalCloud:
         self._ensure_identities()
         glance = self.glance()
         glance.up(timeout=timeout)
+        if self.consumer_ports:
+            self._consumer_ports_file.write_text(json.dumps(list(self.consumer_ports)))
+        for consumer in self.consumers():
+            consumer.up(timeout=timeout)
+            if isinstance(consumer, LocalNova):
+                self._ensure_flavor(consumer)
         self._write_clouds_yaml()
         return self.status()
 
     def down(self) -> CloudStatus:
+        for consumer in self.consumers():
+            consumer.down()
         self.glance().down()
         self.keystone.down()
         return self.status()
@@ -135,7 +172,8 @@ class LocalCloud:
             if name not in roles:
                 roles[name] = identity.create_role(name=name)
         users = {}
-        for user, project, role_names in (("glance", "service", ("admin", "service")), ("image-builder", PROJECT, ("member", "reader")),
+        for user, project, role_names in (("glance", "service", ("admin", "service")), ("nova", "service", ("admin", "service")),
+                                          ("cinder", "service", ("admin", "service")), ("image-builder", PROJECT, ("member", "reader")),
                                           ("other-builder", OTHER_PROJECT, ("member", "reader"))):
             created_project = identity.find_project(project) or identity.create_project(name=project, domain_id="default")
             password = random_secrets.token_urlsafe(18)
@@ -157,9 +195,12 @@ class LocalCloud:
 
     def _register_endpoints(self, identity) -> None:
         urls = {"identity": self.keystone.auth_url, "image": f"http://127.0.0.1:{self.glance_port}"}
+        names = {"identity": "keystone", "image": "glance"}
+        for consumer in self.consumers():
+            urls[consumer.service_type], names[consumer.service_type] = consumer.endpoint, consumer.package
         for service_type, url in urls.items():
             service = next(iter(identity.services(type=service_type)), None) or identity.create_service(
-                name="glance" if service_type == "image" else "keystone", type=service_type)
+                name=names[service_type], type=service_type)
             existing = {e.interface: e for e in identity.endpoints(service_id=service.id)}
             for interface in ("public", "internal", "admin"):
                 if interface in existing:
@@ -167,6 +208,13 @@ class LocalCloud:
                         identity.update_endpoint(existing[interface], url=url)
                 else:
                     identity.create_endpoint(service_id=service.id, interface=interface, url=url, region_id=REGION)
+
+    def _ensure_flavor(self, nova: LocalNova) -> None:
+        """One flavor a Windows image fits, so that servers can be created from the published images."""
+        sess = self.admin_session()
+        found = sess.get(f"{nova.endpoint}/flavors/{FLAVOR['id']}", raise_exc=False)
+        if found.status_code == 404:
+            sess.post(f"{nova.endpoint}/flavors", json={"flavor": FLAVOR})
 
     # -- what clients use ---------------------------------------------------------------------------------
 

@@ -27,6 +27,20 @@ GUNICORN_ARGS = ["--workers", "1", "--worker-class", "sync", "--timeout", "3600"
 
 
 @dataclass(frozen=True)
+class ServiceUser:
+    """A service's own Keystone user, with which its auth_token middleware validates the tokens it is sent."""
+
+    auth_url: str
+    username: str
+    password: str
+
+    def authtoken_section(self, service_type: str) -> str:
+        return (f"[keystone_authtoken]\nwww_authenticate_uri = {self.auth_url}\nauth_url = {self.auth_url}\nauth_type = password\n"
+                f"project_domain_id = default\nuser_domain_id = default\nproject_name = service\n"
+                f"username = {self.username}\npassword = {self.password}\nservice_type = {service_type}\n")
+
+
+@dataclass(frozen=True)
 class ServerStatus:
     url: str
     running: bool

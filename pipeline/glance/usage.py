@@ -82,8 +82,9 @@ def _servers(target: Target, image: dict) -> Usage:
         return Usage("servers", unknown=f"the image is {image.get('visibility')} and only an {ALL_PROJECTS_ROLE} may list "
                                         "other projects' servers")
     params = {"image": image["id"], **({"all_tenants": "1"} if everywhere else {})}
-    found = _get_all(target, f"{endpoint}/servers/detail", params, "servers")
-    return Usage("servers", tuple(f"server {s['id']} (project {s.get('tenant_id')}, {s.get('status')})" for s in found))
+    # the plain listing: /servers/detail would also ask Neutron for every server's security groups
+    found = _get_all(target, f"{endpoint}/servers", params, "servers")
+    return Usage("servers", tuple(f"server {s['id']} ({s.get('name')})" for s in found))
 
 
 def _volumes(target: Target, image: dict) -> Usage:
@@ -95,9 +96,14 @@ def _volumes(target: Target, image: dict) -> Usage:
         return Usage("volumes", unknown=f"the image is {image.get('visibility')} and only an {ALL_PROJECTS_ROLE} may list "
                                         "other projects' volumes")
     params = {"glance_metadata": json.dumps({"image_id": image["id"]}), **({"all_tenants": "1"} if everywhere else {})}
-    found = _get_all(target, f"{endpoint}/volumes/detail", params, "volumes", headers={"OpenStack-API-Version": "volume 3.4"})
-    return Usage("volumes", tuple(f"volume {v['id']} (project {v.get('os-vol-tenant-attr:tenant_id', '?')}, {v.get('status')})"
-                                  for v in found))
+    listed = _get_all(target, f"{endpoint}/volumes/detail", params, "volumes", headers={"OpenStack-API-Version": "volume 3.4"})
+    # Cinder drops the glance_metadata filter for a non-admin (it is not in its resource_filters.json) and
+    # answers every volume: each one's own image metadata decides.
+    used = [v for v in listed if (v.get("volume_image_metadata") or {}).get("image_id") == image["id"]]
+    pending = [v for v in listed if v.get("status") in ("creating", "downloading") and not v.get("volume_image_metadata")]
+    if pending and not used:
+        return Usage("volumes", unknown=f"volume {pending[0]['id']} is being created and its source cannot be told yet")
+    return Usage("volumes", tuple(f"volume {v['id']} ({v.get('name')}, {v.get('status')})" for v in used))
 
 
 def _members(target: Target, image: dict) -> Usage:
