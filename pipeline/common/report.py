@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -35,6 +36,9 @@ class Report:
     plan: dict | None = None
     details: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # wall-clock bounds of the command (UTC), so that CI can tell which jobs overlapped
+    started_at: str = field(default_factory=lambda: _now())
+    finished_at: str | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -51,7 +55,12 @@ class Report:
         return redact(json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str))
 
     def write(self, path: str | Path) -> None:
+        self.finished_at = _now()
         write_atomically(Path(path), self.to_json() + "\n")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def print_summary(report: Report, console: Console | None = None) -> None:

@@ -112,6 +112,8 @@ def _check_stores(target: Target, spec: UploadSpec, caps: Capabilities) -> None:
 def converts_qcow2(target: Target, caps: Capabilities) -> bool:
     if "glance-direct" not in caps.import_methods:
         return False
+    if target.local:  # the trusted-headers local Glance runs no import plugin (glance/local.py): nothing to probe
+        return False
     memo = state_dir() / "capabilities" / f"{target.identity}.json"
     try:
         known = json.loads(memo.read_text())
