@@ -13,11 +13,12 @@ BASE_PYTHON := /usr/bin/python3
 # ntfs-3g: mkntfs and the NTFS mount; python3-hivex: the registry bindings (linked into the venv below).
 # qemu-system-x86, ovmf, swtpm: the install-from-media VM (UEFI, Secure Boot, TPM 2.0).
 # libfaketime: freezes ntfs-3g's clock at the build epoch, so a bake is bit-for-bit reproducible.
+# rsync: gitlab-ci-local copies the project with it before running the generated pipeline.
 # The rest builds the tests' stand-in install ISO (a Debian kernel + busybox playing Windows Setup) that
 # boots under SeaBIOS (isolinux) and OVMF (a signed unified kernel image in an El Torito FAT image).
 APT_PACKAGES := python3-venv qemu-utils fdisk qemu-system-common fuse3 ntfs-3g python3-hivex libhivex-bin \
 	qemu-system-x86 ovmf swtpm swtpm-tools \
-	libfaketime \
+	libfaketime rsync \
 	xorriso mtools isolinux syslinux-common systemd-boot-efi busybox-static sbsigntool
 # CI also runs the slow tier's check that real tools accept the fixtures: libguestfs inspection
 # (virt-inspector) needs its appliance, which supermin builds from the host's kernel.
@@ -26,7 +27,12 @@ CI_APT_PACKAGES := $(if $(CI),libguestfs-tools linux-image-amd64,)
 # developer's machine and everything where CI is set (.ci/run sets it); `make test-all` runs everything anywhere.
 PYTEST_ARGS ?= $(if $(CI),,-m "not slow")
 
-.PHONY: test test-all demo bench deps apt venv clean
+# gitlab-ci-local runs the generated .gitlab-ci.yml in the tests. 4.65.1 is the newest release that runs on
+# Node.js 20 (later ones use Node 22's Set methods); Debian 12's own nodejs (18) and npm also do.
+GITLAB_CI_LOCAL_VERSION := 4.65.1
+GITLAB_CI_LOCAL := $(VENV)/node/node_modules/.bin/gitlab-ci-local
+
+.PHONY: test test-all demo bench deps apt venv node clean
 
 test: deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -44,7 +50,7 @@ bench: deps
 	$(PYTHON) benchmarks/bench_cache.py
 	$(PYTHON) benchmarks/bench_import.py
 
-deps: apt venv
+deps: apt venv node
 
 # $(call apt_install,PACKAGES,WHY,APT-GET OPTIONS): install those of PACKAGES that are not installed yet.
 define apt_install
@@ -63,6 +69,17 @@ apt:
 	$(call apt_install,$(CI_APT_PACKAGES), for CI's slow tier,)
 
 venv: $(VENV)/.installed
+
+node: $(GITLAB_CI_LOCAL)
+
+$(GITLAB_CI_LOCAL):
+	@if ! command -v npm >/dev/null; then \
+	    echo "installing Debian packages for gitlab-ci-local: nodejs npm"; \
+	    sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	fi
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node gitlab-ci-local@$(GITLAB_CI_LOCAL_VERSION)
+	@touch $@
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV)

@@ -1,6 +1,7 @@
 """Invoke tasks: parse arguments, call pipeline/. No logic lives here.
 
     invoke build-and-publish --manifest manifests/w10entx64.yaml [--cloud NAME] [--json report.json] [--no-cache]
+    invoke bake --manifest manifests/w10entx64.yaml --out DIR  then  invoke publish --artifact DIR [--cloud NAME]
     invoke lock --manifest manifests/w10entx64.yaml [--release-date D]      (writes manifests/w10entx64.lock)
     invoke rebuild --image ID | --lock FILE
     invoke cache-ls | cache-gc [--max-gib N] [--all]
@@ -11,6 +12,7 @@
     invoke synthetic --windows w10 --out base.raw [--virtio-win-iso virtio.iso]
     invoke glance-up | glance-down | glance-status
     invoke cloud-up [--consumers] | cloud-down | cloud-status  (Keystone + a Keystone-authenticated Glance [+ Nova, Cinder APIs], and a clouds.yaml)
+    invoke ci --engine gitlab --catalog manifests/ [--cloud NAME] [--out .gitlab-ci.yml]
     invoke demo
 """
 
@@ -24,6 +26,7 @@ from invoke import task
 
 from pipeline import chain
 from pipeline import synthetic as synthetic_stage
+from pipeline.ci import gitlab
 from pipeline.cli import execute, print_audit, print_cache, print_findings, print_inspection, print_lifecycle
 from pipeline.common.errors import BakeryError
 from pipeline.common.paths import state_dir
@@ -69,6 +72,41 @@ def build_and_publish(c, manifest, cloud=None, release_date=None, set=None, json
     """Build the image of a manifest, publish it verified to Glance, demote the previous release."""
     options = _options(manifest, cloud, release_date, set, allow_older, no_cache, lock)
     execute("build-and-publish", json, lambda report: chain.build_and_publish(options, report))
+
+
+@task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json"), "out": "a new or empty directory for the artifact",
+                              "no-cache": "build every stage again, without reading or filling the stage cache",
+                              "lock": "the lock file to verify against (default: the manifest's .lock, when it exists)"})
+def bake(c, manifest, out, release_date=None, set=None, json=None, no_cache=False, lock=None):
+    """Build and measure a manifest's image and write it with its record as an artifact (no Glance): a CI bake job."""
+    options = _options(manifest, None, release_date, set, no_cache=no_cache, lock=lock)
+    execute("bake", json, lambda report: chain.bake(options, report, out=Path(out)))
+
+
+@task(iterable=["cloud"], help={"artifact": "the directory `invoke bake --out` wrote", **_help("json", "allow-older"),
+                                "cloud": PUBLISH_HELP["cloud"]})
+def publish(c, artifact, cloud=None, json=None, allow_older=False):
+    """Publish a baked artifact: upload (measured against its record in the same pass), verify, release."""
+    options = _options(Path(artifact) / "record.json", cloud, None, None, allow_older)  # the manifest is the record's
+    execute("publish", json, lambda report: chain.publish_artifact(options, report, artifact_dir=Path(artifact)))
+
+
+@task(iterable=["cloud", "tag", "set", "setup"], help={"engine": "gitlab", "catalog": "the folder of manifests (default: manifests/)",
+                                              "set": "a manifest variable KEY=VALUE for every manifest and job (repeatable)",
+                                              "setup": "a command every job runs first (repeatable; default: make deps)",
+                                       "cloud": "publish to this cloud (repeatable; default: each manifest's targets)",
+                                       "tag": "a runner tag for every job (repeatable)", "cache-dir": "BAKERY_CACHE_DIR on the runners",
+                                       "invoke": "how jobs run the bakery (default: .venv/bin/invoke)",
+                                       "out": "write the pipeline here (default: print it)", **_help("json")})
+def ci(c, engine="gitlab", catalog="manifests", cloud=None, tag=None, set=None, setup=None, cache_dir=None, invoke=".venv/bin/invoke",
+       out=None, json=None):
+    """Generate the CI pipeline of a catalog: lint, a bake job per manifest, a publish job per manifest and cloud."""
+    options = gitlab.Options(invoke=invoke, tags=tuple(tag or ()), cache_dir=cache_dir, variables=tuple(set or ()),
+                             **({"setup": tuple(setup)} if setup else {}))
+    report = execute("ci", json, lambda report: chain.generate_ci(report, engine=engine, catalog=Path(catalog), clouds=tuple(cloud or ()),
+                                                                 options=options, out=Path(out) if out else None), summary=False)
+    if not out:
+        print(report.details["ci"]["text"], end="")
 
 
 @task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json"), "out": "where to write it (default: next to the manifest, .lock)"})

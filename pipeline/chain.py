@@ -6,7 +6,8 @@ manifest -> (lock check) -> build (install, bake or convert; through the stage c
 Everything that can be checked without touching Glance is checked before connecting to it, so a bad
 manifest never reaches the server; and the previous release is only demoted once the new one is verified.
 The partial runs of the chain live here too: plan (the dry run), lint and explain of a manifest, lock,
-and inspect (of a file, or of a Glance image fetched first).
+inspect (of a file, or of a Glance image fetched first), bake and publish (the chain split at an artifact,
+for CI jobs), lifecycle (past releases), and the CI pipeline of a catalog.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from pathlib import Path
 
 from pipeline.build import stage as build_stage
 from pipeline.build.image import BuiltImage, discard, origin_sha256
+from pipeline.ci import catalog as ci_catalog
+from pipeline.ci import gitlab
 from pipeline.common.digests import DigestMemo
 from pipeline.common.errors import BakeryError, LintFailed
+from pipeline.common.files import write_atomically
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import progress, say
 from pipeline.common.report import Report
-from pipeline.diskimage.info import GiB
+from pipeline.diskimage.info import GiB, image_info
 from pipeline.diskimage.safety import check_image
 from pipeline.glance.connect import Target, connect
 from pipeline.glance.errors import describe as describe_client_error
@@ -38,8 +42,8 @@ from pipeline.publish import methods, release
 from pipeline.publish import upload as publish
 from pipeline.publish.journal import Journal
 from pipeline.publish.measure import Measurement, measure_file, remembered
+from pipeline.repro import artifact, runner
 from pipeline.repro import lock as lockfile
-from pipeline.repro import runner
 from pipeline.repro.cache import StageCache
 from pipeline.repro.lock import git_commit
 from pipeline.repro.stages import StageIds, stage_ids
@@ -105,6 +109,7 @@ class _Prepared:
     build_id: str
     stages: StageIds
     cache: StageCache | None
+    expected: Measurement | None = None  # what the image's bytes must measure (an artifact's record)
 
 
 def _prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Manifest | None = None) -> _Prepared:
@@ -185,22 +190,66 @@ def build_and_publish(options: JobOptions, report: Report, *, target: Target | N
     targets that succeeded keep their verified release; any failure makes the run fail."""
     prepared = [_prepare(options, report, convert=True)]  # a cell: a rebuild on the first target replaces it
     try:
-        with report.stage("connect"):
-            destinations = _destinations(prepared[0].manifest, options, target)
-        report.target = _first_target(destinations)
-        results = [_publish_to(destinations[0], prepared, options, report, alone=len(destinations) == 1)]
-        if len(destinations) > 1:
-            with ThreadPoolExecutor(max_workers=min(4, len(destinations) - 1), thread_name_prefix="target") as pool:
-                results += pool.map(lambda d: _publish_to(d, prepared, options, report, alone=False), destinations[1:])
-        _record(report, results)
-        failed = [r for r in results if not r.ok]
-        if failed:
-            raise BakeryError(f"{len(failed)} of {len(results)} targets failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed),
-                              hint="the targets that succeeded keep their verified release; run again for the others")
-        report.ok = True
-        return report
+        return _publish_everywhere(prepared, options, report, target)
     finally:
         discard(prepared[0].image)
+
+
+def bake(options: JobOptions, report: Report, *, out: Path) -> Report:
+    """`invoke bake`: the chain up to the measured image and its property set, written as an artifact; no Glance."""
+    prepared = _prepare(options, report, convert=True)
+    try:
+        with report.stage("measure"):
+            measured = _recorded_measurement(prepared.cache, prepared.stages) if prepared.image.cache_entry else None
+            if measured is None:
+                with progress(f"measure {prepared.image.path.name}", prepared.image.path.stat().st_size) as advance:
+                    measured = measure_file(prepared.image.path, on_read=advance)
+        lock = report.details.get("lock")
+        with report.stage("artifact"):
+            written = artifact.write(out, image=prepared.image.path, manifest=prepared.manifest, build_id=prepared.build_id,
+                                     stages=prepared.stages, measured=measured,
+                                     virtual_size=prepared.image.info.virtual_size if prepared.image.info else None,
+                                     propset=prepared.propset, lock_file=Path(lock["path"]) if lock else None,
+                                     provenance={"lock_sha256": lock["sha256"] if lock else None,
+                                                 "manifest_commit": git_commit(prepared.manifest.path)})
+    finally:
+        discard(prepared.image)
+    report.details["artifact"] = written.to_dict()
+    say(f"artifact {out}: {written.id[:16]} (build {prepared.build_id[:12]}, {measured.size:,} bytes)")
+    report.ok = True
+    return report
+
+
+def publish_artifact(options: JobOptions, report: Report, *, artifact_dir: Path, target: Target | None = None) -> Report:
+    """`invoke publish --artifact DIR`: the publish half of build-and-publish, for the bytes a bake job made.
+    The upload measures them in its single pass against the record: other bytes are never released."""
+    baked = artifact.load(artifact_dir)
+    manifest = baked.manifest()
+    report.manifest = {"path": str(manifest.path), "sha256": manifest.sha256, "release_date": manifest.release_date, "name": manifest.name}
+    report.build_id = baked.build_id
+    report.details["artifact"] = baked.to_dict()
+    image = BuiltImage(baked.image_path, image_info(baked.image_path, fmt="raw"), manifest.path,
+                       baked.record["properties"].get("bakery_source_sha256", ""), temporary=False)
+    prepared = _Prepared(manifest, image, baked.propset, baked.build_id, baked.stages, None, expected=baked.measurement)
+    return _publish_everywhere([prepared], options, report, target)
+
+
+def _publish_everywhere(prepared: list, options: JobOptions, report: Report, target: Target | None) -> Report:
+    """Every target of the run: the first alone, the others concurrently (build_and_publish says why)."""
+    with report.stage("connect"):
+        destinations = _destinations(prepared[0].manifest, options, target)
+    report.target = _first_target(destinations)
+    results = [_publish_to(destinations[0], prepared, options, report, alone=len(destinations) == 1)]
+    if len(destinations) > 1:
+        with ThreadPoolExecutor(max_workers=min(4, len(destinations) - 1), thread_name_prefix="target") as pool:
+            results += pool.map(lambda d: _publish_to(d, prepared, options, report, alone=False), destinations[1:])
+    _record(report, results)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise BakeryError(f"{len(failed)} of {len(results)} targets failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed),
+                          hint="the targets that succeeded keep their verified release; run again for the others")
+    report.ok = True
+    return report
 
 
 def _first_target(destinations: list[_Destination]) -> dict:
@@ -321,7 +370,7 @@ def _upload(target: Target, prepared: _Prepared, memo: DigestMemo, journal: Jour
     """Upload and verify; bytes from the cache must be the bytes recorded when they were built, else the
     entry is dropped, the image built again and that one published."""
     cache = prepared.cache
-    expected = _recorded_measurement(cache, prepared.stages) if prepared.image.cache_entry else None
+    expected = prepared.expected or (_recorded_measurement(cache, prepared.stages) if prepared.image.cache_entry else None)
     try:
         published = _send(target, prepared, memo, journal, report, expected, chosen, visibility)
     except publish.ContentMismatch as mismatch:
@@ -519,3 +568,20 @@ def _inspect_glance_image(image_id: str, cloud: str | None, workdir: Path) -> Im
             download(target, image_id, local, on_read=advance)
         local.flush()
         return inspect_image(Path(local.name), workdir=workdir)
+
+
+def generate_ci(report: Report, *, engine: str, catalog: Path, clouds: tuple[str, ...], options: gitlab.Options,
+                out: Path | None) -> str:
+    """`invoke ci`: the catalog's pipeline for a CI engine, validated manifests only."""
+    if engine != "gitlab":
+        raise BakeryError(f"--engine {engine}: unknown; expected gitlab")
+    entries = ci_catalog.read(catalog, base=out.parent if out else Path.cwd(), clouds=clouds,
+                              variables=parse_variables(list(options.variables)))
+    text = gitlab.render(entries, options)
+    if out:
+        write_atomically(out, text)
+    report.details["ci"] = {"engine": engine, "out": str(out) if out else None, "text": text,
+                            "jobs": [name for name in gitlab.pipeline(entries, options) if ":" in name or name == "lint"],
+                            "families": sorted({e.family for e in entries})}
+    report.ok = True
+    return text

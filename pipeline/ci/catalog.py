@@ -1,0 +1,44 @@
+"""A catalog: the manifests of a folder (files starting with "_" are shared parts, not families), and for
+each what the CI jobs need to know: a job-safe name, the family it releases, the clouds it goes to."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.common.errors import BakeryError
+from pipeline.manifest import load_manifest
+
+
+@dataclass(frozen=True)
+class Entry:
+    manifest: str  # as jobs name it: relative to where they run, when it is inside it
+    slug: str  # job-name safe, unique in the catalog
+    family: str  # the release family: what a publish must be serialized on
+    clouds: tuple[str, ...]  # () = the job's default target
+
+
+def read(folder: Path, *, base: Path, clouds: tuple[str, ...] = (), variables: dict[str, str] | None = None) -> list[Entry]:
+    """Every family manifest of `folder`, validated now so that a broken one fails the generation, not the pipeline.
+    base: where the jobs run (the pipeline file's folder); manifests inside it are named relative to it."""
+    paths = sorted(p for p in Path(folder).glob("*.yaml") if not p.name.startswith("_"))
+    if not paths:
+        raise BakeryError(f"{folder}: no manifests (*.yaml, not starting with _)")
+    entries, seen = [], {}
+    for path in paths:
+        manifest = load_manifest(path, variables=variables)
+        slug = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-")
+        if slug in seen:
+            raise BakeryError(f"{path}: its job name {slug!r} is also {seen[slug]}'s; rename one of them")
+        seen[slug] = path.name
+        entries.append(Entry(_relative(path, base), slug, "/".join(manifest.family_filter.values()),
+                             clouds or tuple(target.cloud for target in manifest.targets)))
+    return entries
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
