@@ -74,13 +74,9 @@ def image_usage(target: Target, image: dict, checks: tuple[str, ...]) -> UsageRe
 
 
 def _servers(target: Target, image: dict) -> Usage:
-    endpoint, unknown = _endpoint(target, "servers")
+    endpoint, everywhere, unknown = _where_to_look(target, image, "servers")
     if unknown:
         return Usage("servers", unknown=unknown)
-    everywhere = ALL_PROJECTS_ROLE in target.roles
-    if not everywhere and image.get("visibility") != "private":
-        return Usage("servers", unknown=f"the image is {image.get('visibility')} and only an {ALL_PROJECTS_ROLE} may list "
-                                        "other projects' servers")
     params = {"image": image["id"], **({"all_tenants": "1"} if everywhere else {})}
     # the plain listing: /servers/detail would also ask Neutron for every server's security groups
     found = _get_all(target, f"{endpoint}/servers", params, "servers")
@@ -88,13 +84,9 @@ def _servers(target: Target, image: dict) -> Usage:
 
 
 def _volumes(target: Target, image: dict) -> Usage:
-    endpoint, unknown = _endpoint(target, "volumes")
+    endpoint, everywhere, unknown = _where_to_look(target, image, "volumes")
     if unknown:
         return Usage("volumes", unknown=unknown)
-    everywhere = ALL_PROJECTS_ROLE in target.roles
-    if not everywhere and image.get("visibility") != "private":
-        return Usage("volumes", unknown=f"the image is {image.get('visibility')} and only an {ALL_PROJECTS_ROLE} may list "
-                                        "other projects' volumes")
     params = {"glance_metadata": json.dumps({"image_id": image["id"]}), **({"all_tenants": "1"} if everywhere else {})}
     listed = _get_all(target, f"{endpoint}/volumes/detail", params, "volumes", headers={"OpenStack-API-Version": "volume 3.4"})
     # Cinder drops the glance_metadata filter for a non-admin (it is not in its resource_filters.json) and
@@ -112,6 +104,16 @@ def _members(target: Target, image: dict) -> Usage:
     members = list(target.glance.image_members.list(image["id"]))
     return Usage("members", tuple(f"shared with project {m['member_id']} ({m['status']})" for m in members
                                   if m.get("status") != "rejected"))
+
+
+def _where_to_look(target: Target, image: dict, check: str) -> tuple[str | None, bool, str | None]:
+    """The service's endpoint, whether all projects can be seen, or why the check cannot be made."""
+    endpoint, unknown = _endpoint(target, check)
+    everywhere = ALL_PROJECTS_ROLE in target.roles
+    if not unknown and not everywhere and image.get("visibility") != "private":
+        unknown = (f"the image is {image.get('visibility')} and only an {ALL_PROJECTS_ROLE} may list other projects' "
+                   f"{check}")
+    return endpoint, everywhere, unknown
 
 
 def _endpoint(target: Target, check: str) -> tuple[str | None, str | None]:
