@@ -192,3 +192,23 @@ def test_bad_lifecycle_and_scs_settings_are_one_line_errors(glance_server, tmp_p
     manifest = write_manifest(tmp_path, image, make_image(image, MiB), **section)
     proc = run_invoke("plan", "--manifest", str(manifest), state=tmp_path / "state", env={"BAKERY_GLANCE_PORT": str(glance_server.port)})
     one_line_error(proc, fragment, str(manifest))
+
+
+def test_one_visible_image_per_family_under_its_plain_name():
+    from pipeline.properties.scs import check_catalog
+
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    base = {**SCS, "owner": "p1", "os_distro": "windows", "os_version": "10", "architecture": "x86_64", "os_distro_major": "w10",
+            "os_edition": "DESKTOP", "hypervisor_type": "qemu", "hw_disk_bus": "virtio", "image_build_date": "2026-10-01",
+            "created_at": "2026-10-02T00:00:00Z", "status": "active", "os_hash_algo": "sha512", "min_ram": 2048, "min_disk": 40,
+            "size": 10 * 2**30, "name": "windows 10"}
+
+    def rule(images):
+        return {f.image_id for f in check_catalog(images, now) if "visible images" in f.message}
+
+    assert rule([{**base, "id": "a"}, {**base, "id": "b"}]) == {"a", "b"}
+    assert rule([{**base, "id": "a"}, {**base, "id": "b", "os_hidden": True}]) == set()
+    assert rule([{**base, "id": "a"}, {**base, "id": "b", "name": "windows 10 20261001"}]) == set()  # renamed with its date
+    assert rule([{**base, "id": "a"}, {**base, "id": "b", "os_edition": "SERVER"}]) == set()  # another product
+    assert rule([{**base, "id": "a"}, {**base, "id": "b", "owner": "p2"}]) == set()  # another provider's catalog
+    assert not [f for f in check_catalog([{**base, "id": "a"}], now) if f.level == "error"]  # a conforming image

@@ -25,6 +25,8 @@ OPTIONAL = (("hw_rng_model", ("virtio",)), ("os_purpose", ("generic", "minimal",
 REPLACE_WITHIN_DAYS = {"yearly": 365, "quarterly": 92, "monthly": 31, "weekly": 7, "daily": 1}
 SLACK = 1.1
 OUTDATED_MARKERS = ("old", "prev")
+# What makes two images the same offer: a different edition (os_distro_major, os_edition) is another product.
+FAMILY = ("owner", "os_distro", "os_version", "architecture", "os_distro_major", "os_edition")
 
 
 @dataclass(frozen=True)
@@ -132,18 +134,20 @@ def _check_origin(image: dict, add) -> None:
 
 
 def check_catalog(images: list[dict], now: dt.datetime) -> list[Finding]:
-    """Every image's findings, and the one-visible-image rule per distro, version and architecture."""
+    """Every image's findings, and the rule that a family (one owner's distro, version, architecture and
+    edition) offers one visible image under its plain name: the older ones hidden or renamed."""
     findings = [finding for image in images for finding in check_image(image, now)]
     visible = defaultdict(list)
     for image in images:
         if not image.get("os_hidden") and image.get("status") == "active":
-            visible[(image.get("os_distro"), image.get("os_version"), image.get("architecture"))].append(image)
-    for (distro, version, arch), group in visible.items():
+            visible[tuple(image.get(key) for key in FAMILY)].append(image)
+    for key, group in visible.items():
         plain = [i for i in group if not _marked_outdated(i.get("name") or "")]
         if len(plain) > 1:
             ids = ", ".join(i["id"] for i in plain)
-            findings += [Finding(i["id"], "error", f"{len(plain)} visible images of {distro} {version} {arch} "
-                                 f"without a date in their name ({ids}): hide or rename the older ones") for i in plain]
+            what = " ".join(str(value) for value in key[1:] if value)
+            findings += [Finding(i["id"], "error", f"{len(plain)} visible images of {what} without a date in their name "
+                                 f"({ids}): hide or rename the older ones") for i in plain]
     return findings
 
 
