@@ -199,23 +199,22 @@ def bake(options: JobOptions, report: Report, *, out: Path) -> Report:
     """`invoke bake`: the chain up to the measured image and its property set, written as an artifact; no Glance."""
     prepared = _prepare(options, report, convert=True)
     try:
-        with report.stage("measure"):
-            measured = _recorded_measurement(prepared.cache, prepared.stages) if prepared.image.cache_entry else None
-            if measured is None:
-                with progress(f"measure {prepared.image.path.name}", prepared.image.path.stat().st_size) as advance:
-                    measured = measure_file(prepared.image.path, on_read=advance)
+        known = _recorded_measurement(prepared.cache, prepared.stages) if prepared.image.cache_entry else None
         lock = report.details.get("lock")
-        with report.stage("artifact"):
+        with report.stage("artifact"), progress(f"artifact {prepared.image.path.name}", prepared.image.path.stat().st_size) as advance:
             written = artifact.write(out, image=prepared.image.path, manifest=prepared.manifest, build_id=prepared.build_id,
-                                     stages=prepared.stages, measured=measured,
+                                     stages=prepared.stages, measured=known,
                                      virtual_size=prepared.image.info.virtual_size if prepared.image.info else None,
                                      propset=prepared.propset, lock_file=Path(lock["path"]) if lock else None,
                                      provenance={"lock_sha256": lock["sha256"] if lock else None,
-                                                 "manifest_commit": git_commit(prepared.manifest.path)})
+                                                 "manifest_commit": git_commit(prepared.manifest.path)},
+                                     move=prepared.image.temporary, on_read=advance)
+        if known is None:
+            _remember_measurement(prepared, written.measurement)
     finally:
         discard(prepared.image)
     report.details["artifact"] = written.to_dict()
-    say(f"artifact {out}: {written.id[:16]} (build {prepared.build_id[:12]}, {measured.size:,} bytes)")
+    say(f"artifact {out}: {written.id[:16]} (build {prepared.build_id[:12]}, {written.measurement.size:,} bytes)")
     report.ok = True
     return report
 
@@ -225,7 +224,7 @@ def publish_artifact(options: JobOptions, report: Report, *, artifact_dir: Path,
     The upload measures them in its single pass against the record: other bytes are never released."""
     baked = artifact.load(artifact_dir)
     manifest = baked.manifest()
-    report.manifest = {"path": str(manifest.path), "sha256": manifest.sha256, "release_date": manifest.release_date, "name": manifest.name}
+    _summarise(report, manifest)
     report.build_id = baked.build_id
     report.details["artifact"] = baked.to_dict()
     image = BuiltImage(baked.image_path, image_info(baked.image_path, fmt="raw"), manifest.path,
@@ -382,10 +381,15 @@ def _upload(target: Target, prepared: _Prepared, memo: DigestMemo, journal: Jour
         cache.drop("measure", prepared.stages.measure)
         prepared = _prepare(options, report, convert=True, manifest=prepared.manifest)
         published = _send(target, prepared, memo, journal, report, None, chosen, visibility)
-    if cache:
-        cache.put("measure", prepared.stages.measure, {}, {"size": published.size, "md5": published.checksum,
-                                                            "sha512": published.os_hash_value})
+    _remember_measurement(prepared, Measurement(size=published.size, md5=published.checksum, sha512=published.os_hash_value))
     return published, prepared
+
+
+def _remember_measurement(prepared: _Prepared, measured: Measurement) -> None:
+    """The measure stage's record, so that the next run of the same build reads no byte to know it."""
+    if prepared.cache:
+        prepared.cache.put("measure", prepared.stages.measure, {}, {"size": measured.size, "md5": measured.md5,
+                                                                     "sha512": measured.sha512})
 
 
 def _send(target, prepared: _Prepared, memo, journal, report: Report, expected, chosen: methods.Route,
@@ -540,8 +544,12 @@ def lint_manifest(options: JobOptions, report: Report, *, enforce: bool = True) 
 def _load(options: JobOptions, report: Report) -> Manifest:
     manifest = load_manifest(options.manifest, release_date=options.release_date, variables=parse_variables(list(options.variables)))
     properties.check_suppressions(manifest)
-    report.manifest = {"path": str(manifest.path), "sha256": manifest.sha256, "release_date": manifest.release_date, "name": manifest.name}
+    _summarise(report, manifest)
     return manifest
+
+
+def _summarise(report: Report, manifest: Manifest) -> None:
+    report.manifest = {"path": str(manifest.path), "sha256": manifest.sha256, "release_date": manifest.release_date, "name": manifest.name}
 
 
 def explain_manifest(options: JobOptions, report: Report, *, nova: str) -> explain_stage.Explanation:
@@ -577,11 +585,12 @@ def generate_ci(report: Report, *, engine: str, catalog: Path, clouds: tuple[str
         raise BakeryError(f"--engine {engine}: unknown; expected gitlab")
     entries = ci_catalog.read(catalog, base=out.parent if out else Path.cwd(), clouds=clouds,
                               variables=parse_variables(list(options.variables)))
-    text = gitlab.render(entries, options)
+    document = gitlab.pipeline(entries, options)
+    text = gitlab.render(document)
     if out:
         write_atomically(out, text)
     report.details["ci"] = {"engine": engine, "out": str(out) if out else None, "text": text,
-                            "jobs": [name for name in gitlab.pipeline(entries, options) if ":" in name or name == "lint"],
+                            "jobs": [name for name in document if ":" in name or name == "lint"],
                             "families": sorted({e.family for e in entries})}
     report.ok = True
     return text

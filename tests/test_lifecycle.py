@@ -97,19 +97,18 @@ def test_what_cannot_be_checked_or_is_in_use_or_promised_is_kept(account, cloud)
     assert {i["id"] for i in account.images()} >= {shared["id"], promised["id"]}
 
 
-def nova(target, method: str, path: str, **kwargs):
-    """The local cloud's real Nova API, through the account's own session and catalog."""
-    answer = target.session.request(path, method, endpoint_filter={"service_type": "compute", **target.endpoint_filter},
-                                    headers={"OpenStack-API-Version": "compute 2.90"}, raise_exc=False, **kwargs)
-    assert answer.status_code < 300, answer.text
-    return answer.json() if answer.content else None
+def api(service: str, version: str):
+    """A call to the local cloud's real Nova ("compute", "compute 2.90") or Cinder ("volumev3", "volume 3.4"),
+    through the account's own session and catalog."""
+    def call(target, method: str, path: str, **kwargs):
+        answer = target.session.request(path, method, endpoint_filter={"service_type": service, **target.endpoint_filter},
+                                        headers={"OpenStack-API-Version": version}, raise_exc=False, **kwargs)
+        assert answer.status_code < 300, answer.text
+        return answer.json() if answer.content else None
+    return call
 
 
-def cinder(target, method: str, path: str, **kwargs):
-    answer = target.session.request(path, method, endpoint_filter={"service_type": "volumev3", **target.endpoint_filter},
-                                    headers={"OpenStack-API-Version": "volume 3.4"}, raise_exc=False, **kwargs)
-    assert answer.status_code < 300, answer.text
-    return answer.json() if answer.content else None
+nova, cinder = api("compute", "compute 2.90"), api("volumev3", "volume 3.4")
 
 
 def test_a_server_or_a_volume_made_from_an_image_keeps_it_and_only_it(account):

@@ -83,5 +83,5 @@ def resource_group(family: str, cloud: str | None) -> str:
     return f"publish/{family}/{cloud or 'default'}"
 
 
-def render(entries: list[Entry], options: Options) -> str:
-    return HEADER + yaml.safe_dump(pipeline(entries, options), sort_keys=False, width=200)
+def render(document: dict) -> str:
+    return HEADER + yaml.safe_dump(document, sort_keys=False, width=200)

@@ -25,6 +25,8 @@ OPTIONAL = (("hw_rng_model", ("virtio",)), ("os_purpose", ("generic", "minimal",
 REPLACE_WITHIN_DAYS = {"yearly": 365, "quarterly": 92, "monthly": 31, "weekly": 7, "daily": 1}
 SLACK = 1.1
 OUTDATED_MARKERS = ("old", "prev")
+DATE_FORMS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+MARKER_FORMS = ("%Y-%m-%d", "%Y%m%d")  # a date appended to an outdated image's name
 # What makes two images the same offer: a different edition (os_distro_major, os_edition) is another product.
 FAMILY = ("owner", "os_distro", "os_version", "architecture", "os_distro_major", "os_edition")
 
@@ -39,11 +41,9 @@ class Finding:
         return {"image": self.image_id, "level": self.level, "message": self.message}
 
 
-def parse_date(value: str | None) -> dt.datetime | None:
+def parse_date(value: str | None, forms: tuple[str, ...] = DATE_FORMS) -> dt.datetime | None:
     """The date forms the standard accepts (UTC): YYYY-MM-DD, YYYY-MM-DD hh:mm[:ss], and Glance's own ISO 8601."""
-    if not value:
-        return None
-    for form in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+    for form in forms if value else ():
         try:
             return dt.datetime.strptime(value, form).replace(tzinfo=dt.timezone.utc)
         except ValueError:
@@ -116,15 +116,7 @@ def _outdated(image: dict, built: dt.datetime, now: dt.datetime) -> tuple[str, s
 
 def _marked_outdated(name: str) -> bool:
     marker = name.rsplit(" ", 1)[-1] if " " in name else ""
-    return marker in OUTDATED_MARKERS or any(_strict(marker, form) for form in ("%Y-%m-%d", "%Y%m%d"))
-
-
-def _strict(value: str, form: str) -> bool:
-    try:
-        dt.datetime.strptime(value, form)
-    except ValueError:
-        return False
-    return True
+    return marker in OUTDATED_MARKERS or parse_date(marker, MARKER_FORMS) is not None
 
 
 def _check_origin(image: dict, add) -> None:

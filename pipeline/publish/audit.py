@@ -28,13 +28,15 @@ STANDARDS = ("scs-0102",)
 def audit(target: Target, report: Report, *, repair: bool = False, standard: str | None = None) -> Report:
     if standard is not None and standard not in STANDARDS:
         raise BakeryError(f"--standard {standard}: unknown; expected one of {', '.join(STANDARDS)}")
-    images = _windows_images(target)
+    everything = _all_images(target)  # one listing serves the lint, the families and the standard
+    images = _windows(everything)
     report.target = target.to_dict()
     report.details["images"] = [_image_entry(image) for image in sorted(images.values(), key=lambda i: (i.get("name") or "", i["id"]))]
     report.details["uploading"] = [_upload_entry(image) for image in images.values() if image.get(STATE_KEY) is not None]
     if repair:
         report.details["repaired"] = _repair(target, images)
-        images = _windows_images(target)
+        everything = _all_images(target)
+        images = _windows(everything)
     families = defaultdict(list)
     for image in images.values():
         if image.get(STATE_KEY) is None:
@@ -42,13 +44,13 @@ def audit(target: Target, report: Report, *, repair: bool = False, standard: str
     report.details["families"] = [_family_health(key, members) for key, members in sorted(families.items(), key=str)]
     report.ok = True
     if standard:
-        _conformance(target, report)
+        _conformance(everything, report)
     return report
 
 
-def _conformance(target: Target, report: Report) -> None:
+def _conformance(everything: dict[str, dict], report: Report) -> None:
     """SCS-0102 over every image the account sees (as the standard's checker does with --private)."""
-    images = [i for i in list_including_hidden(target) if i.get(STATE_KEY) is None]
+    images = [i for i in everything.values() if i.get(STATE_KEY) is None]
     findings = scs.check_catalog(images, dt.datetime.now(dt.timezone.utc))
     failing = sorted({f.image_id for f in findings if f.level == "error"})
     report.details["standard"] = {"name": "scs-0102", "images": len(images), "conforming": len(images) - len(failing),
@@ -65,8 +67,12 @@ def _first_error(findings: list[scs.Finding]) -> str:
     return f"{first.image_id}: {first.message}"
 
 
-def _windows_images(target: Target) -> dict[str, dict]:
-    return {image["id"]: image for image in list_including_hidden(target) if looks_windows(image)}
+def _all_images(target: Target) -> dict[str, dict]:
+    return {image["id"]: image for image in list_including_hidden(target)}
+
+
+def _windows(images: dict[str, dict]) -> dict[str, dict]:
+    return {image_id: image for image_id, image in images.items() if looks_windows(image)}
 
 
 def _image_entry(image: dict) -> dict:
@@ -84,7 +90,7 @@ def _upload_entry(image: dict) -> dict:
 def _family_health(key: tuple, members: list[dict]) -> dict:
     recommended = [m for m in members if m.get("recommended") == "true"]
     candidates = [m for m in members if not m.get(release.WITHDRAWN_KEY) and m.get("status") == "active"]
-    newest = max(candidates, key=lambda m: (m.get("release_date") or "", str(m.get("created_at") or ""), m["id"]), default=None)
+    newest = max(candidates, key=release.release_order, default=None)
     problems = []
     if not recommended:
         problems.append("no recommended image")

@@ -26,7 +26,7 @@ from pipeline.glance.images import STATE_KEY, list_including_hidden
 from pipeline.glance.usage import UsageReport, image_usage
 from pipeline.manifest import LifecyclePolicy
 from pipeline.properties.scs import renamed_for_hiding
-from pipeline.publish.release import WITHDRAWN_KEY
+from pipeline.publish.release import WITHDRAWN_KEY, release_order
 
 ACTIONS = ("keep", "hide", "deactivate", "delete")  # in increasing order of harm
 STATUSES = ("active", "deactivated")
@@ -92,7 +92,7 @@ def _members(target: Target, family: dict[str, str]) -> list[dict]:
     for image in list_including_hidden(target, family):
         if image.get("owner") == target.project_id and image.get(STATE_KEY) is None and image.get("status") in STATUSES:
             found[image["id"]] = image
-    return sorted(found.values(), key=lambda i: (i.get("release_date") or "", str(i.get("created_at") or ""), i["id"]), reverse=True)
+    return sorted(found.values(), key=release_order, reverse=True)
 
 
 def _decide(target: Target, image: dict, competing: list[dict], position: int, policy: LifecyclePolicy, today: dt.date,

@@ -121,6 +121,18 @@ def measure_file(path: Path, *, with_sha256: bool = False, on_read: Callable[[in
         return reader.result()
 
 
+def copy_measured(source: Path, destination: Path, *, on_read: Callable[[int], None] | None = None) -> Measurement:
+    """Copy and measure in one read of the source; all-zero chunks become holes, as `cp --sparse=always` does."""
+    with HashingReader(source, on_read=on_read) as reader, open(destination, "wb") as out:
+        while chunk := reader.read(READ_CHUNK):
+            if chunk.count(0) == len(chunk):
+                out.seek(len(chunk), 1)
+            else:
+                out.write(chunk)
+        out.truncate()
+        return reader.result()
+
+
 def remembered(memo: DigestMemo, path: Path) -> Measurement | None:
     """The measurement a memo holds for this very file, if it holds all of it."""
     known = memo.get(path)

@@ -53,7 +53,7 @@ class Release:
 
     @property
     def order(self) -> tuple[str, str, str]:
-        return (self.release_date, self.created_at, self.id)
+        return release_order({"release_date": self.release_date, "created_at": self.created_at, "id": self.id})
 
 
 @dataclass
@@ -66,6 +66,11 @@ class Convergence:
     def to_dict(self) -> dict:
         return {"winner": self.winner.id if self.winner else None, "demoted": [r.id for r in self.demoted],
                 "promoted": self.promoted, "rounds": self.rounds}
+
+
+def release_order(image: dict) -> tuple[str, str, str]:
+    """Newest last: by release date, then creation time, then id (the one order every run computes alike)."""
+    return (image.get("release_date") or "", str(image.get("created_at") or ""), image["id"])
 
 
 def family_members(target: Target, manifest: Manifest, *, recommended_only: bool = True) -> list[Release]:

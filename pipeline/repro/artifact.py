@@ -12,9 +12,12 @@ bytes are not the recorded ones fails the upload's single-pass measurement befor
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from pipeline.common.files import write_atomically
 from pipeline.common.run import run
 from pipeline.manifest import Manifest, manifest_from_document
 from pipeline.properties.render import PropertySet
-from pipeline.publish.measure import Measurement
+from pipeline.publish.measure import Measurement, copy_measured, measure_file
 from pipeline.repro.stages import StageIds
 
 FORMAT = "bakery-artifact/1"
@@ -68,15 +71,17 @@ class Artifact:
         return {"path": str(self.root), "id": self.id, "build_id": self.build_id, "image": self.record["image"]}
 
 
-def write(out: Path, *, image: Path, manifest: Manifest, build_id: str, stages: StageIds, measured: Measurement,
-          virtual_size: int | None, propset: PropertySet, provenance: dict, lock_file: Path | None) -> Artifact:
-    """Write DIR (which must be new or empty): the image copied sparse, then the record, then its address."""
+def write(out: Path, *, image: Path, manifest: Manifest, build_id: str, stages: StageIds, measured: Measurement | None,
+          virtual_size: int | None, propset: PropertySet, provenance: dict, lock_file: Path | None, move: bool = False,
+          on_read: Callable[[int], None] | None = None) -> Artifact:
+    """Write DIR (which must be new or empty): the image (moved when it is a work file of ours, else copied
+    sparse), then the record, then its address. An image not `measured` yet is measured on its one read."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise BakeryError(f"{out}: not empty; an artifact is written into a new or empty directory",
                           hint="remove it, or give --out another directory")
     out.mkdir(parents=True, exist_ok=True)
-    run(["cp", "--sparse=always", "--reflink=auto", str(image), str(out / IMAGE)], timeout=None)
+    measured = _place(image, out / IMAGE, move=move, measured=measured, on_read=on_read)
     record = {
         "format": FORMAT, "build_id": build_id, "stages": stages.to_dict(),
         "image": {"file": IMAGE, "size": measured.size, "md5": measured.md5, "sha512": measured.sha512, "virtual_size": virtual_size},
@@ -92,6 +97,24 @@ def write(out: Path, *, image: Path, manifest: Manifest, build_id: str, stages: 
     artifact_id = hashlib.sha256(data).hexdigest()
     write_atomically(out / ADDRESS, (json.dumps({"format": FORMAT, "id": artifact_id}) + "\n").encode())
     return Artifact(out, artifact_id, record)
+
+
+def _place(image: Path, destination: Path, *, move: bool, measured: Measurement | None,
+           on_read: Callable[[int], None] | None) -> Measurement:
+    """The image in the artifact, read at most once for a multi-GB file: a rename reads nothing (then the
+    measurement, if unknown, is the one read); a copy (a cache entry must stay, or another filesystem) is
+    sparse, and measures as it copies when the measurement is unknown."""
+    if move:
+        try:
+            os.replace(image, destination)
+            return measured or measure_file(destination, on_read=on_read)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+    if measured is None:
+        return copy_measured(image, destination, on_read=on_read)
+    run(["cp", "--sparse=always", "--reflink=auto", str(image), str(destination)], timeout=None)
+    return measured
 
 
 def load(root: Path) -> Artifact:
