@@ -19,7 +19,7 @@ BASE_PYTHON := /usr/bin/python3
 APT_PACKAGES := python3-venv qemu-utils fdisk qemu-system-common fuse3 ntfs-3g python3-hivex libhivex-bin \
 	qemu-system-x86 ovmf swtpm swtpm-tools \
 	libfaketime rsync \
-	xorriso mtools isolinux syslinux-common systemd-boot-efi busybox-static sbsigntool
+	xorriso mtools isolinux syslinux-common systemd-boot-efi busybox-static sbsigntool grub-pc-bin
 # CI also runs the slow tier's check that real tools accept the fixtures: libguestfs inspection
 # (virt-inspector) needs its appliance, which supermin builds from the host's kernel.
 CI_APT_PACKAGES := $(if $(CI),libguestfs-tools linux-image-amd64,)

@@ -12,12 +12,14 @@ for CI jobs), lifecycle (past releases), and the CI pipeline of a catalog.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline import canary
 from pipeline.build import stage as build_stage
 from pipeline.build.image import BuiltImage, discard, origin_sha256
 from pipeline.ci import catalog as ci_catalog
@@ -131,6 +133,9 @@ def _prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Ma
     try:
         with report.stage("properties"):
             propset = properties.render(manifest, image, build_id=build_id, provenance=provenance)
+        if convert:  # proven on the machine its properties describe, before it can be uploaded anywhere
+            verdict = runner.canaried(manifest, stages, image, propset.properties, cache, report)
+            propset = dataclasses.replace(propset, properties={**propset.properties, **verdict})
     except BaseException:
         discard(image)
         raise
@@ -144,6 +149,7 @@ def _lint_before_building(manifest: Manifest, build_id: str) -> None:
     propset = properties.render(manifest, unbuilt, build_id=build_id, enforce=False)
     if lint.errors(list(propset.findings)):
         raise LintFailed(propset.findings)
+    canary.check(manifest, propset.properties)
 
 
 def _check_lock(manifest: Manifest, options: JobOptions, report: Report) -> lockfile.Lock | None:

@@ -211,7 +211,38 @@ def qemu_tools_missing() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def install_media(media, tmp_path_factory):
+def standin_kernel(tmp_path_factory) -> Path:
+    """Where Debian's kernel package is unpacked once for every stand-in of the session."""
+    reason = qemu_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    return tmp_path_factory.mktemp("standin-kernel")
+
+
+@pytest.fixture(scope="session")
+def bootable(media, standin_kernel, tmp_path_factory):
+    """Synthetic Windows disks that boot the stand-in "Windows" from their own MBR or ESP (standin_windows.py)."""
+    import shutil
+
+    if shutil.which("grub-mkimage") is None or not Path("/usr/lib/grub/i386-pc/boot.img").exists():
+        pytest.skip("grub-pc-bin missing (its boot.img and core.img boot the BIOS stand-in; `make deps` installs it)")
+    from pipeline.common.digests import sha256_file
+    from pipeline.synthetic import standin_windows, windows_disk
+
+    root = tmp_path_factory.mktemp("bootable")
+    made: dict[str, Path] = {}
+
+    def disk(release: str) -> tuple[Path, str]:
+        if release not in made:
+            made[release] = standin_windows.make_bootable(
+                windows_disk.generate(root / f"{release}.raw", release, size=STANDIN_DISK_SIZE), cache=standin_kernel)
+        return made[release], sha256_file(made[release])
+
+    return disk
+
+
+@pytest.fixture(scope="session")
+def install_media(media, standin_kernel, tmp_path_factory):
     """(stand-in install ISO, its sha256): boots under SeaBIOS and OVMF, carries four "install.wim" images."""
     reason = qemu_tools_missing()
     if reason:
@@ -222,7 +253,7 @@ def install_media(media, tmp_path_factory):
     root = tmp_path_factory.mktemp("install-media")
     images = [standin.StandinImage(index, name, windows_disk.generate(root / f"{release}.raw", release, size=STANDIN_DISK_SIZE))
               for index, name, release in STANDIN_IMAGES]
-    iso = standin.build_iso(root / "standin-setup.iso", images, cache=root / "cache")
+    iso = standin.build_iso(root / "standin-setup.iso", images, cache=standin_kernel)
     for image in images:
         image.disk.unlink()
     return iso, sha256_file(iso)

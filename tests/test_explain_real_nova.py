@@ -23,6 +23,8 @@ CASES = {
     "os-distro-only": {"os_distro": "windows", "hw_disk_bus": "virtio"},  # the CLOCK_WATCHDOG_TIMEOUT images
     "os-type-capitalised": {"os_type": "Windows"},
     "windows-hpet-video": {"os_type": "windows", "hw_time_hpet": "true", "hw_video_model": "vga"},
+    "guest-agent": {"os_type": "windows", "hw_qemu_guest_agent": "yes", "hw_disk_bus": "sata"},
+    "guest-agent-off": {"os_type": "windows", "hw_qemu_guest_agent": "no"},
 }
 
 
@@ -46,6 +48,7 @@ def decided(xml: str) -> dict:
         "scsi_controller": controller.get("model") if controller is not None else None,
         "nic": devices.find("interface/model").get("type"),
         "video": devices.find("video/model").get("type"),
+        "agent_channel": [t.get("type") for t in devices.findall("channel/target[@name='org.qemu.guest_agent.0']")],
     }
 
 

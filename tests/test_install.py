@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from pipeline import chain
-from pipeline.build.install.vm import VmFailed
+from pipeline.build.vm import VmFailed
 from pipeline.common.errors import LintFailed, ManifestError
 from pipeline.common.report import Report
 from tests.conftest import processes_mentioning, project_images

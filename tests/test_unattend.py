@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline.build.install import unattend
-from pipeline.build.install.vm import probe_accelerator
+from pipeline.build.vm import probe_accelerator
 from pipeline.chain import JobOptions, lint_manifest
 from pipeline.common.errors import BakeryError, ManifestError
 from pipeline.common.paths import MANIFESTS

@@ -89,6 +89,25 @@ class InstallSpec:
 
 
 @dataclass(frozen=True)
+class CanarySpec:
+    """Boot a throw-away overlay of the built image on the machine its own properties ask Nova for."""
+
+    ready: str  # guest-agent (guest-sync answered over virtio-serial) | serial-marker (a line on COM1)
+    marker: str  # the serial-marker text
+    timeout_minutes: float  # with KVM; multiplied by tcg_timeout_factor under TCG
+    tcg_timeout_factor: float
+    max_reboots: int  # Windows' first boot after sysprep reboots once or twice; more is a loop
+    memory_mib: int | None  # None: the image's min_ram, at least 2048
+    cpus: int
+    nova: str  # the Nova release whose derivation of the virtual hardware is used (as `explain --nova`)
+    ovmf_code: str | None = None  # firmware overrides, e.g. Secure Boot variables with your own keys enrolled
+    ovmf_vars: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class UploadSpec:
     """How the bytes get to a cloud (upload: in the manifest, per target in targets:)."""
 
@@ -180,6 +199,7 @@ class Manifest:
     lint_suppress: dict[str, str] = field(default_factory=dict)  # rule id -> why it does not apply
     bake: BakeSpec | None = None
     install: InstallSpec | None = None
+    canary: CanarySpec | None = None
     upload: UploadSpec = field(default_factory=UploadSpec)
     targets: tuple[TargetSpec, ...] = ()
     scs: ScsProfile | None = None

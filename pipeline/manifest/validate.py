@@ -15,6 +15,7 @@ from pipeline.diskimage.safety import DEFAULT_MAX_VIRTUAL_GIB
 from pipeline.manifest.model import (
     DEFAULT_FAMILY_KEYS,
     BakeSpec,
+    CanarySpec,
     InstallSpec,
     LifecyclePolicy,
     Manifest,
@@ -98,7 +99,7 @@ def _expected(kind: type | tuple) -> str:
 
 
 KNOWN_TOP_LEVEL = {"name", "family", "os", "source", "properties", "image", "release", "upstream_provider", "lint", "bake",
-                   "install", "upload", "targets", "scs"}
+                   "install", "upload", "targets", "scs", "canary"}
 RELEASE_KEYS = ("family_properties", "previous", "lifecycle")
 LIFECYCLE_DAYS = ("hide_after_days", "deactivate_after_days", "delete_after_days")  # in the order they must come
 IN_USE_CHECKS = ("servers", "volumes", "members")
@@ -184,6 +185,7 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
         lint_suppress=_suppressions(fields),
         bake=_bake(fields, path),
         install=_install(fields, path) if "install" in document else None,
+        canary=_canary(fields, path),
         upload=_upload(fields, ("upload",)),
         targets=_targets(fields),
         scs=_scs(fields) if "scs" in document else None,
@@ -476,6 +478,42 @@ def _install(fields: _Fields, manifest_path: Path) -> InstallSpec:
         disk_bus=fields.choice(*section, "disk_bus", choices=DISK_BUSES, default="virtio-blk"),
         boot_keypress=fields.get(*section, "boot_keypress", kind=bool, required=False, default=firmware == "uefi"),
         config_files=_config_files(fields, manifest_path),
+        ovmf_code=_optional_path(fields, manifest_path, (*section, "ovmf", "code")),
+        ovmf_vars=_optional_path(fields, manifest_path, (*section, "ovmf", "vars")),
+        **numbers,
+        **timing,
+    )
+
+
+CANARY_READY = ("guest-agent", "serial-marker")
+CANARY_KEYS = ("enabled", "ready", "marker", "timeout_minutes", "tcg_timeout_factor", "max_reboots", "memory_mib", "cpus",
+               "nova", "ovmf")
+
+
+def _canary(fields: _Fields, manifest_path: Path) -> CanarySpec | None:
+    section = ("canary",)
+    if fields.get(*section, kind=dict, required=False) is None:
+        return None
+    _known_keys(fields, section, CANARY_KEYS)
+    if not fields.get(*section, "enabled", kind=bool, required=False, default=True):
+        return None
+    marker = fields.get(*section, "marker", required=False, default="BAKERY-READY")
+    if not re.match(r"^[\x21-\x7e][\x20-\x7e]{2,79}$", marker):
+        raise fields.error((*section, "marker"), f"expected 3 to 80 printable ASCII characters, got {marker!r}")
+    numbers = {}
+    for key, default, low in (("max_reboots", 3, 0), ("cpus", 2, 1), ("memory_mib", None, 256)):
+        numbers[key] = fields.get(*section, key, kind=int, required=False, default=default)
+        if numbers[key] is not None and numbers[key] < low:
+            raise fields.error((*section, key), f"expected an integer of at least {low}, got {numbers[key]}")
+    timing = {}
+    for key, default in (("timeout_minutes", 15), ("tcg_timeout_factor", 20)):
+        timing[key] = fields.get(*section, key, kind=(int, float), required=False, default=default)
+        if isinstance(timing[key], bool) or timing[key] <= 0:
+            raise fields.error((*section, key), f"expected a positive number, got {timing[key]!r}")
+    return CanarySpec(
+        ready=fields.choice(*section, "ready", choices=CANARY_READY, default="guest-agent"),
+        marker=marker,
+        nova=fields.get(*section, "nova", required=False, default="master"),
         ovmf_code=_optional_path(fields, manifest_path, (*section, "ovmf", "code")),
         ovmf_vars=_optional_path(fields, manifest_path, (*section, "ovmf", "vars")),
         **numbers,

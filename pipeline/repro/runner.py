@@ -10,6 +10,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+from pipeline import canary
 from pipeline.build import inputs
 from pipeline.build import stage as build_stage
 from pipeline.build.image import BuiltImage, RecordedBake, RecordedFacts, origin_sha256
@@ -22,7 +23,7 @@ from pipeline.diskimage.info import GiB
 from pipeline.diskimage.safety import UnsafeImage, check_image
 from pipeline.manifest import Manifest
 from pipeline.repro.cache import Entry, StageCache
-from pipeline.repro.stages import StageIds
+from pipeline.repro.stages import StageIds, canary_id
 
 
 def _cacheable(image: BuiltImage) -> bool:
@@ -177,3 +178,29 @@ def _installed(manifest: Manifest, pinned: dict[str, Path], stages: StageIds, ca
                       {"virtio_win_version": installed.virtio_win_version, "answer_sha256": installed.answer_sha256})
     shutil.rmtree(installed.disk.parent, ignore_errors=True)
     return entry.file("installed.qcow2"), installed.virtio_win_version
+
+
+def canaried(manifest: Manifest, stages: StageIds, image: BuiltImage, properties: dict[str, str], cache: StageCache | None,
+             report: Report) -> dict[str, str]:
+    """The canary's verdict as the property that records it; from the cache when these bytes already booted on
+    this machine (the same derived hardware, limits and accelerator), else by booting them."""
+    if manifest.canary is None:
+        return {}
+    workdir = state_dir() / "work" / f"{stages.build}-canary"
+    hardware = canary.plan(manifest, properties, workdir=workdir)
+    stage_id = canary_id(stages, hardware, manifest)
+    entry = cache.get("canary", stage_id) if cache else None
+    if entry:
+        say(f"cache: the canary already booted these bytes on this machine ({stage_id[:12]}): not booting again")
+        report.details["canary"] = {**entry.record["result"], "cached": True}
+        return {"bakery_canary": entry.record["property"]}
+    logs = state_dir() / "logs" / f"canary-{stage_id[:16]}"
+    try:
+        with report.stage("canary"):
+            result = canary.run_canary(manifest, image.path, hardware, logs=logs,
+                                       record=lambda result: report.details.__setitem__("canary", result.to_dict()))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if cache:
+        cache.put("canary", stage_id, {}, {"property": result.property_value, "result": result.to_dict()})
+    return {"bakery_canary": result.property_value}

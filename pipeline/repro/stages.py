@@ -49,6 +49,12 @@ def stage_ids(manifest: Manifest) -> StageIds:
     return StageIds(install_id, build_stage, _digest({"stage": "measure", "input": build_stage}))
 
 
+def canary_id(stages: StageIds, hardware, manifest: Manifest) -> str:
+    """The canary's verdict holds for these bytes on this machine (as Nova derives it) with these limits."""
+    return _digest({"stage": "canary", "input": stages.build, "domain": hardware.domain_xml, "vm": hardware.to_dict(),
+                    "spec": manifest.canary.to_dict(), "memory_mib": hardware.vm.memory_mib, "pipeline_version": __version__})
+
+
 def build_id(manifest: Manifest, *, template_sha256: str, stages: StageIds | None = None) -> str:
     """Content address of a release: the image's bytes (its stage id), the manifest and the properties template."""
     stages = stages or stage_ids(manifest)

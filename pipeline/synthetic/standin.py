@@ -49,7 +49,7 @@ def build_iso(destination: Path, images: list[StandinImage], *, cache: Path) -> 
     for tool, package in (("xorriso", "xorriso"), ("mformat", "mtools"), ("objcopy", "binutils"), ("sbsign", "sbsigntool"),
                           ("apt-get", "apt")):
         require_tool(tool, package)
-    kernel_root = _kernel_tree(cache)
+    kernel_root = kernel_tree(cache)
     vmlinuz = next((kernel_root / "boot").glob("vmlinuz-*"))
     with tempfile.TemporaryDirectory(prefix="standin-", dir=destination.parent) as scratch:
         scratch = Path(scratch)
@@ -57,7 +57,7 @@ def build_iso(destination: Path, images: list[StandinImage], *, cache: Path) -> 
         (tree / "boot").mkdir(parents=True)
         (tree / "isolinux").mkdir()
         (tree / "sources").mkdir()
-        initrd = _initramfs(kernel_root, scratch)
+        initrd = initramfs(kernel_root, scratch, init=INIT_SCRIPT, modules=MODULES)
         shutil.copy(vmlinuz, tree / "boot" / "vmlinuz")
         shutil.copy(initrd, tree / "boot" / "initrd.gz")
         shutil.copy(ISOLINUX, tree / "isolinux")
@@ -66,7 +66,7 @@ def build_iso(destination: Path, images: list[StandinImage], *, cache: Path) -> 
             f"default setup\nprompt 0\ntimeout 0\nlabel setup\n  kernel /boot/vmlinuz\n  initrd /boot/initrd.gz\n"
             f"  append {KERNEL_CMDLINE}\n"
         )
-        _efi_boot_image(_signed_uki(vmlinuz, initrd, scratch), tree / "efiboot.img")
+        _efi_boot_image(signed_uki(vmlinuz, initrd, scratch), tree / "efiboot.img")
         _install_images(images, tree / "sources")
         run(["xorriso", "-as", "mkisofs", "-quiet", "-o", destination, "-V", VOLUME_LABEL, "-J", "-r",
              "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4",
@@ -74,7 +74,7 @@ def build_iso(destination: Path, images: list[StandinImage], *, cache: Path) -> 
     return destination
 
 
-def _kernel_tree(cache: Path) -> Path:
+def kernel_tree(cache: Path) -> Path:
     """Debian's current amd64 kernel package, downloaded and unpacked once into the cache."""
     depends = run(["apt-cache", "depends", "linux-image-amd64"]).stdout.decode()
     match = re.search(r"Depends: (linux-image-[0-9][^\s]*-amd64)", depends)
@@ -119,15 +119,21 @@ def _load_order(names: tuple[str, ...], available: dict[str, Path]) -> list[str]
     return order
 
 
-def _initramfs(kernel_root: Path, scratch: Path) -> Path:
+def initramfs(kernel_root: Path, scratch: Path, *, init: Path, modules: tuple[str, ...],
+              programs: tuple[Path, ...] = ()) -> Path:
+    """A gzip'd newc initramfs: busybox, `init` as /init, the modules (with what they depend on, in load
+    order) and dynamically linked `programs` with the libraries ldd names for them."""
     root = scratch / "initramfs"
-    for directory in ("bin", "dev", "proc", "sys", "modules", "mnt"):
+    for directory in ("bin", "dev", "proc", "sys", "modules", "mnt", "etc"):
         (root / directory).mkdir(parents=True)
+    (root / "etc" / "mtab").symlink_to("/proc/mounts")
     shutil.copy(BUSYBOX, root / "bin" / "busybox")
-    shutil.copy(INIT_SCRIPT, root / "init")
+    shutil.copy(init, root / "init")
     (root / "init").chmod(0o755)
+    for program in programs:
+        _copy_program(program, root)
     available = _module_paths(kernel_root)
-    order = _load_order(MODULES, available)
+    order = _load_order(modules, available)
     for name in order:
         shutil.copy(available[name], root / "modules" / f"{name}.ko")
     (root / "modules.order").write_text("\n".join(order) + "\n")
@@ -138,10 +144,23 @@ def _initramfs(kernel_root: Path, scratch: Path) -> Path:
     return target
 
 
-def _signed_uki(vmlinuz: Path, initrd: Path, scratch: Path) -> Path:
+def _copy_program(program: Path, root: Path) -> None:
+    """The program at the same path in the initramfs, and every shared library it loads (ldd's view)."""
+    needed = [program]
+    for line in run(["ldd", program]).stdout.decode().splitlines():
+        match = re.search(r"(/\S+) \(0x", line)
+        if match:
+            needed.append(Path(match.group(1)))
+    for path in needed:
+        target = root / str(path).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path.resolve(), target)
+
+
+def signed_uki(vmlinuz: Path, initrd: Path, scratch: Path, kernel_cmdline: str = KERNEL_CMDLINE) -> Path:
     """Kernel, initrd and command line in one EFI binary (systemd's stub), signed for Secure Boot."""
     cmdline = scratch / "cmdline"
-    cmdline.write_text(KERNEL_CMDLINE + "\0")
+    cmdline.write_text(kernel_cmdline + "\0")
     osrel = scratch / "os-release"
     osrel.write_text('NAME="bakery stand-in setup"\nID=bakery-standin\n')
     unsigned = scratch / "standin-unsigned.efi"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.build.install import unattend
-from pipeline.build.install.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, run_vm
+from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, run_vm
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.common.run import run

@@ -38,6 +38,8 @@ OVMF_VARS = OVMF_DIR / "OVMF_VARS_4M.fd"
 OVMF_VARS_SECURE = OVMF_DIR / "OVMF_VARS_4M.ms.fd"  # Microsoft's keys enrolled: Windows' boot manager verifies
 KEYPRESS_WINDOW_S = 60.0  # how long the first boot may sit at "Press any key to boot from CD or DVD"
 STOP_GRACE_S = 10.0
+READY_POLL_S = 2.0
+AGENT_ANSWER_S = 2.0
 RESET_DEBOUNCE_S = 2.0  # one reboot can raise RESET twice (the guest's reset, then the firmware's own)
 PR_SET_PDEATHSIG = 1
 
@@ -65,8 +67,8 @@ class Drive:
 @dataclass(frozen=True)
 class VmSpec:
     disk: Drive
-    disk_bus: str  # virtio-blk | virtio-scsi
-    cdroms: tuple[Path, ...]  # the first one is booted when the disk holds nothing bootable
+    disk_bus: str  # virtio-blk | virtio-scsi | sata | ide | lsi (a SCSI bus without a model: libvirt's default)
+    cdroms: tuple[Path, ...]  # the first one is booted when the disk holds nothing bootable (boot_cdrom)
     firmware: str = "bios"  # bios | uefi
     secure_boot: bool = False
     tpm: bool = False
@@ -77,6 +79,20 @@ class VmSpec:
     boot_keypress: bool = False
     ovmf_code: Path | None = None
     ovmf_vars: Path | None = None
+    role: str = "install"  # install | provision | canary: names the VM in messages and in ps
+    boot_cdrom: bool = True
+    nic: str = "virtio-net-pci"  # a QEMU NIC device
+    network: str = "restricted"  # restricted (no way out) | open (Windows Update) | none
+    video: str = "std"  # a QEMU -vga value
+    tpm_model: str = ""  # tpm-crb | tpm-tis; empty: what the machine type suggests
+    tpm_version: str = "2.0"
+    localtime: bool = True  # what Windows expects of a PC's clock (and what Nova gives os_type=windows)
+    hpet: bool = True
+    hyperv: tuple[str, ...] = ()  # -cpu flags (hv-relaxed, ...): honoured by KVM only
+    guest_agent: bool = False  # a virtio-serial port named org.qemu.guest_agent.0
+    max_reboots: int | None = None  # more resets than this is a reboot loop
+    ready: str = ""  # "" (wait for power-off) | serial-marker | guest-agent: the end of a canary boot
+    ready_marker: str = "BAKERY-READY"
 
 
 @dataclass
@@ -87,7 +103,7 @@ class VmResult:
     event_log: Path
     reboots: int = 0
     elapsed_s: float = 0.0
-    outcome: str = "running"  # powered-off | timeout | panic | qemu-exited | interrupted
+    outcome: str = "running"  # powered-off | ready | timeout | panic | reboot-loop | qemu-exited | interrupted
     screenshot: Path | None = None
     last_serial_line: str = ""
     command: list[str] = field(default_factory=list)
@@ -97,6 +113,7 @@ class VmResult:
             "outcome": self.outcome, "accelerator": self.accelerator, "reboots": self.reboots,
             "elapsed_s": round(self.elapsed_s, 1), "serial_log": str(self.serial_log), "event_log": str(self.event_log),
             "screenshot": str(self.screenshot) if self.screenshot else None, "last_serial_line": self.last_serial_line,
+            "command": self.command,
         }
 
 
@@ -116,20 +133,28 @@ def probe_accelerator(cpuinfo: Path = Path("/proc/cpuinfo"), sysfs: Path = Path(
     return Accelerator("kvm", "vmx/svm present and /dev/kvm usable")
 
 
-def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket: Path, tpm_socket: Path | None) -> list[str]:
-    machine = spec.machine + (",smm=on" if spec.secure_boot else "")
+NICS = ("virtio-net-pci", "e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet")
+
+
+def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket: Path, tpm_socket: Path | None,
+                 agent_socket: Path | None = None) -> list[str]:
+    machine = spec.machine + (",smm=on" if spec.secure_boot else "") + ("" if spec.hpet else ",hpet=off")
+    cpu = "host" if accel.name == "kvm" else "max"
+    if accel.name == "kvm" and spec.hyperv:
+        cpu += "," + ",".join(spec.hyperv)
     argv = [
-        "qemu-system-x86_64", "-name", "bakery-install", "-nodefaults", "-machine", machine, "-accel", accel.name,
-        "-cpu", "host" if accel.name == "kvm" else "max",
-        "-smp", str(spec.cpus), "-m", str(spec.memory_mib),
-        "-display", "none", "-vga", "std",  # a framebuffer to screenshot; nobody watches it
+        "qemu-system-x86_64", "-name", f"bakery-{spec.role}", "-nodefaults", "-machine", machine, "-accel", accel.name,
+        "-cpu", cpu, "-smp", str(spec.cpus), "-m", str(spec.memory_mib),
+        "-display", "none", "-vga", spec.video,  # a framebuffer to screenshot; nobody watches it
         "-chardev", f"socket,id=mon,path={qmp_socket}", "-mon", "chardev=mon,mode=control",
         "-chardev", f"file,id=ser0,path={workdir / 'serial.log'}", "-serial", "chardev:ser0",
         "-device", "pvpanic", "-action", "panic=pause",
-        "-rtc", "base=localtime",  # what Windows expects of a PC's clock (and what Nova gives os_type=windows)
-        "-device", "virtio-net-pci,netdev=net0", "-netdev", "user,id=net0,restrict=on",
         "-device", "qemu-xhci", "-device", "usb-tablet",
     ]
+    if spec.localtime:
+        argv += ["-rtc", "base=localtime"]
+    if spec.network != "none":
+        argv += ["-device", f"{spec.nic},netdev=net0", "-netdev", "user,id=net0" + (",restrict=on" if spec.network == "restricted" else "")]
     if spec.firmware == "uefi":
         code = spec.ovmf_code or (OVMF_CODE_SECURE if spec.secure_boot else OVMF_CODE)
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
@@ -137,24 +162,40 @@ def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket:
         if spec.secure_boot:
             argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     if tpm_socket:
+        model = spec.tpm_model or ("tpm-crb" if spec.machine.startswith(("q35", "pc-q35")) else "tpm-tis")
         argv += ["-chardev", f"socket,id=tpmchr,path={tpm_socket}", "-tpmdev", "emulator,id=tpm0,chardev=tpmchr",
-                 "-device", "tpm-crb,tpmdev=tpm0" if spec.machine == "q35" else "tpm-tis,tpmdev=tpm0"]
+                 "-device", f"{model},tpmdev=tpm0"]
+    if agent_socket:
+        argv += ["-device", "virtio-serial-pci", "-chardev", f"socket,id=qga0,path={agent_socket},server=on,wait=off",
+                 "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
     # detect-zeroes=unmap keeps the target sparse: what Setup zeroes costs no space in the image.
     argv += ["-drive", f"file={spec.disk.path},if=none,id=disk0,format={spec.disk.format},cache=unsafe,discard=unmap,detect-zeroes=unmap"]
-    if spec.disk_bus == "virtio-scsi":
-        argv += ["-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=1"]
-    else:
-        argv += ["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
+    q35 = spec.machine.startswith(("q35", "pc-q35"))
+    argv += _disk_devices(spec, q35=q35)
     for index, iso in enumerate(spec.cdroms):
         argv += ["-drive", f"file={iso},if=none,id=cd{index},media=cdrom,readonly=on,format=raw"]
-        # q35's AHCI has one device per port; pc's PIIX IDE has two buses of two units each
-        bus = f",bus=ide.{index}" if spec.machine == "q35" else f",bus=ide.{index // 2},unit={index % 2}"
-        argv += ["-device", f"ide-cd,drive=cd{index}{bus}" + (",bootindex=0" if index == 0 else "")]
+        # q35's AHCI has one device per port; pc's PIIX IDE has two buses of two units each; the disk may hold port 0
+        slot = index + (1 if spec.disk_bus == "ide" or (spec.disk_bus == "sata" and q35) else 0)
+        bus = f",bus=ide.{slot}" if q35 else f",bus=ide.{slot // 2},unit={slot % 2}"
+        argv += ["-device", f"ide-cd,drive=cd{index}{bus}" + (",bootindex=0" if index == 0 and spec.boot_cdrom else "")]
     return argv
 
 
+def _disk_devices(spec: VmSpec, *, q35: bool) -> list[str]:
+    if spec.disk_bus == "virtio-scsi":
+        return ["-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=1"]
+    if spec.disk_bus == "lsi":
+        return ["-device", "lsi53c895a,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=1"]
+    if spec.disk_bus == "sata" and not q35:  # pc has IDE only: an AHCI controller, as libvirt adds one
+        return ["-device", "ich9-ahci,id=sata0", "-device", "ide-hd,drive=disk0,bus=sata0.0,bootindex=1"]
+    if spec.disk_bus in ("sata", "ide"):  # the machine's own controller: AHCI on q35, PIIX IDE on pc
+        return ["-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=1"]
+    return ["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
+
+
 def run_vm(spec: VmSpec, workdir: Path, *, on_status: Callable[[str], None] = lambda line: None) -> VmResult:
-    """Boot the VM and wait for the guest to power off. Raises VmFailed otherwise; no child survives."""
+    """Boot the VM and wait for the guest to power off (or, for spec.ready, to be ready: then QEMU is stopped).
+    Raises VmFailed otherwise; no child survives."""
     require_tool("qemu-system-x86_64", "qemu-system-x86")
     workdir.mkdir(parents=True, exist_ok=True)
     accel = probe_accelerator()
@@ -162,35 +203,40 @@ def run_vm(spec: VmSpec, workdir: Path, *, on_status: Callable[[str], None] = la
     on_status(f"accelerator {accel.name} ({accel.reason}); timeout {spec.timeout_s / 60:.0f} min")
     # Unix socket paths are limited to 107 bytes: the sockets live in a short private directory instead.
     with _children() as children, _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="bakery-vm-") as sockets:
-        tpm_socket = _start_swtpm(workdir, Path(sockets), children) if spec.tpm else None
+        tpm_socket = _start_swtpm(workdir, Path(sockets), children, tpm2=spec.tpm_version != "1.2") if spec.tpm else None
         if spec.firmware == "uefi":
             shutil.copyfile(spec.ovmf_vars or (OVMF_VARS_SECURE if spec.secure_boot else OVMF_VARS), workdir / "OVMF_VARS.fd")
         try:
-            asyncio.run(_supervise(spec, workdir, Path(sockets) / "qmp.sock", accel, result, children, tpm_socket, on_status))
+            asyncio.run(_supervise(spec, workdir, Path(sockets), accel, result, children, tpm_socket, on_status))
         except KeyboardInterrupt:
             result.outcome = "interrupted"
             raise
-    if result.outcome != "powered-off":
+    if result.outcome != ("ready" if spec.ready else "powered-off"):
         raise VmFailed(_failure_message(result, spec), result)
     return result
 
 
 def _failure_message(result: VmResult, spec: VmSpec) -> str:
     last = f"; last serial line: {result.last_serial_line!r}" if result.last_serial_line else ""
+    goal = f"was ready ({spec.ready})" if spec.ready else "powered off"
     what = {
-        "timeout": f"the guest did not power off within {spec.timeout_s / 60:.1f} min ({result.accelerator})",
+        "timeout": f"the guest was not {'ready' if spec.ready else 'powered off'} within {spec.timeout_s / 60:.1f} min ({result.accelerator})",
         "panic": "the guest panicked (pvpanic)",
-        "qemu-exited": "QEMU exited before the guest powered off",
+        "reboot-loop": f"the guest rebooted more than {spec.max_reboots} times (a reboot loop)",
+        "powered-off": "the guest powered off before it was ready",
+        "qemu-exited": f"QEMU exited before the guest {goal}",
         "host-shutdown": "QEMU was shut down from outside the guest",
     }.get(result.outcome, result.outcome)
-    return f"install VM: {what} after {result.reboots} reboot(s), {result.elapsed_s:.0f} s{last}"
+    return f"{spec.role} VM: {what} after {result.reboots} reboot(s), {result.elapsed_s:.0f} s{last}"
 
 
-async def _supervise(spec: VmSpec, workdir: Path, qmp_socket: Path, accel: Accelerator, result: VmResult,
+async def _supervise(spec: VmSpec, workdir: Path, sockets: Path, accel: Accelerator, result: VmResult,
                      children: list[subprocess.Popen], tpm_socket: Path | None, on_status: Callable[[str], None]) -> None:
-    qmp = QMPClient("bakery-install")
+    qmp = QMPClient(f"bakery-{spec.role}")
+    qmp_socket = sockets / "qmp.sock"
+    agent_socket = sockets / "qga.sock" if spec.guest_agent else None
     await qmp.start_server(str(qmp_socket))
-    result.command = qemu_command(spec, workdir, accel, qmp_socket=qmp_socket, tpm_socket=tpm_socket)
+    result.command = qemu_command(spec, workdir, accel, qmp_socket=qmp_socket, tpm_socket=tpm_socket, agent_socket=agent_socket)
     qemu = _spawn(result.command, workdir / "qemu.log", children)
     try:
         await asyncio.wait_for(qmp.accept(), timeout=30)
@@ -202,7 +248,7 @@ async def _supervise(spec: VmSpec, workdir: Path, qmp_socket: Path, accel: Accel
     started = time.monotonic()
     try:
         with open(result.event_log, "w") as events:
-            await _watch(qmp, qemu, spec, result, events, started, on_status)
+            await _watch(qmp, qemu, spec, result, events, started, on_status, agent_socket)
     finally:
         result.elapsed_s = time.monotonic() - started
         result.last_serial_line = _last_line(result.serial_log)
@@ -215,9 +261,10 @@ async def _supervise(spec: VmSpec, workdir: Path, qmp_socket: Path, accel: Accel
 
 
 async def _watch(qmp: QMPClient, qemu: subprocess.Popen, spec: VmSpec, result: VmResult, events, started: float,
-                 on_status: Callable[[str], None]) -> None:
+                 on_status: Callable[[str], None], agent_socket: Path | None) -> None:
     with qmp.listener() as listener:
         next_status = started + 30
+        next_ready_check = started
         last_reset = float("-inf")
         while True:
             now = time.monotonic()
@@ -225,6 +272,15 @@ async def _watch(qmp: QMPClient, qemu: subprocess.Popen, spec: VmSpec, result: V
                 result.outcome = "timeout"
                 await _screenshot(qmp, result)
                 return
+            if spec.max_reboots is not None and result.reboots > spec.max_reboots:
+                result.outcome = "reboot-loop"
+                await _screenshot(qmp, result)
+                return
+            if spec.ready and now >= next_ready_check:
+                next_ready_check = now + READY_POLL_S
+                if await _is_ready(spec, result, agent_socket):
+                    result.outcome = "ready"
+                    return
             if spec.boot_keypress and result.reboots == 0 and now - started < KEYPRESS_WINDOW_S:
                 await _execute(qmp, "send-key", {"keys": [{"type": "qcode", "data": "spc"}]})
             try:
@@ -256,6 +312,46 @@ async def _watch(qmp: QMPClient, qemu: subprocess.Popen, spec: VmSpec, result: V
                 return
 
 
+async def _is_ready(spec: VmSpec, result: VmResult, agent_socket: Path | None) -> bool:
+    if spec.ready == "serial-marker":
+        return _serial_has(result.serial_log, spec.ready_marker)
+    return agent_socket is not None and await _agent_answers(agent_socket)
+
+
+def _serial_has(log: Path, marker: str) -> bool:
+    try:
+        return marker.encode() in log.read_bytes()
+    except OSError:
+        return False
+
+
+async def _agent_answers(socket_path: Path) -> bool:
+    """The QEMU guest agent's handshake: guest-sync with a fresh id, echoed back only by a live agent."""
+    token = int.from_bytes(os.urandom(4), "big")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(socket_path)), AGENT_ANSWER_S)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    try:
+        writer.write(json.dumps({"execute": "guest-sync", "arguments": {"id": token}}).encode() + b"\n")
+        await writer.drain()
+        deadline = time.monotonic() + AGENT_ANSWER_S
+        while (left := deadline - time.monotonic()) > 0:
+            line = await asyncio.wait_for(reader.readline(), left)
+            if not line:
+                return False
+            try:
+                if json.loads(line).get("return") == token:
+                    return True
+            except ValueError:
+                continue  # a stale or partial line from an earlier attempt
+        return False
+    except (OSError, asyncio.TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
 async def _execute(qmp: QMPClient, command: str, arguments: dict | None = None) -> bool:
     try:
         await asyncio.wait_for(qmp.execute(command, arguments), timeout=10)
@@ -284,12 +380,12 @@ async def _wait_exit(process: subprocess.Popen, seconds: float) -> bool:
     return process.poll() is not None
 
 
-def _start_swtpm(workdir: Path, sockets: Path, children: list[subprocess.Popen]) -> Path:
+def _start_swtpm(workdir: Path, sockets: Path, children: list[subprocess.Popen], *, tpm2: bool = True) -> Path:
     require_tool("swtpm", "swtpm")
     state = workdir / "tpm"
     state.mkdir(exist_ok=True)
     socket = sockets / "swtpm.sock"
-    process = _spawn(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}", "--ctrl", f"type=unixio,path={socket}",
+    process = _spawn(["swtpm", "socket", *(["--tpm2"] if tpm2 else []), "--tpmstate", f"dir={state}", "--ctrl", f"type=unixio,path={socket}",
                       "--terminate", "--log", f"file={state / 'swtpm.log'}"], state / "swtpm.out", children)
     deadline = time.monotonic() + 10
     while not socket.exists():

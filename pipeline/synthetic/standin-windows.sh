@@ -1,0 +1,186 @@
+#!/bin/busybox sh
+# /init of the stand-in "Windows" booted from a synthetic disk (see standin_windows.py).
+#
+# Like Windows it needs a boot-start driver for the controller its system disk is on, or it stops with
+# 0x7B INACCESSIBLE_BOOT_DEVICE (here: a kernel panic, which pvpanic reports). It reports the virtual
+# hardware it found on the serial console. With the bakery's provisioning media in a drive it plays the
+# runner: each step's log and exit code go to ProgramData\bakery\provision on the Windows volume, it
+# reboots when a step asks, and ends with "sysprep" (a power-off). Booted without it, it is a new instance:
+# it answers the QEMU guest agent and writes the ready marker on the serial port.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+say() { echo "standin: $*" > /dev/ttyS0; }
+stop_error() { say "STOP $*"; sync; exit 1; }  # init exiting panics the kernel: Windows' blue screen
+
+for module in $(cat /modules.order); do insmod "/modules/$module.ko" 2>/dev/null; done
+mkdir -p /media /windows
+
+find_disk() {
+    for tries in $(seq 1 50); do
+        for device in /dev/vda /dev/sda; do
+            [ -b "$device" ] && { DISK=$device; return 0; }
+        done
+        sleep 0.2
+    done
+    return 1
+}
+
+disk_bus() {  # what Windows would need a boot driver for
+    case "$DISK" in /dev/vd*) echo virtio-blk; return ;; esac
+    path=$(readlink -f "/sys/block/${DISK##*/}/device")
+    case "$path" in
+        *virtio*) echo virtio-scsi ;;
+        *ata*) driver=$(readlink -f "${path%%/ata*}/driver"); case "$driver" in *ahci*) echo sata ;; *) echo ide ;; esac ;;
+        */host*) echo "scsi-$(basename "$(readlink -f "${path%%/host*}/driver")")" ;;  # e.g. LSI's sym53c8xx
+        *) echo unknown ;;
+    esac
+}
+
+pci_has() { grep -qsx "$1" /sys/bus/pci/devices/*/vendor_device 2>/dev/null || cat /sys/bus/pci/devices/*/uevent | grep -q "PCI_ID=$1"; }
+
+hardware() {
+    nic=none
+    for dev in /sys/class/net/*; do
+        [ -e "$dev/device/driver" ] && nic=$(basename "$(readlink -f "$dev/device/driver")")
+    done
+    if pci_has 8086:29C0; then machine=q35; elif pci_has 8086:1237; then machine=pc; else machine=unknown; fi
+    video=none
+    pci_has 1AF4:1050 && video=virtio
+    pci_has 1234:1111 && video=vga
+    pci_has 1013:00B8 && video=cirrus
+    pci_has 1B36:0100 && video=qxl
+    firmware=bios secureboot=0
+    if [ -d /sys/firmware/efi ]; then
+        firmware=uefi
+        mkdir -p /efivars && mount -t efivarfs efivarfs /efivars 2>/dev/null
+        secureboot=$(dd if=/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c bs=1 skip=4 count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
+    fi
+    [ -e /sys/class/tpm/tpm0 ] && tpm=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo 1) || tpm=none
+    dmesg | grep -q "Hypervisor detected: Microsoft Hyper-V" && hyperv=yes || hyperv=no
+    agent=no
+    for port in /sys/class/virtio-ports/*; do [ "$(cat "$port/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && agent=yes; done
+    echo "disk_bus=$(disk_bus) nic=${nic:-none} machine=$machine video=$video firmware=$firmware secureboot=${secureboot:-0} tpm=$tpm hyperv=$hyperv agent=$agent"
+}
+
+mount_windows() {  # the NTFS partition with a Windows directory, read-write through ntfs-3g
+    for part in "$DISK"[0-9]*; do
+        ntfs-3g "$part" /windows 2>/dev/null || continue
+        [ -d /windows/Windows/System32 ] && return 0
+        umount /windows
+    done
+    return 1
+}
+
+boot_driver() {  # the driver file Windows loads at boot for the bus; in-box ones always exist
+    case "$1" in
+        virtio-blk) echo viostor.sys ;;
+        virtio-scsi) echo vioscsi.sys ;;
+        sata|ide) echo in-box ;;  # storahci, atapi
+        *) echo "$1.sys" ;;  # no Windows this bakery makes has one (LSI 53C895A has had none since Windows 7)
+    esac
+}
+
+find_disk || stop_error "0x0000007B INACCESSIBLE_BOOT_DEVICE (no disk)"
+HARDWARE=$(hardware)
+say "hardware: $HARDWARE"
+mount_windows || stop_error "0x0000007B INACCESSIBLE_BOOT_DEVICE (no Windows volume on $DISK)"
+BUS=$(disk_bus)
+DRIVER=$(boot_driver "$BUS")
+if [ "$DRIVER" != in-box ] && [ ! -f "/windows/Windows/System32/drivers/$DRIVER" ]; then
+    stop_error "0x0000007B INACCESSIBLE_BOOT_DEVICE (no boot driver for $BUS: Windows\\System32\\drivers\\$DRIVER missing)"
+fi
+
+find_provisioning() {
+    for device in /dev/sr*; do
+        [ -b "$device" ] || continue
+        mkdir -p "/media/${device##*/}"
+        mount -t iso9660 -o ro "$device" "/media/${device##*/}" 2>/dev/null
+        [ -f "/media/${device##*/}/bakery/plan.tsv" ] && { MEDIA="/media/${device##*/}/bakery"; return 0; }
+    done
+    return 1
+}
+
+# -- provisioning: the runner's contract (runner.ps1 does the same on Windows) --------------------------
+RESULTS=/windows/ProgramData/bakery/provision
+
+run_step() {  # $1 index, $2 name, $3 kind, $4 file, $5 arguments; writes NN-name.log and .exit
+    base="$RESULTS/$(printf %02d "$1")-$2"
+    case "$3" in
+        powershell|cmd) sh "$MEDIA/files/$4" $5 > "$base.log" 2>&1; code=$? ;;  # the stand-in's steps are sh-compatible
+        msi|exe|msu)
+            mkdir -p "/windows/Program Files/$2"
+            cp "$MEDIA/files/$4" "/windows/Program Files/$2/" && echo "installed $4 with: $5" > "$base.log"; code=$? ;;
+        cloudbase-init)
+            conf="/windows/Program Files/Cloudbase Solutions/Cloudbase-Init/conf"
+            mkdir -p "$conf" && cp "$MEDIA/files/$4" "$conf/../" && cp "$MEDIA/files/$5" "$conf/cloudbase-init.conf"
+            code=$?; echo "installed cloudbase-init from $4, configuration $5" > "$base.log" ;;
+        windows-update) echo "no applicable updates (stand-in)" > "$base.log"; code=0 ;;
+        *) echo "unknown step kind $3" > "$base.log"; code=1 ;;
+    esac
+    echo "$code" > "$base.exit"
+    return "$code"
+}
+
+provision() {
+    mkdir -p "$RESULTS"
+    . "$MEDIA/runner.cfg"
+    NEXT=$(cat "$RESULTS/next" 2>/dev/null || echo 1)
+    say "provisioning: resuming at step $NEXT"
+    while IFS="$(printf '\t')" read -r index name kind file reboot repeat arguments; do
+        [ "$index" = index ] && continue
+        [ "$index" -lt "$NEXT" ] && continue
+        say "step $index $name ($kind)"
+        run_step "$index" "$name" "$kind" "$file" "$arguments"
+        code=$?
+        if [ "$code" = 3010 ] && [ "$repeat" = yes ]; then
+            say "step $index $name asks to run again after a reboot"; sync; reboot -f
+        fi
+        if [ "$code" != 0 ] && [ "$code" != 3010 ]; then
+            say "step $index $name failed with exit code $code"; echo "$index" > "$RESULTS/failed"; sync; poweroff -f
+        fi
+        echo $((index + 1)) > "$RESULTS/next"
+        if [ "$code" = 3010 ] || [ "$reboot" = yes ]; then
+            say "rebooting after step $index $name"; sync; reboot -f
+        fi
+    done < "$MEDIA/plan.tsv"
+    echo "sysprep $SYSPREP_ARGUMENTS" > "$RESULTS/sysprep.log"
+    [ -n "$SYSPREP_UNATTEND" ] && cp "$MEDIA/$SYSPREP_UNATTEND" /windows/Windows/System32/Sysprep/unattend.xml 2>/dev/null
+    echo done > "$RESULTS/finished"
+    say "provisioning finished; sysprep $SYSPREP_ARGUMENTS"
+    sync; umount /windows; poweroff -f
+}
+
+if find_provisioning; then
+    provision
+fi
+
+# -- a new instance: the guest agent answers, and the first-boot script writes the ready marker ------------
+agent_port() {
+    for port in /sys/class/virtio-ports/*; do
+        [ "$(cat "$port/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && { echo "/dev/${port##*/}"; return 0; }
+    done
+    return 1
+}
+
+guest_agent() {  # guest-sync and guest-ping, as qemu-ga answers them
+    exec 3<>"$1"
+    while true; do  # a read while no host end is connected returns end-of-file at once: wait for one
+        while read -r line <&3; do
+            case "$line" in
+                *guest-sync*) id=$(echo "$line" | sed -n 's/.*"id": *\([0-9]*\).*/\1/p'); echo "{\"return\": $id}" >&3 ;;
+                *guest-ping*) echo '{"return": {}}' >&3 ;;
+                *guest-get-osinfo*) echo '{"return": {"id": "mswindows", "name": "Microsoft Windows (bakery stand-in)"}}' >&3 ;;
+                *) echo '{"error": {"class": "CommandNotFound", "desc": "not in the stand-in"}}' >&3 ;;
+            esac
+        done
+        sleep 0.5
+    done
+}
+
+PORT=$(agent_port) && guest_agent "$PORT" &
+umount /windows
+say "BAKERY-READY $HARDWARE"
+while true; do sleep 3600; done

@@ -1,0 +1,84 @@
+"""Make a synthetic Windows disk bootable: the stand-in "Windows" that canary and provisioning VMs boot.
+
+A synthetic disk (windows_disk.py) has Windows' partition layout and no boot code. This writes what the
+firmware needs to start the stand-in from the disk itself, over whatever bus the VM gives the disk:
+- BIOS (MBR): GRUB's boot.img in the MBR's code area and its core.img (biosdisk, part_msdos, ntfs, linux)
+  in the gap before the first partition, where Windows' MBR code would chain the System Reserved
+  partition's bootmgr; kernel and initrd are files on that NTFS partition, beside the placeholder bootmgr.
+- UEFI (GPT): a signed unified kernel image as \\EFI\\Boot\\bootx64.efi and \\EFI\\Microsoft\\Boot\\bootmgfw.efi
+  on the ESP; OVMF boots it as it boots Windows' boot manager, with Secure Boot on when the snakeoil key is
+  enrolled (OVMF_VARS_4M.snakeoil.fd).
+
+The guest's /init (standin-windows.sh) plays a booted Windows: it stops with 0x7B when no boot driver fits
+the disk's controller, reports the virtual hardware it found, runs the provisioning runner's steps from
+the config media, and, booted as an instance, answers the guest agent and writes a ready marker.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from pipeline.common.run import require_tool, run
+from pipeline.diskimage import fuse
+from pipeline.synthetic import standin
+from pipeline.windows import volume
+
+INIT_SCRIPT = Path(__file__).with_name("standin-windows.sh")
+GRUB_DIR = Path("/usr/lib/grub/i386-pc")
+BOOT_DIR = "bakery-standin"  # on the System Reserved partition (BIOS)
+NTFS_3G = Path("/usr/bin/ntfs-3g")
+# disk buses and controllers, NICs, the guest agent's virtio-serial port, FUSE for ntfs-3g, efivarfs
+MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci", "ata_piix", "sr_mod", "isofs", "pvpanic_mmio",
+           "pvpanic_pci", "efivarfs", "virtio_net", "e1000", "e1000e", "8139cp", "8139too", "ne2k_pci", "virtio_console",
+           "fuse", "sym53c8xx", "pcnet32")
+KERNEL_CMDLINE = "console=ttyS0 panic=0 loglevel=3"
+
+
+def make_bootable(disk: Path, *, cache: Path) -> Path:
+    """Write the stand-in's boot path into a raw synthetic Windows disk, in place."""
+    for tool, package in (("grub-mkimage", "grub-common"), ("mcopy", "mtools"), ("sbsign", "sbsigntool")):
+        require_tool(tool, package)
+    layout = volume.read_layout(disk, image_size=disk.stat().st_size, label_for_errors=str(disk))
+    with tempfile.TemporaryDirectory(prefix="standin-boot-", dir=disk.parent) as scratch:
+        scratch = Path(scratch)
+        kernel_root = standin.kernel_tree(cache)
+        vmlinuz = next((kernel_root / "boot").glob("vmlinuz-*"))
+        initrd = standin.initramfs(kernel_root, scratch, init=INIT_SCRIPT, modules=MODULES, programs=(NTFS_3G,))
+        if layout.label == "gpt":
+            _esp_boot(disk, layout, standin.signed_uki(vmlinuz, initrd, scratch, KERNEL_CMDLINE), scratch)
+        else:
+            _mbr_boot(disk, layout, vmlinuz, initrd, scratch)
+    return disk
+
+
+def _esp_boot(disk: Path, layout: volume.Layout, bootloader: Path, scratch: Path) -> None:
+    esp = next(p for p in layout.partitions if p.type.upper() == volume.ESP_GPT)
+    with fuse.exposed(disk, "raw", mountpoint=scratch / "esp", window=esp, writable=True):
+        for target in ("EFI/Microsoft/Boot/bootmgfw.efi", "EFI/Boot/bootx64.efi"):
+            run(["mcopy", "-o", "-i", scratch / "esp", bootloader, f"::/{target}"])
+
+
+def _mbr_boot(disk: Path, layout: volume.Layout, vmlinuz: Path, initrd: Path, scratch: Path) -> None:
+    require_tool("grub-mkimage", "grub-pc-bin")
+    system = next((p for p in layout.partitions if p.bootable), layout.partitions[0])  # System Reserved
+    with fuse.exposed(disk, "raw", mountpoint=scratch / "system", window=system, writable=True):
+        with volume.ntfs_mounted(scratch / "system", scratch / "mnt", writable=True, label_for_errors=str(disk)) as root:
+            (root / BOOT_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(vmlinuz, root / BOOT_DIR / "vmlinuz")
+            shutil.copyfile(initrd, root / BOOT_DIR / "initrd.gz")
+    config = scratch / "grub-early.cfg"
+    config.write_text(f"set root=(hd0,msdos{system.number})\nlinux /{BOOT_DIR}/vmlinuz {KERNEL_CMDLINE}\n"
+                      f"initrd /{BOOT_DIR}/initrd.gz\nboot\n")
+    core = scratch / "core.img"
+    run(["grub-mkimage", "-O", "i386-pc", "-o", core, "-p", f"(hd0,msdos{system.number})/{BOOT_DIR}", "-c", config,
+         "biosdisk", "part_msdos", "ntfs", "linux", "boot"])
+    gap = min(p.start for p in layout.partitions) - 512
+    if core.stat().st_size > gap:
+        raise RuntimeError(f"GRUB's core.img ({core.stat().st_size} bytes) does not fit before the first partition ({gap} bytes)")
+    boot = (GRUB_DIR / "boot.img").read_bytes()
+    with open(disk, "r+b") as target:
+        target.write(boot[:440])  # the code; the disk signature and the partition table stay
+        target.seek(512)
+        target.write(core.read_bytes())
