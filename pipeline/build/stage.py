@@ -33,7 +33,7 @@ def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: P
                                  max_virtual_size=manifest.max_virtual_gib * GiB)
         return BuiltImage(result.raw, image_info(result.raw, fmt="raw"), source_path, origin, temporary=True,
                           facts=result.facts, baked=result, source_format=checked.format)
-    if manifest.install:  # what Setup left is checked against the manifest by the facts-based lint rules
+    if manifest.install or manifest.provision:  # what Setup or the steps left: checked by the facts-based lint rules
         converted = replace(_convert(source_path, workdir, origin), source_format=checked.format)
         try:
             return replace(converted, facts=inspect_image(converted.path, workdir=workdir / "inspect", label=label))
@@ -69,7 +69,7 @@ def preview(manifest: Manifest, source_path: Path) -> BuiltImage:
 
 
 def _checked(manifest: Manifest, source_path: Path, label: str) -> CheckedImage:
-    declared = manifest.source.format if manifest.source else None
+    declared = manifest.source.format if manifest.source and source_path == _pinned_path(manifest) else None
     return check_image(source_path, label=label, declared=declared, max_virtual_size=manifest.max_virtual_gib * GiB)
 
 
@@ -97,8 +97,14 @@ def _identity(manifest: Manifest, checked: CheckedImage, label: str) -> Recorded
     return RecordedFacts(facts.identity(), facts.identity_lint_facts())
 
 
+def _pinned_path(manifest: Manifest) -> Path | None:
+    return Path(manifest.source.location) if manifest.source and not manifest.source.is_url else None
+
+
 def _label(manifest: Manifest, source_path: Path) -> str:
     """A source is known by its manifest field; the disk an install left, by the install stage."""
+    if manifest.provision and source_path.name == "provisioned.qcow2":
+        return f"{manifest.path}: provision (the disk the steps left, {source_path.name})"
     if manifest.source:
         return source_label(manifest)
     return f"{manifest.path}: install (the disk Setup left, {source_path.name})"

@@ -220,7 +220,7 @@ def _failure_message(result: VmResult, spec: VmSpec) -> str:
     last = f"; last serial line: {result.last_serial_line!r}" if result.last_serial_line else ""
     goal = f"was ready ({spec.ready})" if spec.ready else "powered off"
     what = {
-        "timeout": f"the guest was not {'ready' if spec.ready else 'powered off'} within {spec.timeout_s / 60:.1f} min ({result.accelerator})",
+        "timeout": f"the guest {'was not ready' if spec.ready else 'did not power off'} within {spec.timeout_s / 60:.1f} min ({result.accelerator})",
         "panic": "the guest panicked (pvpanic)",
         "reboot-loop": f"the guest rebooted more than {spec.max_reboots} times (a reboot loop)",
         "powered-off": "the guest powered off before it was ready",

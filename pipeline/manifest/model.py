@@ -89,6 +89,40 @@ class InstallSpec:
 
 
 @dataclass(frozen=True)
+class ProvisionStep:
+    name: str  # plain: letters, digits, - and _ (it names the step's log and exit-code files)
+    kind: str  # powershell | cmd | msi | exe | msu | windows-update | cloudbase-init
+    file: Source | None  # the pinned script or installer (None for windows-update)
+    arguments: str = ""
+    reboot: bool = False  # reboot after it (an exit code of 3010 also asks for one)
+    repeat: bool = False  # after a 3010 reboot, run it again until it exits 0 (update rounds)
+    config: Source | None = None  # cloudbase-init's cloudbase-init.conf
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "sha256": self.file.sha256 if self.file else None, "arguments": self.arguments,
+                "reboot": self.reboot, "repeat": self.repeat, "config_sha256": self.config.sha256 if self.config else None}
+
+
+@dataclass(frozen=True)
+class ProvisionSpec:
+    """Steps that only work on a running Windows, run in QEMU by the runner from config media, then sysprep."""
+
+    steps: tuple[ProvisionStep, ...]  # in order: Windows Update rounds, the manifest's steps, cloudbase-init
+    exclude_kbs: tuple[str, ...]
+    max_reboots: int
+    timeout_minutes: float
+    tcg_timeout_factor: float
+    disk_bus: str  # sata (in-box on every Windows: boots before any virtio driver is installed) | virtio-blk | virtio-scsi
+    memory_mib: int
+    cpus: int
+    sysprep: bool
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k != "steps"}
+        return {**data, "exclude_kbs": list(self.exclude_kbs), "steps": [step.to_dict() for step in self.steps]}
+
+
+@dataclass(frozen=True)
 class CanarySpec:
     """Boot a throw-away overlay of the built image on the machine its own properties ask Nova for."""
 
@@ -200,6 +234,7 @@ class Manifest:
     bake: BakeSpec | None = None
     install: InstallSpec | None = None
     canary: CanarySpec | None = None
+    provision: ProvisionSpec | None = None
     upload: UploadSpec = field(default_factory=UploadSpec)
     targets: tuple[TargetSpec, ...] = ()
     scs: ScsProfile | None = None

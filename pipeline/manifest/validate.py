@@ -19,6 +19,8 @@ from pipeline.manifest.model import (
     InstallSpec,
     LifecyclePolicy,
     Manifest,
+    ProvisionSpec,
+    ProvisionStep,
     ReleasePolicy,
     ScsProfile,
     SecretRef,
@@ -67,6 +69,13 @@ class _Fields:
     def get(self, *keys: str, kind: type | tuple = str, required: bool = True, default: Any = None) -> Any:
         node: Any = self.document
         for depth, key in enumerate(keys):
+            if isinstance(node, list) and isinstance(key, int):  # an item of a list: steps.0.name
+                node = node[key] if key < len(node) else None
+                if node is None:
+                    if required:
+                        raise self.error(keys[:depth + 1], f"required field is missing{_expected(kind)}")
+                    return default
+                continue
             if not isinstance(node, dict):
                 raise self.error(keys[:depth], "expected a mapping")
             if key not in node or node[key] is None:
@@ -99,7 +108,7 @@ def _expected(kind: type | tuple) -> str:
 
 
 KNOWN_TOP_LEVEL = {"name", "family", "os", "source", "properties", "image", "release", "upstream_provider", "lint", "bake",
-                   "install", "upload", "targets", "scs", "canary"}
+                   "install", "upload", "targets", "scs", "canary", "provision"}
 RELEASE_KEYS = ("family_properties", "previous", "lifecycle")
 LIFECYCLE_DAYS = ("hide_after_days", "deactivate_after_days", "delete_after_days")  # in the order they must come
 IN_USE_CHECKS = ("servers", "volumes", "members")
@@ -186,6 +195,7 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
         bake=_bake(fields, path),
         install=_install(fields, path) if "install" in document else None,
         canary=_canary(fields, path),
+        provision=_provision(fields, path) if "provision" in document else None,
         upload=_upload(fields, ("upload",)),
         targets=_targets(fields),
         scs=_scs(fields) if "scs" in document else None,
@@ -387,7 +397,7 @@ def _source(fields: _Fields, manifest_path: Path, section: tuple[str, ...] = ("s
         location = location_url
     else:
         location = str((manifest_path.parent / location_path).resolve())
-    return Source(location=location, sha256=sha256.lower(), format=source_format, field=".".join(section))
+    return Source(location=location, sha256=sha256.lower(), format=source_format, field=".".join(str(k) for k in section))
 
 
 def _bake(fields: _Fields, manifest_path: Path) -> BakeSpec | None:
@@ -483,6 +493,73 @@ def _install(fields: _Fields, manifest_path: Path) -> InstallSpec:
         **numbers,
         **timing,
     )
+
+
+STEP_KINDS = ("powershell", "cmd", "msi", "exe", "msu")
+STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+KB = re.compile(r"^KB[0-9]{6,8}$")
+PROVISION_KEYS = ("steps", "windows_update", "cloudbase_init", "max_reboots", "timeout_minutes", "tcg_timeout_factor", "disk_bus",
+                  "memory_mib", "cpus", "sysprep")
+STEP_KEYS = (*STEP_KINDS, "name", "arguments", "reboot", "repeat")
+
+
+def _provision(fields: _Fields, manifest_path: Path) -> ProvisionSpec:
+    section = ("provision",)
+    fields.get(*section, kind=dict)
+    _known_keys(fields, section, PROVISION_KEYS)
+    steps: list[ProvisionStep] = []
+    update = fields.get(*section, "windows_update", kind=dict, required=False, default={})
+    exclude = fields.get(*section, "windows_update", "exclude_kbs", kind=list, required=False, default=[])
+    for index, kb in enumerate(exclude):
+        if not isinstance(kb, str) or not KB.match(kb):
+            raise fields.error((*section, "windows_update", "exclude_kbs", index), f"expected a KB number such as KB5034441, got {kb!r}")
+    if update and fields.get(*section, "windows_update", "enabled", kind=bool, required=False, default=True):
+        rounds = fields.get(*section, "windows_update", "max_rounds", kind=int, required=False, default=3)
+        if not 1 <= rounds <= 10:
+            raise fields.error((*section, "windows_update", "max_rounds"), f"expected 1 to 10 rounds, got {rounds}")
+        steps += [ProvisionStep(f"windows-update-{n}", "windows-update", None, reboot=True) for n in range(1, rounds + 1)]
+    for index, _ in enumerate(fields.get(*section, "steps", kind=list, required=False, default=[])):
+        steps.append(_provision_step(fields, manifest_path, (*section, "steps", index)))
+    if fields.get(*section, "cloudbase_init", kind=dict, required=False):
+        steps.append(ProvisionStep("cloudbase-init", "cloudbase-init",
+                                   _source(fields, manifest_path, (*section, "cloudbase_init", "msi"), formats=False),
+                                   config=_source(fields, manifest_path, (*section, "cloudbase_init", "config"), formats=False)))
+    names = [step.name for step in steps]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate:
+        raise fields.error((*section, "steps"), f"step names must be unique; {duplicate!r} is used twice")
+    if not steps:
+        raise fields.error(section, "expected at least one of steps, windows_update or cloudbase_init")
+    numbers = {}
+    for key, default, low in (("max_reboots", 10, 0), ("memory_mib", 4096, 256), ("cpus", 2, 1)):
+        numbers[key] = fields.get(*section, key, kind=int, required=False, default=default)
+        if numbers[key] < low:
+            raise fields.error((*section, key), f"expected an integer of at least {low}, got {numbers[key]}")
+    timing = {}
+    for key, default in (("timeout_minutes", 120), ("tcg_timeout_factor", 20)):
+        timing[key] = fields.get(*section, key, kind=(int, float), required=False, default=default)
+        if isinstance(timing[key], bool) or timing[key] <= 0:
+            raise fields.error((*section, key), f"expected a positive number, got {timing[key]!r}")
+    return ProvisionSpec(steps=tuple(steps), exclude_kbs=tuple(exclude),
+                         disk_bus=fields.choice(*section, "disk_bus", choices=("sata", *DISK_BUSES), default="sata"),
+                         sysprep=fields.get(*section, "sysprep", kind=bool, required=False, default=True), **numbers, **timing)
+
+
+def _provision_step(fields: _Fields, manifest_path: Path, keys: tuple) -> ProvisionStep:
+    fields.get(*keys, kind=dict)
+    _known_keys(fields, keys, STEP_KEYS)
+    kinds = [kind for kind in STEP_KINDS if kind in fields.get(*keys, kind=dict)]
+    if len(kinds) != 1:
+        raise fields.error(keys, f"expected exactly one of {', '.join(STEP_KINDS)} (the pinned file the step runs)")
+    name = fields.get(*keys, "name")
+    if not STEP_NAME.match(name):
+        raise fields.error((*keys, "name"), f"expected 1 to 40 letters, digits, - or _, got {name!r}")
+    arguments = fields.get(*keys, "arguments", required=False, default="")
+    if any(ch in arguments for ch in "\t\r\n"):
+        raise fields.error((*keys, "arguments"), "expected one line without tabs")
+    return ProvisionStep(name, kinds[0], _source(fields, manifest_path, (*keys, kinds[0]), formats=False), arguments,
+                         reboot=fields.get(*keys, "reboot", kind=bool, required=False, default=False),
+                         repeat=fields.get(*keys, "repeat", kind=bool, required=False, default=False))
 
 
 CANARY_READY = ("guest-agent", "serial-marker")

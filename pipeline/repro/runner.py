@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline import canary
 from pipeline.build import inputs
+from pipeline.build import provision as provision_stage
 from pipeline.build import stage as build_stage
 from pipeline.build.image import BuiltImage, RecordedBake, RecordedFacts, origin_sha256
 from pipeline.build.install import windows_setup
@@ -83,7 +84,7 @@ def _check_inputs_beside_cache(manifest: Manifest, entry: Entry) -> list[str]:
         else:
             check_image(local, label=label, declared=source.format, max_virtual_size=manifest.max_virtual_gib * GiB)
         recorded = entry.record.get("source_format")
-        if source.format and recorded and source.format != recorded:
+        if source.format and recorded and source.format != recorded and not manifest.provision:  # (provision: its own qcow2)
             raise UnsafeImage(f"{label}: declared format {source.format}, but the pinned bytes are {recorded} (as recorded when "
                               f"they were built): refused; fix the format")
     if manifest.bake:
@@ -127,6 +128,11 @@ def fetch_inputs(manifest: Manifest, report: Report) -> dict[str, Path]:
             pinned["source"] = inputs.locate_source(manifest, downloads, memo)
         if manifest.bake:
             pinned["virtio_win"] = inputs.fetch_pinned(manifest.bake.virtio_win, manifest, downloads, memo)
+        for step in manifest.provision.steps if manifest.provision else ():
+            if step.file:
+                pinned[f"{step.name}.file"] = inputs.fetch_pinned(step.file, manifest, downloads, memo)
+            if step.config:
+                pinned[f"{step.name}.config"] = inputs.fetch_pinned(step.config, manifest, downloads, memo)
     return pinned
 
 
@@ -139,8 +145,18 @@ def built(manifest: Manifest, stages: StageIds, cache: StageCache | None, report
     pinned = fetch_inputs(manifest, report)
     installed_version = None
     source_path = pinned.get("source")
+    scratch = []  # work disks of the stages before the build, when no cache keeps them
     if manifest.install:
         source_path, installed_version = _installed(manifest, pinned, stages, cache, report)
+        scratch.append(source_path.parent)
+    if manifest.provision:
+        try:
+            source_path = _provisioned(manifest, source_path, pinned, stages, cache, report)
+        finally:
+            if not cache:
+                for directory in scratch:
+                    shutil.rmtree(directory, ignore_errors=True)
+        scratch = [source_path.parent]
     workdir = state_dir() / "work" / stages.build
     try:
         with report.stage("build"):
@@ -148,11 +164,32 @@ def built(manifest: Manifest, stages: StageIds, cache: StageCache | None, report
             if manifest.install:
                 image = dataclasses.replace(image, installed_virtio_win=installed_version)
     finally:
-        if manifest.install and not cache:  # the installed disk: the built image is what counts now
-            shutil.rmtree(source_path.parent, ignore_errors=True)
+        if not cache:  # the installed or provisioned disk: the built image is what counts now
+            for directory in scratch:
+                shutil.rmtree(directory, ignore_errors=True)
     if cache and _cacheable(image):
         image = _to_cache(cache, stages.build, image)
     return image
+
+
+def _provisioned(manifest: Manifest, disk: Path, pinned: dict[str, Path], stages: StageIds, cache: StageCache | None,
+                 report: Report) -> Path:
+    """The disk the provisioning steps leave: cached by the provision stage's id, so a rerun boots nothing."""
+    entry = cache.get("provision", stages.provision) if cache else None
+    if entry:
+        say(f"cache: the provision stage's output {stages.provision[:12]} is cached: not booting the steps again")
+        report.details["cache"]["provision"] = "hit"
+        report.details["provision"] = {**entry.record.get("result", {}), "cached": True}
+        return entry.file("provisioned.qcow2")
+    workdir = state_dir() / "work" / f"{stages.provision}-provision"
+    with report.stage("provision"):
+        provisioned = provision_stage.provision(manifest, disk, pinned, workdir, logs=state_dir() / "logs" / f"provision-{stages.provision[:16]}",
+                                                record=lambda result: report.details.__setitem__("provision", result.to_dict()))
+    if not cache:
+        return provisioned
+    entry = cache.put("provision", stages.provision, {"provisioned.qcow2": provisioned}, {"result": report.details["provision"]})
+    shutil.rmtree(workdir, ignore_errors=True)
+    return entry.file("provisioned.qcow2")
 
 
 def build_uncached(manifest: Manifest, stages: StageIds, report: Report) -> BuiltImage:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 
 from pipeline import __version__
+from pipeline.build import provision
 from pipeline.build.bake import elements
 from pipeline.build.bake import refresh as bake_stage
 from pipeline.build.install.windows_setup import templates_sha256
@@ -24,9 +25,10 @@ class StageIds:
     install: str | None  # the disk Setup leaves (installs only)
     build: str  # the raw image: bake, or convert (+ inspection for installs)
     measure: str  # size, md5, sha512 of that raw image
+    provision: str | None = None  # the disk the provisioning steps leave (manifests with provision: only)
 
     def to_dict(self) -> dict:
-        return {"install": self.install, "build": self.build, "measure": self.measure}
+        return {"install": self.install, "provision": self.provision, "build": self.build, "measure": self.measure}
 
 
 def _digest(inputs: dict) -> str:
@@ -39,14 +41,18 @@ def stage_ids(manifest: Manifest) -> StageIds:
     if manifest.install:
         install_id = _digest({"stage": "install", **manifest.install.to_dict(), "templates_sha256": templates_sha256(),
                               "tools": tools})
-    build = {"stage": "bake" if manifest.bake else "convert", "input": install_id or manifest.source.sha256, "tools": tools,
-             "inspect": bool(manifest.install)}
+    provision_id = None
+    if manifest.provision:
+        provision_id = _digest({"stage": "provision", "input": install_id or manifest.source.sha256, **manifest.provision.to_dict(),
+                                "templates_sha256": provision.templates_sha256(), "tools": tools})
+    build = {"stage": "bake" if manifest.bake else "convert", "input": provision_id or install_id or manifest.source.sha256,
+             "tools": tools, "inspect": bool(manifest.install or manifest.provision)}
     if manifest.bake:
         build.update(virtio_win_sha256=manifest.bake.virtio_win.sha256, drivers=list(manifest.bake.drivers),
                      elements_sha256=elements.content_sha256(bake_stage.resolve_elements(manifest.bake)),
                      qcow2=manifest.bake.qcow2, epoch=manifest.bake.epoch)
     build_stage = _digest(build)
-    return StageIds(install_id, build_stage, _digest({"stage": "measure", "input": build_stage}))
+    return StageIds(install_id, build_stage, _digest({"stage": "measure", "input": build_stage}), provision_id)
 
 
 def canary_id(stages: StageIds, hardware, manifest: Manifest) -> str:

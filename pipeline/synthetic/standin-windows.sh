@@ -109,7 +109,8 @@ RESULTS=/windows/ProgramData/bakery/provision
 run_step() {  # $1 index, $2 name, $3 kind, $4 file, $5 arguments; writes NN-name.log and .exit
     base="$RESULTS/$(printf %02d "$1")-$2"
     case "$3" in
-        powershell|cmd) sh "$MEDIA/files/$4" $5 > "$base.log" 2>&1; code=$? ;;  # the stand-in's steps are sh-compatible
+        powershell|cmd)  # the stand-in's steps are sh-compatible; sh's exit codes are 8 bits, so 194 is 3010
+            sh "$MEDIA/files/$4" $5 > "$base.log" 2>&1; code=$?; [ "$code" = 194 ] && code=3010 ;;
         msi|exe|msu)
             mkdir -p "/windows/Program Files/$2"
             cp "$MEDIA/files/$4" "/windows/Program Files/$2/" && echo "installed $4 with: $5" > "$base.log"; code=$? ;;
@@ -121,7 +122,6 @@ run_step() {  # $1 index, $2 name, $3 kind, $4 file, $5 arguments; writes NN-nam
         *) echo "unknown step kind $3" > "$base.log"; code=1 ;;
     esac
     echo "$code" > "$base.exit"
-    return "$code"
 }
 
 provision() {
@@ -134,7 +134,7 @@ provision() {
         [ "$index" -lt "$NEXT" ] && continue
         say "step $index $name ($kind)"
         run_step "$index" "$name" "$kind" "$file" "$arguments"
-        code=$?
+        code=$(cat "$RESULTS/$(printf %02d "$index")-$name.exit")  # $? is 8 bits
         if [ "$code" = 3010 ] && [ "$repeat" = yes ]; then
             say "step $index $name asks to run again after a reboot"; sync; reboot -f
         fi
@@ -146,6 +146,7 @@ provision() {
             say "rebooting after step $index $name"; sync; reboot -f
         fi
     done < "$MEDIA/plan.tsv"
+    rm -f "$LAUNCHER"
     echo "sysprep $SYSPREP_ARGUMENTS" > "$RESULTS/sysprep.log"
     [ -n "$SYSPREP_UNATTEND" ] && cp "$MEDIA/$SYSPREP_UNATTEND" /windows/Windows/System32/Sysprep/unattend.xml 2>/dev/null
     echo done > "$RESULTS/finished"
@@ -153,8 +154,10 @@ provision() {
     sync; umount /windows; poweroff -f
 }
 
-if find_provisioning; then
-    provision
+LAUNCHER=/windows/Windows/Setup/Scripts/bakery-provision.cmd
+if find_provisioning; then  # as on Windows: the media alone does nothing, the planted launcher starts the runner
+    [ -f "$LAUNCHER" ] && provision
+    say "provisioning media found, but no launcher in Windows\\Setup\\Scripts: nothing runs"
 fi
 
 # -- a new instance: the guest agent answers, and the first-boot script writes the ready marker ------------

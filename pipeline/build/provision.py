@@ -1,0 +1,206 @@
+"""Provisioning: the steps that only work on a running Windows, run in QEMU before the offline refresh.
+
+The disk the chain starts from (a source image, or what Setup left) is copied into a work qcow2; a machine
+startup script planted offline in the local Group Policy (windows/startup_scripts.py: runs as SYSTEM at
+boot, no logon, no password) starts templates/provision/runner.ps1 from the config media. The runner reads
+plan.tsv, runs each pinned step, writes its log and exit code to ProgramData\\bakery\\provision on C:,
+reboots when a step asks (exit 3010, or reboot: true), and ends with sysprep, which powers the guest off.
+
+Nothing comes back over a network: after the power-off the results are read from the NTFS volume with the
+bakery's own volume code. A failed step, a reboot loop (more resets than max_reboots) or the time limit
+fails the build in one line naming the step, with the serial log and a screenshot kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, run_vm
+from pipeline.common.errors import BakeryError
+from pipeline.common.isomedia import write_iso
+from pipeline.common.progress import say
+from pipeline.common.run import run
+from pipeline.diskimage import fuse
+from pipeline.diskimage.info import image_info
+from pipeline.manifest import Manifest
+from pipeline.windows import startup_scripts, volume
+from pipeline.windows.registry import Hive
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "provision"
+RUNNER = TEMPLATES / "runner.ps1"
+SYSPREP_UNATTEND = TEMPLATES / "sysprep-unattend.xml"
+RESULTS = "ProgramData/bakery/provision"
+LAUNCHER = r"Windows\Setup\Scripts\bakery-provision.cmd"
+SYSPREP_ARGUMENTS = r"/generalize /oobe /shutdown /quiet /unattend:C:\Windows\System32\Sysprep\unattend.xml"
+
+
+@dataclass
+class StepResult:
+    index: int
+    name: str
+    kind: str
+    exit_code: int | None  # None: never ran
+    log_tail: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ProvisionResult:
+    logs: Path
+    steps: list[StepResult] = field(default_factory=list)
+    finished: bool = False
+    vm: VmResult | None = None
+
+    def to_dict(self) -> dict:
+        return {"logs": str(self.logs), "finished": self.finished, "steps": [s.to_dict() for s in self.steps],
+                **({"vm": self.vm.to_dict()} if self.vm else {})}
+
+
+def templates_sha256() -> str:
+    digest = hashlib.sha256()
+    for template in (RUNNER, SYSPREP_UNATTEND):
+        digest.update(template.read_bytes())
+    return digest.hexdigest()
+
+
+def provision(manifest: Manifest, disk: Path, files: dict[str, Path], workdir: Path, *, logs: Path,
+              record=lambda result: None) -> Path:
+    """Run the provisioning steps on a copy of `disk`; the provisioned disk (a standalone qcow2) is returned."""
+    spec = manifest.provision
+    workdir.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    work = workdir / "provisioned.qcow2"
+    result = ProvisionResult(logs)
+    source_format = image_info(disk).format
+    run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "qcow2", disk, work], timeout=6 * 3600)
+    try:
+        firmware = _plant_launcher(work, workdir)
+        media = write_iso(workdir / "provision.iso", _media(manifest, files), label="BAKERY_PROVISION")
+        accel = probe_accelerator()
+        vm = VmSpec(disk=Drive(work, "qcow2"), disk_bus=spec.disk_bus, cdroms=(media,), boot_cdrom=False, role="provision",
+                    firmware=firmware, memory_mib=spec.memory_mib, cpus=spec.cpus, max_reboots=spec.max_reboots,
+                    timeout_s=spec.timeout_minutes * 60 * (spec.tcg_timeout_factor if accel.name == "tcg" else 1),
+                    network="open" if any(s.kind == "windows-update" for s in spec.steps) else "restricted")
+        say(f"provision {manifest.name}: {len(spec.steps)} step(s), at most {spec.max_reboots} reboot(s), {firmware}, {spec.disk_bus}")
+        try:
+            result.vm = run_vm(vm, logs, on_status=lambda line: say(f"provision: {line}"))
+        except VmFailed as failure:
+            result.vm = failure.result
+            _read_results(work, workdir, manifest, result)
+            raise BakeryError(f"{manifest.path}: provision: {_running(result)}{' '.join(str(failure).split()).removeprefix('provision VM: ')}",
+                              hint=failure.hint) from None
+        _read_results(work, workdir, manifest, result)
+        _raise_for_failed_step(manifest, result)
+        say(f"provision: {len(result.steps)} step(s) done, sysprep ran; {result.vm.reboots} reboot(s), {result.vm.elapsed_s:.0f} s")
+        return work
+    except BaseException:
+        work.unlink(missing_ok=True)
+        raise
+    finally:
+        (workdir / "provision.iso").unlink(missing_ok=True)
+        record(result)
+
+
+def _plan(manifest: Manifest) -> str:
+    rows = ["index\tname\tkind\tfile\treboot\trepeat\targuments"]
+    for index, step in enumerate(manifest.provision.steps, start=1):
+        arguments = step.arguments if step.kind != "cloudbase-init" else f"{step.name}.conf"
+        file = f"{step.name}{_suffix(step.kind)}" if step.file else "-"  # never empty: a tab is IFS white space in sh
+        rows.append("\t".join((str(index), step.name, step.kind, file, "yes" if step.reboot else "no",
+                               "yes" if step.repeat else "no", arguments)))
+    return "\n".join(rows) + "\n"
+
+
+def _suffix(kind: str) -> str:
+    return {"powershell": ".ps1", "cmd": ".cmd", "msi": ".msi", "exe": ".exe", "msu": ".msu", "cloudbase-init": ".msi"}[kind]
+
+
+def _media(manifest: Manifest, files: dict[str, Path]) -> dict[str, bytes]:
+    spec = manifest.provision
+    media = {"bakery/plan.tsv": _plan(manifest).encode(), "bakery/runner.ps1": RUNNER.read_bytes(),
+             "bakery/sysprep-unattend.xml": SYSPREP_UNATTEND.read_bytes(),
+             "bakery/runner.cfg": (f"MAX_REBOOTS={spec.max_reboots}\nEXCLUDE_KBS='{' '.join(spec.exclude_kbs)}'\n"
+                                   f"SYSPREP={'yes' if spec.sysprep else 'no'}\nSYSPREP_ARGUMENTS='{SYSPREP_ARGUMENTS}'\n"
+                                   "SYSPREP_UNATTEND=sysprep-unattend.xml\n").encode()}
+    for step in spec.steps:
+        if step.file:
+            media[f"bakery/files/{step.name}{_suffix(step.kind)}"] = files[f"{step.name}.file"].read_bytes()
+        if step.config:
+            media[f"bakery/files/{step.name}.conf"] = files[f"{step.name}.config"].read_bytes()
+    return media
+
+
+def _windows_partition(layout: volume.Layout) -> volume.Partition:
+    return max(layout.partitions, key=lambda p: p.size)
+
+
+def _plant_launcher(work: Path, workdir: Path) -> str:
+    """The startup script that starts the runner from whichever drive holds the media; returns the firmware."""
+    with fuse.exposed(work, "qcow2", mountpoint=workdir / "whole") as whole:
+        layout = volume.read_layout(whole, image_size=whole.stat().st_size, label_for_errors=str(work))
+    launcher = "\r\n".join([
+        "@echo off", "rem Written by the image bakery: run the provisioning runner when its media is in a drive.",
+        "for %%d in (D E F G H I J K L M N O P Q R S T U V W X Y Z) do if exist %%d:\\bakery\\runner.ps1 "
+        "powershell.exe -NoProfile -ExecutionPolicy Bypass -File %%d:\\bakery\\runner.ps1 -Media %%d:\\bakery", ""])
+    with fuse.exposed(work, "qcow2", mountpoint=workdir / "part", window=_windows_partition(layout), writable=True), \
+            volume.ntfs_mounted(workdir / "part", workdir / "mnt", writable=True, label_for_errors=str(work)) as root:
+        path = volume.confined(root, LAUNCHER.replace("\\", "/"), label=str(work))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(launcher.encode("ascii"))
+        hive_path = volume.confined(root, "Windows/System32/config/SOFTWARE", label=str(work))
+        copy = workdir / "SOFTWARE"
+        shutil.copyfile(hive_path, copy)
+        with Hive(copy, write=True) as software:
+            script = startup_scripts.system_root(software) + LAUNCHER.removeprefix("Windows")
+            startup_scripts.register(lambda relative: volume.confined(root, relative.replace("\\", "/"), label=str(work)), software,
+                                     startup_scripts.StartupScript(script))
+        shutil.copyfile(copy, hive_path)
+    return layout.firmware
+
+
+def _read_results(work: Path, workdir: Path, manifest: Manifest, result: ProvisionResult) -> None:
+    """What the runner wrote on C:, read offline after the guest stopped; copied into the logs directory."""
+    with fuse.exposed(work, "qcow2", mountpoint=workdir / "whole") as whole:
+        layout = volume.read_layout(whole, image_size=whole.stat().st_size, label_for_errors=str(work))
+    with fuse.exposed(work, "qcow2", mountpoint=workdir / "part", window=_windows_partition(layout)), \
+            volume.ntfs_mounted(workdir / "part", workdir / "mnt", writable=False, label_for_errors=str(work)) as root:
+        results = root / RESULTS
+        for index, step in enumerate(manifest.provision.steps, start=1):
+            base = f"{index:02d}-{step.name}"
+            code = _read_text(results / f"{base}.exit")
+            log = _read_text(results / f"{base}.log")
+            if log:
+                (result.logs / f"{base}.log").write_text(log)
+            lines = [line for line in log.splitlines() if line.strip()]
+            result.steps.append(StepResult(index, step.name, step.kind, int(code) if code.strip().lstrip("-").isdigit() else None,
+                                           lines[-1][:200] if lines else ""))
+        result.finished = (results / "finished").exists()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes()[:1_000_000].decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _running(result: ProvisionResult) -> str:
+    """The step that was running when the VM failed: the first without an exit code."""
+    pending = next((s for s in result.steps if s.exit_code is None), None)
+    return f"step {pending.index} '{pending.name}' was running: " if pending else ""
+
+
+def _raise_for_failed_step(manifest: Manifest, result: ProvisionResult) -> None:
+    failed = next((s for s in result.steps if s.exit_code not in (0, 3010)), None)
+    if failed:
+        what = "did not run" if failed.exit_code is None else f"exited {failed.exit_code}"
+        tail = f": {failed.log_tail}" if failed.log_tail else ""
+        raise BakeryError(f"{manifest.path}: provision: step {failed.index} '{failed.name}' ({failed.kind}) {what}{tail}",
+                          hint=f"step logs in {result.logs}")
+    if not result.finished:
+        raise BakeryError(f"{manifest.path}: provision: the guest powered off before sysprep ran", hint=f"logs in {result.logs}")

@@ -1,0 +1,107 @@
+"""Provisioning under real QEMU (TCG here): the stand-in "Windows" plays the runner's contract.
+
+It boots from the image's own disk (SATA: in-box on every Windows), finds the launcher the bakery planted
+offline and the plan on the config media, runs each step (the stand-in's steps are sh-compatible scripts),
+writes their logs and exit codes to ProgramData\\bakery\\provision on the NTFS volume, reboots when a step
+asks and ends with "sysprep". The host reads the results offline; everything but the guest is production code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import chain
+from pipeline.common.errors import BakeryError
+from pipeline.common.report import Report
+from tests.conftest import processes_mentioning, project_images
+
+
+def pinned(path: Path, text: str) -> dict:
+    path.write_text(text)
+    return {"path": str(path), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def manifest(tmp_path: Path, disk, steps: list[dict], **provision) -> Path:
+    document = {
+        "name": "Windows w10 provisioned [{{ release_date }}]",
+        "family": {"os_distro": "windows", "architecture": "x86_64", "os_distro_major": "w10entx64", "os_edition": "DESKTOP"},
+        "os": {"type": "windows", "version": "10"},
+        "source": {"path": str(disk[0]), "sha256": disk[1], "format": "raw"},
+        "image": {"visibility": "private"},
+        "properties": {"hw_disk_bus": "sata", "hw_machine_type": "q35"},
+        "provision": {"steps": steps, "memory_mib": 512, "cpus": 1, "timeout_minutes": 4, "tcg_timeout_factor": 1, **provision},
+    }
+    path = tmp_path / "provision.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_steps_run_in_order_with_a_reboot_and_their_results_come_back_offline(bootable, target, tmp_path):
+    steps = [
+        {"name": "install-app", "powershell": pinned(tmp_path / "app.ps1", "echo installing the app\nexit 3010\n")},
+        {"name": "site-config", "cmd": pinned(tmp_path / "site.cmd", "echo site settings applied\n"), "reboot": True},
+        {"name": "agent", "msi": pinned(tmp_path / "agent.msi", "not really an msi\n"), "arguments": "ADDLOCAL=ALL"},
+    ]
+    cloudbase = {"msi": pinned(tmp_path / "cbi.msi", "cloudbase-init installer\n"),
+                 "config": pinned(tmp_path / "cbi.conf", "[DEFAULT]\nusername=Admin\n")}
+    path = manifest(tmp_path, bootable("w10"), steps, cloudbase_init=cloudbase)
+
+    report = chain.build_and_publish(chain.JobOptions(path, release_date="2026-11-01"), Report("t"), target=target)
+
+    provision = report.details["provision"]
+    assert [(s["name"], s["exit_code"]) for s in provision["steps"]] == \
+        [("install-app", 3010), ("site-config", 0), ("agent", 0), ("cloudbase-init", 0)]
+    assert provision["steps"][0]["log_tail"] == "installing the app" and provision["finished"] is True
+    assert provision["vm"]["reboots"] == 2  # after 3010, and after the step that asked for one
+    assert (Path(provision["logs"]) / "02-site-config.log").read_text().strip() == "site settings applied"
+    assert report.image["id"] and processes_mentioning(provision["logs"]) == []
+
+    # the same inputs again: the provision stage is cached, nothing boots
+    again = chain.bake(chain.JobOptions(path, release_date="2026-11-01"), Report("t"), out=tmp_path / "artifact")
+    assert again.details["cache"].get("build") == "hit" or again.details["provision"]["cached"] is True
+
+
+@pytest.mark.slow
+def test_a_failing_step_fails_the_build_in_one_line_and_publishes_nothing(bootable, target, tmp_path):
+    steps = [{"name": "ok-step", "powershell": pinned(tmp_path / "ok.ps1", "echo fine\n")},
+             {"name": "broken", "powershell": pinned(tmp_path / "broken.ps1", "echo the installer could not find its license\nexit 3\n")},
+             {"name": "never", "powershell": pinned(tmp_path / "never.ps1", "echo never\n")}]
+    report = Report("t")
+    with pytest.raises(BakeryError) as failure:
+        chain.build_and_publish(chain.JobOptions(manifest(tmp_path, bootable("w10"), steps), release_date="2026-11-01"),
+                                report, target=target)
+    message = failure.value.one_line()
+    assert "provision: step 2 'broken' (powershell) exited 3: the installer could not find its license" in message
+    assert "\n" not in message and project_images(target) == []
+    assert [s["exit_code"] for s in report.details["provision"]["steps"]] == [0, 3, None]
+
+
+@pytest.mark.slow
+def test_a_reboot_loop_is_stopped_at_the_limit(bootable, target, tmp_path):
+    steps = [{"name": "updates", "powershell": pinned(tmp_path / "loop.ps1", "echo one more reboot\nexit 3010\n"), "repeat": True}]
+    report = Report("t")
+    with pytest.raises(BakeryError) as failure:
+        chain.build_and_publish(chain.JobOptions(manifest(tmp_path, bootable("w10"), steps, max_reboots=2), release_date="2026-11-01"),
+                                report, target=target)
+    message = failure.value.one_line()
+    assert "rebooted more than 2 times (a reboot loop)" in message and "provision:" in message
+    assert report.details["provision"]["vm"]["outcome"] == "reboot-loop" and project_images(target) == []
+    assert processes_mentioning(report.details["provision"]["logs"]) == []
+
+
+def test_provision_steps_are_validated_in_one_line(tmp_path, bootable):
+    from pipeline.common.errors import ManifestError
+    from pipeline.manifest import load_manifest
+
+    script = pinned(tmp_path / "a.ps1", "echo a\n")
+    bad = manifest(tmp_path, bootable("w10"), [{"name": "two kinds", "powershell": script, "cmd": script}])
+    with pytest.raises(ManifestError, match=r"provision\.steps\.0: expected exactly one of powershell, cmd, msi, exe, msu"):
+        load_manifest(bad, release_date="2026-11-01")
+    bad = manifest(tmp_path, bootable("w10"), [], windows_update={"exclude_kbs": ["5034441"]})
+    with pytest.raises(ManifestError, match=r"provision\.windows_update\.exclude_kbs\.0: expected a KB number"):
+        load_manifest(bad, release_date="2026-11-01")
