@@ -18,6 +18,7 @@ from pipeline import chain
 from pipeline.common.errors import BakeryError
 from pipeline.common.report import Report
 from tests.conftest import processes_mentioning, project_images
+from tests.windows_reader import OfflineWindows
 
 
 def pinned(path: Path, text: str) -> dict:
@@ -60,6 +61,19 @@ def test_steps_run_in_order_with_a_reboot_and_their_results_come_back_offline(bo
     assert provision["vm"]["reboots"] == 2  # after 3010, and after the step that asked for one
     assert (Path(provision["logs"]) / "02-site-config.log").read_text().strip() == "site settings applied"
     assert report.image["id"] and processes_mentioning(provision["logs"]) == []
+    # what ships: the steps' work, and none of the runner's traces (read back with an independent reader)
+    windows = OfflineWindows(Path(report.built["path"]))
+    try:
+        assert windows.exists("Program Files/agent/agent.msi")
+        assert windows.read("Program Files/Cloudbase Solutions/Cloudbase-Init/conf/cloudbase-init.conf").startswith(b"[DEFAULT]")
+        assert not windows.exists("Windows/Setup/Scripts/bakery-provision.cmd") and not windows.exists("ProgramData/bakery/provision")
+        software = windows.hive("SOFTWARE")
+        startup = r"Microsoft\Windows\CurrentVersion\Group Policy\Scripts\Startup"
+        scripts = [software.values(rf"{startup}\{gpo}\{n}").get("Script", "") for gpo in software.subkeys(startup)
+                   for n in software.subkeys(rf"{startup}\{gpo}")] if software.has(startup) else []
+        assert not [s for s in scripts if "bakery-provision" in s.lower()], scripts
+    finally:
+        windows.close()
 
     # the same inputs again: the provision stage is cached, nothing boots
     again = chain.bake(chain.JobOptions(path, release_date="2026-11-01"), Report("t"), out=tmp_path / "artifact")
@@ -105,3 +119,33 @@ def test_provision_steps_are_validated_in_one_line(tmp_path, bootable):
     bad = manifest(tmp_path, bootable("w10"), [], windows_update={"exclude_kbs": ["5034441"]})
     with pytest.raises(ManifestError, match=r"provision\.windows_update\.exclude_kbs\.0: expected a KB number"):
         load_manifest(bad, release_date="2026-11-01")
+
+
+def test_unregister_takes_out_one_startup_script_and_keeps_the_others(tmp_path):
+    pytest.importorskip("hivex")
+    from pipeline.windows import startup_scripts
+    from pipeline.windows.registry import Hive, empty_hive
+
+    root = tmp_path / "C"
+    hive = tmp_path / "SOFTWARE"
+    empty_hive(hive, root_name="CMI-CreateHive{SOFTWARE}")
+
+    def windows_path(relative: str) -> Path:
+        return root / relative.replace("\\", "/")
+
+    scripts = [r"C:\Windows\first.cmd", r"C:\Windows\Setup\Scripts\bakery-provision.cmd", r"C:\Windows\last.cmd"]
+    with Hive(hive, write=True) as software:
+        for script in scripts:
+            startup_scripts.register(windows_path, software, startup_scripts.StartupScript(script, "-x"))
+    version_before = (root / "Windows/System32/GroupPolicy/gpt.ini").read_bytes()
+    with Hive(hive, write=True) as software:
+        startup_scripts.unregister(windows_path, software, scripts[1].upper())
+    with Hive(hive) as software:
+        assert startup_scripts.registered(windows_path, software) == [scripts[0], scripts[2]]
+        for key in startup_scripts.STARTUP_KEYS:
+            gpo = software.subkeys(key)[0]
+            assert sorted(software.subkeys(rf"{key}\{gpo}")) == ["0", "1"]
+            assert software.get(rf"{key}\{gpo}\1", "Script") == scripts[2] and software.get(rf"{key}\{gpo}\1", "Parameters") == "-x"
+    ini = (root / "Windows/System32/GroupPolicy/Machine/Scripts/scripts.ini").read_bytes().decode("utf-16")
+    assert "0CmdLine=C:\\Windows\\first.cmd" in ini and "1CmdLine=C:\\Windows\\last.cmd" in ini and "bakery" not in ini
+    assert (root / "Windows/System32/GroupPolicy/gpt.ini").read_bytes() != version_before  # the client sees a change

@@ -13,8 +13,10 @@ fails the build in one line naming the step, with the serial log and a screensho
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +98,7 @@ def provision(manifest: Manifest, disk: Path, files: dict[str, Path], workdir: P
                               hint=failure.hint) from None
         _read_results(work, workdir, manifest, result)
         _raise_for_failed_step(manifest, result)
+        _remove_runner_traces(work, workdir)
         say(f"provision: {len(result.steps)} step(s) done, sysprep ran; {result.vm.reboots} reboot(s), {result.vm.elapsed_s:.0f} s")
         return work
     except BaseException:
@@ -135,40 +138,68 @@ def _media(manifest: Manifest, files: dict[str, Path]) -> dict[str, bytes]:
     return media
 
 
-def _windows_partition(layout: volume.Layout) -> volume.Partition:
-    return max(layout.partitions, key=lambda p: p.size)
+@contextlib.contextmanager
+def _windows_volume(work: Path, workdir: Path, *, writable: bool) -> Iterator[tuple[Path, volume.Layout]]:
+    """The Windows partition of the work disk mounted (the largest NTFS one), and the disk's layout."""
+    with fuse.exposed(work, "qcow2", mountpoint=workdir / "whole") as whole:
+        layout = volume.read_layout(whole, image_size=whole.stat().st_size, label_for_errors=str(work))
+    windows = max(layout.partitions, key=lambda p: p.size)
+    with fuse.exposed(work, "qcow2", mountpoint=workdir / "part", window=windows, writable=writable), \
+            volume.ntfs_mounted(workdir / "part", workdir / "mnt", writable=writable, label_for_errors=str(work)) as root:
+        yield root, layout
+
+
+@contextlib.contextmanager
+def _software_hive(root: Path, workdir: Path, label: str) -> Iterator[Hive]:
+    """SOFTWARE edited on a local copy (hivex does not write through FUSE), copied back when the block ends."""
+    hive_path = volume.confined(root, "Windows/System32/config/SOFTWARE", label=label)
+    copy = workdir / "SOFTWARE"
+    shutil.copyfile(hive_path, copy)
+    with Hive(copy, write=True) as software:
+        yield software
+    shutil.copyfile(copy, hive_path)
 
 
 def _plant_launcher(work: Path, workdir: Path) -> str:
     """The startup script that starts the runner from whichever drive holds the media; returns the firmware."""
-    with fuse.exposed(work, "qcow2", mountpoint=workdir / "whole") as whole:
-        layout = volume.read_layout(whole, image_size=whole.stat().st_size, label_for_errors=str(work))
     launcher = "\r\n".join([
         "@echo off", "rem Written by the image bakery: run the provisioning runner when its media is in a drive.",
         "for %%d in (D E F G H I J K L M N O P Q R S T U V W X Y Z) do if exist %%d:\\bakery\\runner.ps1 "
         "powershell.exe -NoProfile -ExecutionPolicy Bypass -File %%d:\\bakery\\runner.ps1 -Media %%d:\\bakery", ""])
-    with fuse.exposed(work, "qcow2", mountpoint=workdir / "part", window=_windows_partition(layout), writable=True), \
-            volume.ntfs_mounted(workdir / "part", workdir / "mnt", writable=True, label_for_errors=str(work)) as root:
+    with _windows_volume(work, workdir, writable=True) as (root, layout):
         path = volume.confined(root, LAUNCHER.replace("\\", "/"), label=str(work))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(launcher.encode("ascii"))
-        hive_path = volume.confined(root, "Windows/System32/config/SOFTWARE", label=str(work))
-        copy = workdir / "SOFTWARE"
-        shutil.copyfile(hive_path, copy)
-        with Hive(copy, write=True) as software:
-            script = startup_scripts.system_root(software) + LAUNCHER.removeprefix("Windows")
-            startup_scripts.register(lambda relative: volume.confined(root, relative.replace("\\", "/"), label=str(work)), software,
-                                     startup_scripts.StartupScript(script))
-        shutil.copyfile(copy, hive_path)
+        with _software_hive(root, workdir, str(work)) as software:
+            startup_scripts.register(_windows_path(root, work), software, startup_scripts.StartupScript(_launcher_script(software)))
     return layout.firmware
+
+
+def _remove_runner_traces(work: Path, workdir: Path) -> None:
+    """The images made from this disk carry neither the launcher (file and policy entries) nor the step logs
+    (a script may have printed what it should not have; the logs directory has them): removed offline."""
+    with _windows_volume(work, workdir, writable=True) as (root, _):
+        volume.confined(root, LAUNCHER.replace("\\", "/"), label=str(work)).unlink(missing_ok=True)
+        shutil.rmtree(volume.confined(root, RESULTS, label=str(work)), ignore_errors=True)
+        with _software_hive(root, workdir, str(work)) as software:
+            script = _launcher_script(software)
+            startup_scripts.unregister(_windows_path(root, work), software, script)
+            left = [s for s in startup_scripts.registered(_windows_path(root, work), software) if s.lower() == script.lower()]
+        if left:
+            raise BakeryError(f"{work}: provision: the launcher {script} is still registered after removing it")
+
+
+def _launcher_script(software: Hive) -> str:
+    return startup_scripts.system_root(software) + LAUNCHER.removeprefix("Windows")
+
+
+def _windows_path(root: Path, work: Path):
+    return lambda relative: volume.confined(root, relative.replace("\\", "/"), label=str(work))
 
 
 def _read_results(work: Path, workdir: Path, manifest: Manifest, result: ProvisionResult) -> None:
     """What the runner wrote on C:, read offline after the guest stopped; copied into the logs directory."""
-    with fuse.exposed(work, "qcow2", mountpoint=workdir / "whole") as whole:
-        layout = volume.read_layout(whole, image_size=whole.stat().st_size, label_for_errors=str(work))
-    with fuse.exposed(work, "qcow2", mountpoint=workdir / "part", window=_windows_partition(layout)), \
-            volume.ntfs_mounted(workdir / "part", workdir / "mnt", writable=False, label_for_errors=str(work)) as root:
+    with _windows_volume(work, workdir, writable=False) as (root, _):
         results = root / RESULTS
         for index, step in enumerate(manifest.provision.steps, start=1):
             base = f"{index:02d}-{step.name}"

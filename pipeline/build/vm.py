@@ -94,6 +94,10 @@ class VmSpec:
     ready: str = ""  # "" (wait for power-off) | serial-marker | guest-agent: the end of a canary boot
     ready_marker: str = "BAKERY-READY"
 
+    @property
+    def q35(self) -> bool:
+        return self.machine.startswith(("q35", "pc-q35"))
+
 
 @dataclass
 class VmResult:
@@ -148,45 +152,61 @@ def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket:
         "-display", "none", "-vga", spec.video,  # a framebuffer to screenshot; nobody watches it
         "-chardev", f"socket,id=mon,path={qmp_socket}", "-mon", "chardev=mon,mode=control",
         "-chardev", f"file,id=ser0,path={workdir / 'serial.log'}", "-serial", "chardev:ser0",
-        "-device", "pvpanic", "-action", "panic=pause",
+        "-device", "pvpanic", "-action", "panic=pause",  # the bakery's own observer: a guest's crash becomes an event
         "-device", "qemu-xhci", "-device", "usb-tablet",
     ]
     if spec.localtime:
         argv += ["-rtc", "base=localtime"]
     if spec.network != "none":
         argv += ["-device", f"{spec.nic},netdev=net0", "-netdev", "user,id=net0" + (",restrict=on" if spec.network == "restricted" else "")]
-    if spec.firmware == "uefi":
-        code = spec.ovmf_code or (OVMF_CODE_SECURE if spec.secure_boot else OVMF_CODE)
-        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
-                 "-drive", f"if=pflash,format=raw,unit=1,file={workdir / 'OVMF_VARS.fd'}"]
-        if spec.secure_boot:
-            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
-    if tpm_socket:
-        model = spec.tpm_model or ("tpm-crb" if spec.machine.startswith(("q35", "pc-q35")) else "tpm-tis")
-        argv += ["-chardev", f"socket,id=tpmchr,path={tpm_socket}", "-tpmdev", "emulator,id=tpm0,chardev=tpmchr",
-                 "-device", f"{model},tpmdev=tpm0"]
-    if agent_socket:
-        argv += ["-device", "virtio-serial-pci", "-chardev", f"socket,id=qga0,path={agent_socket},server=on,wait=off",
-                 "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
+    argv += _firmware(spec, workdir) + _tpm(spec, tpm_socket) + _agent_channel(agent_socket)
     # detect-zeroes=unmap keeps the target sparse: what Setup zeroes costs no space in the image.
     argv += ["-drive", f"file={spec.disk.path},if=none,id=disk0,format={spec.disk.format},cache=unsafe,discard=unmap,detect-zeroes=unmap"]
-    q35 = spec.machine.startswith(("q35", "pc-q35"))
-    argv += _disk_devices(spec, q35=q35)
+    return argv + _disk_devices(spec) + _cdroms(spec)
+
+
+def _firmware(spec: VmSpec, workdir: Path) -> list[str]:
+    if spec.firmware != "uefi":
+        return []
+    code = spec.ovmf_code or (OVMF_CODE_SECURE if spec.secure_boot else OVMF_CODE)
+    argv = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={workdir / 'OVMF_VARS.fd'}"]
+    return argv + (["-global", "driver=cfi.pflash01,property=secure,value=on"] if spec.secure_boot else [])
+
+
+def _tpm(spec: VmSpec, tpm_socket: Path | None) -> list[str]:
+    if not tpm_socket:
+        return []
+    model = spec.tpm_model or ("tpm-crb" if spec.q35 else "tpm-tis")
+    return ["-chardev", f"socket,id=tpmchr,path={tpm_socket}", "-tpmdev", "emulator,id=tpm0,chardev=tpmchr",
+            "-device", f"{model},tpmdev=tpm0"]
+
+
+def _agent_channel(agent_socket: Path | None) -> list[str]:
+    if not agent_socket:
+        return []
+    return ["-device", "virtio-serial-pci", "-chardev", f"socket,id=qga0,path={agent_socket},server=on,wait=off",
+            "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
+
+
+def _cdroms(spec: VmSpec) -> list[str]:
+    argv = []
+    on_the_ide_bus = spec.disk_bus == "ide" or (spec.disk_bus == "sata" and spec.q35)  # the disk holds port 0 then
     for index, iso in enumerate(spec.cdroms):
         argv += ["-drive", f"file={iso},if=none,id=cd{index},media=cdrom,readonly=on,format=raw"]
-        # q35's AHCI has one device per port; pc's PIIX IDE has two buses of two units each; the disk may hold port 0
-        slot = index + (1 if spec.disk_bus == "ide" or (spec.disk_bus == "sata" and q35) else 0)
-        bus = f",bus=ide.{slot}" if q35 else f",bus=ide.{slot // 2},unit={slot % 2}"
+        # q35's AHCI has one device per port; pc's PIIX IDE has two buses of two units each
+        slot = index + (1 if on_the_ide_bus else 0)
+        bus = f",bus=ide.{slot}" if spec.q35 else f",bus=ide.{slot // 2},unit={slot % 2}"
         argv += ["-device", f"ide-cd,drive=cd{index}{bus}" + (",bootindex=0" if index == 0 and spec.boot_cdrom else "")]
     return argv
 
 
-def _disk_devices(spec: VmSpec, *, q35: bool) -> list[str]:
+def _disk_devices(spec: VmSpec) -> list[str]:
     if spec.disk_bus == "virtio-scsi":
         return ["-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=1"]
     if spec.disk_bus == "lsi":
         return ["-device", "lsi53c895a,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=1"]
-    if spec.disk_bus == "sata" and not q35:  # pc has IDE only: an AHCI controller, as libvirt adds one
+    if spec.disk_bus == "sata" and not spec.q35:  # pc has IDE only: an AHCI controller, as libvirt adds one
         return ["-device", "ich9-ahci,id=sata0", "-device", "ide-hd,drive=disk0,bus=sata0.0,bootindex=1"]
     if spec.disk_bus in ("sata", "ide"):  # the machine's own controller: AHCI on q35, PIIX IDE on pc
         return ["-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=1"]

@@ -25,8 +25,9 @@ MIN_MEMORY_MIB = 2048  # what a Windows guest gets when the image's min_ram asks
 
 class CanaryFailed(BakeryError):
     def __init__(self, message: str, result: "CanaryResult"):
-        super().__init__(message, hint=f"serial log {result.vm.serial_log}" + (f", screenshot {result.vm.screenshot}" if result.vm and result.vm.screenshot else "")
-                         if result.vm else None)
+        vm = result.vm
+        hint = f"serial log {vm.serial_log}" + (f", screenshot {vm.screenshot}" if vm.screenshot else "") if vm else None
+        super().__init__(message, hint=hint)
         self.result = result
 
 

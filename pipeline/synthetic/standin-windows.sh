@@ -146,7 +146,6 @@ provision() {
             say "rebooting after step $index $name"; sync; reboot -f
         fi
     done < "$MEDIA/plan.tsv"
-    rm -f "$LAUNCHER"
     echo "sysprep $SYSPREP_ARGUMENTS" > "$RESULTS/sysprep.log"
     [ -n "$SYSPREP_UNATTEND" ] && cp "$MEDIA/$SYSPREP_UNATTEND" /windows/Windows/System32/Sysprep/unattend.xml 2>/dev/null
     echo done > "$RESULTS/finished"

@@ -56,6 +56,53 @@ def register(windows_path: Callable[[str], Path], software: Hive, startup: Start
         _record(software, key, machine, startup)
 
 
+def unregister(windows_path: Callable[[str], Path], software: Hive, script: str) -> None:
+    """Take `script` out of the local GPO's startup scripts again (scripts.ini renumbered, both registry
+    records), and raise the policy version so the client processes the change; other scripts stay."""
+    ini = windows_path(r"Windows\System32\GroupPolicy\Machine\Scripts\scripts.ini")
+    if ini.is_file():
+        _remove_from_scripts_ini(ini, script)
+    for key in STARTUP_KEYS:
+        for gpo in software.subkeys(key) if software.has(key) else []:
+            scripts = software.subkeys(rf"{key}\{gpo}")
+            ordered = sorted(scripts, key=lambda s: int(s) if s.isdigit() else 0)
+            kept = [_typed_values(software, rf"{key}\{gpo}\{s}") for s in ordered
+                    if str(software.get(rf"{key}\{gpo}\{s}", "Script", "")).lower() != script.lower()]
+            if len(kept) == len(scripts):
+                continue
+            for name in scripts:  # renumbered from 0, as the Scripts extension writes them
+                software.delete(rf"{key}\{gpo}\{name}")
+            for number, values in enumerate(kept):
+                software.set_many(rf"{key}\{gpo}\{number}", values)
+    _update_gpt_ini(windows_path(r"Windows\System32\GroupPolicy\gpt.ini"))
+
+
+def _typed_values(software: Hive, path: str) -> dict[str, tuple]:
+    return {name: (value, software.value_type(path, name)) for name, value in software.values(path).items()}
+
+
+def _remove_from_scripts_ini(path: Path, script: str) -> None:
+    lines, section, entries = _read_ini_text(path).splitlines(), None, []
+    kept_lines = []
+    for line in lines:
+        if match := re.match(r"\s*\[([^\]]+)\]", line):
+            section = match.group(1).strip().lower()
+        elif section == "startup" and (match := re.match(r"\s*(\d+)(CmdLine|Parameters)\s*=\s*(.*?)\s*$", line, re.I)):
+            entries.append((int(match.group(1)), match.group(2), match.group(3)))
+            continue
+        kept_lines.append(line)
+    commands = {n: v for n, kind, v in entries if kind.lower() == "cmdline"}
+    parameters = {n: v for n, kind, v in entries if kind.lower() == "parameters"}
+    remaining = [n for n in sorted(commands) if commands[n].lower() != script.lower()]
+    at = next((i for i, line in enumerate(kept_lines) if line.strip().lower() == "[startup]"), None)
+    if at is None:
+        return
+    renumbered = [f"{new}{kind}={value}" for new, old in enumerate(remaining)
+                  for kind, value in (("CmdLine", commands[old]), ("Parameters", parameters.get(old, "")))]
+    kept_lines[at + 1:at + 1] = renumbered
+    path.write_bytes("\r\n".join(kept_lines).encode("utf-16") + "\r\n".encode("utf-16-le"))
+
+
 def registered(windows_path: Callable[[str], Path], software: Hive) -> list[str]:
     """The startup scripts local policy runs at boot (registry records and scripts.ini together)."""
     key = STARTUP_KEYS[0]  # what runs; the State copy mirrors it

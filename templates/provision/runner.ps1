@@ -67,8 +67,7 @@ foreach ($step in $plan) {
     if ($code -eq 3010 -or $step.reboot -eq 'yes') { Restart-Computer -Force; exit 0 }
 }
 
-# The launcher must not run on the instances made from this image.
-Remove-Item (Join-Path $env:SystemRoot 'Setup\Scripts\bakery-provision.cmd') -Force -ErrorAction SilentlyContinue
+# The launcher and its policy entries are removed by the host, offline, after this guest powers off.
 if ($config.SYSPREP -ne 'yes') { Set-Content (Join-Path $results 'finished') 'no sysprep'; Stop-Computer -Force; exit 0 }
 $unattend = Join-Path $env:SystemRoot 'System32\Sysprep\unattend.xml'
 Copy-Item (Join-Path $Media $config.SYSPREP_UNATTEND) $unattend -Force
