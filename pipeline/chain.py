@@ -479,8 +479,25 @@ def plan(options: JobOptions, report: Report, *, target: Target | None = None) -
             **{f"to {t['name']}": _target_summary(t, upload_summary) for t in targets},
         },
     }
+    _plan_guest_stages(manifest, prepared.propset.properties, report.plan)
     report.ok = True
     return report
+
+
+def _plan_guest_stages(manifest: Manifest, properties: dict[str, str], planned: dict) -> None:
+    """What would run inside a guest: the provisioning steps, and the machine the canary would boot."""
+    if manifest.provision:
+        steps = [f"{step.name} ({step.kind})" for step in manifest.provision.steps]
+        planned["provision"] = manifest.provision.to_dict()
+        planned["summary"]["would provision"] = f"{', '.join(steps)}; at most {manifest.provision.max_reboots} reboot(s)"
+    if manifest.canary:
+        hardware = canary.plan(manifest, properties, workdir=Path("canary"))
+        vm = hardware.vm
+        planned["canary"] = {**hardware.to_dict(), "domain_xml": hardware.domain_xml}
+        planned["summary"]["would boot first (canary)"] = (
+            f"{vm.machine}, {vm.firmware}{' + Secure Boot' if vm.secure_boot else ''}{' + TPM ' + vm.tpm_version if vm.tpm else ''}, "
+            f"disk {vm.disk_bus}, nic {vm.nic}, video {vm.video}; ready by {vm.ready}"
+            + (f" ({hardware.not_applied})" if hardware.not_applied else ""))
 
 
 def _plan_target(destination: _Destination, prepared: _Prepared, options: JobOptions) -> dict:

@@ -162,3 +162,14 @@ def test_an_unknown_nova_release_is_a_manifest_error(bootable, target, tmp_path)
     path = manifest(tmp_path, bootable("w10"), properties={}, canary={"ready": "serial-marker", "nova": "zebra"})
     with pytest.raises(ManifestError, match=r"canary\.nova: expected a Nova release name"):
         publish(path, target, "2026-11-01")
+
+
+def test_plan_shows_the_machine_the_canary_would_boot_and_boots_nothing(bootable, target, tmp_path, isolated_state):
+    props = {"hw_disk_bus": "scsi", "hw_scsi_model": "virtio-scsi", "hw_vif_model": "e1000e", "hw_qemu_guest_agent": "yes"}
+    path = manifest(tmp_path, bootable("w10"), properties=props)
+    report = chain.plan(chain.JobOptions(path, release_date="2026-11-01"), Report("t"), target=target)
+    planned = report.plan["canary"]
+    assert (planned["disk_bus"], planned["nic"], planned["machine"], planned["guest_agent"]) == ("virtio-scsi", "e1000e", "pc", True)
+    assert "relaxed" in planned["enlightenments"] and "<hyperv>" in planned["domain_xml"]
+    assert "disk virtio-scsi, nic e1000e" in report.plan["summary"]["would boot first (canary)"]
+    assert not list(isolated_state.glob("logs/canary-*")) and project_images(target) == []

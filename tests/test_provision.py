@@ -42,7 +42,8 @@ def manifest(tmp_path: Path, disk, steps: list[dict], **provision) -> Path:
 
 
 @pytest.mark.slow
-def test_steps_run_in_order_with_a_reboot_and_their_results_come_back_offline(bootable, target, tmp_path):
+def test_steps_run_in_order_with_a_reboot_and_their_results_come_back_offline(bootable, media, target, tmp_path):
+    virtio = media.iso("0.1.240")
     steps = [
         {"name": "install-app", "powershell": pinned(tmp_path / "app.ps1", "echo installing the app\nexit 3010\n")},
         {"name": "site-config", "cmd": pinned(tmp_path / "site.cmd", "echo site settings applied\n"), "reboot": True},
@@ -75,9 +76,14 @@ def test_steps_run_in_order_with_a_reboot_and_their_results_come_back_offline(bo
     finally:
         windows.close()
 
-    # the same inputs again: the provision stage is cached, nothing boots
+    # a new refresh on top (a bake: section) changes the build, not the provisioning: nothing boots again
+    document = yaml.safe_load(path.read_text())
+    document["bake"] = {"virtio_win": {"path": str(virtio[0]), "sha256": virtio[1]}}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
     again = chain.bake(chain.JobOptions(path, release_date="2026-11-01"), Report("t"), out=tmp_path / "artifact")
-    assert again.details["cache"].get("build") == "hit" or again.details["provision"]["cached"] is True
+    assert again.details["cache"] == {"build": "miss", "provision": "hit"} and again.details["provision"]["cached"] is True
+    assert again.details["stages"]["provision"] == report.details["stages"]["provision"]
+    assert again.details["stages"]["build"] != report.details["stages"]["build"]
 
 
 @pytest.mark.slow
@@ -85,14 +91,32 @@ def test_a_failing_step_fails_the_build_in_one_line_and_publishes_nothing(bootab
     steps = [{"name": "ok-step", "powershell": pinned(tmp_path / "ok.ps1", "echo fine\n")},
              {"name": "broken", "powershell": pinned(tmp_path / "broken.ps1", "echo the installer could not find its license\nexit 3\n")},
              {"name": "never", "powershell": pinned(tmp_path / "never.ps1", "echo never\n")}]
+    previous = chain.build_and_publish(chain.JobOptions(manifest(tmp_path, bootable("w10"), steps[:1]), release_date="2026-10-01"),
+                                       Report("t"), target=target)
     report = Report("t")
     with pytest.raises(BakeryError) as failure:
         chain.build_and_publish(chain.JobOptions(manifest(tmp_path, bootable("w10"), steps), release_date="2026-11-01"),
                                 report, target=target)
     message = failure.value.one_line()
     assert "provision: step 2 'broken' (powershell) exited 3: the installer could not find its license" in message
-    assert "\n" not in message and project_images(target) == []
+    assert "\n" not in message
+    assert [image["id"] for image in project_images(target)] == [previous.image["id"]]
+    assert target.glance.images.get(previous.image["id"])["recommended"] == "true"
     assert [s["exit_code"] for s in report.details["provision"]["steps"]] == [0, 3, None]
+
+
+@pytest.mark.slow
+def test_a_hanging_step_times_out_naming_it(bootable, target, tmp_path):
+    steps = [{"name": "quick", "powershell": pinned(tmp_path / "quick.ps1", "echo quick\n")},
+             {"name": "stuck-installer", "powershell": pinned(tmp_path / "stuck.ps1", "echo waiting for a dialog nobody sees\nsleep 3600\n")}]
+    report = Report("t")
+    with pytest.raises(BakeryError) as failure:
+        chain.build_and_publish(chain.JobOptions(manifest(tmp_path, bootable("w10"), steps, timeout_minutes=0.5),
+                                                 release_date="2026-11-01"), report, target=target)
+    message = failure.value.one_line()
+    assert "provision: step 2 'stuck-installer' was running: the guest did not power off within 0.5 min" in message, message
+    assert report.details["provision"]["vm"]["screenshot"] and project_images(target) == []
+    assert processes_mentioning(report.details["provision"]["logs"]) == []
 
 
 @pytest.mark.slow

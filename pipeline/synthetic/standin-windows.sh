@@ -122,6 +122,7 @@ run_step() {  # $1 index, $2 name, $3 kind, $4 file, $5 arguments; writes NN-nam
         *) echo "unknown step kind $3" > "$base.log"; code=1 ;;
     esac
     echo "$code" > "$base.exit"
+    sync  # on disk before the next step, which may hang until the host stops the machine
 }
 
 provision() {
