@@ -242,6 +242,18 @@ def bootable(media, standin_kernel, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bootable_install_media(bootable, standin_kernel, tmp_path_factory):
+    """(stand-in install ISO, its sha256) whose one image, Windows 10, boots the stand-in Windows once applied."""
+    from pipeline.common.digests import sha256_file
+    from pipeline.synthetic import standin
+
+    root = tmp_path_factory.mktemp("bootable-install-media")
+    iso = standin.build_iso(root / "standin-setup.iso", [standin.StandinImage(1, "Windows 10 Enterprise", bootable("w10")[0])],
+                            cache=standin_kernel)
+    return iso, sha256_file(iso)
+
+
+@pytest.fixture(scope="session")
 def install_media(media, standin_kernel, tmp_path_factory):
     """(stand-in install ISO, its sha256): boots under SeaBIOS and OVMF, carries four "install.wim" images."""
     reason = qemu_tools_missing()

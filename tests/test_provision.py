@@ -173,3 +173,27 @@ def test_unregister_takes_out_one_startup_script_and_keeps_the_others(tmp_path):
     ini = (root / "Windows/System32/GroupPolicy/Machine/Scripts/scripts.ini").read_bytes().decode("utf-16")
     assert "0CmdLine=C:\\Windows\\first.cmd" in ini and "1CmdLine=C:\\Windows\\last.cmd" in ini and "bakery" not in ini
     assert (root / "Windows/System32/GroupPolicy/gpt.ini").read_bytes() != version_before  # the client sees a change
+
+
+@pytest.mark.slow
+def test_a_new_release_from_media_is_installed_provisioned_refreshed_proven_and_published(media, bootable_install_media, target, tmp_path):
+    """The whole chain of a new Windows release: Setup, the steps inside the guest, the offline refresh, the
+    canary on the machine the properties describe, then Glance."""
+    from tests.test_install import install_manifest
+
+    path = install_manifest(tmp_path, media, bootable_install_media, reboots=1)
+    document = yaml.safe_load(path.read_text())
+    document["provision"] = {"steps": [{"name": "app", "powershell": pinned(tmp_path / "app.ps1", "echo app installed\n")}],
+                             "memory_mib": 512, "cpus": 1, "timeout_minutes": 4, "tcg_timeout_factor": 1}
+    document["canary"] = {"ready": "guest-agent", "memory_mib": 512, "cpus": 1, "timeout_minutes": 3, "tcg_timeout_factor": 1}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    report = chain.build_and_publish(chain.JobOptions(path, release_date="2026-11-01"), Report("t"), target=target)
+
+    details = report.details
+    assert details["install"]["vm"]["outcome"] == "powered-off"
+    assert [(s["name"], s["exit_code"]) for s in details["provision"]["steps"]] == [("app", 0)]
+    assert details["canary"]["hardware"]["disk_bus"] == "virtio-blk"  # what the refresh made bootable
+    assert list(details["stages"]) == ["install", "provision", "build", "measure"] and all(details["stages"].values())
+    props = report.image["properties"]
+    assert props["bakery_canary"].startswith("ok ") and props["hw_disk_bus"] == "virtio" and props["os_type"] == "windows"

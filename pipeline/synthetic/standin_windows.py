@@ -17,6 +17,7 @@ the config media, and, booted as an instance, answers the guest agent and writes
 from __future__ import annotations
 
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,10 @@ MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci", "ata_pii
            "pvpanic_pci", "efivarfs", "virtio_net", "e1000", "e1000e", "8139cp", "8139too", "ne2k_pci", "virtio_console",
            "fuse", "sym53c8xx", "pcnet32")
 KERNEL_CMDLINE = "console=ttyS0 panic=0 loglevel=3"
+# GRUB's core.img starts at this sector, past the sectors the stand-in Setup keeps its marker and phase in (40, 41)
+CORE_SECTOR = 64
+BOOT_KERNEL_SECTOR = 0x5C  # in boot.img: the LBA of core.img's first sector
+DISKBOOT_BLOCKLIST = 12  # in core.img's first sector, from its end: start LBA (8 bytes), sectors (2), segment (2)
 
 
 def make_bootable(disk: Path, *, cache: Path) -> Path:
@@ -74,11 +79,15 @@ def _mbr_boot(disk: Path, layout: volume.Layout, vmlinuz: Path, initrd: Path, sc
     core = scratch / "core.img"
     run(["grub-mkimage", "-O", "i386-pc", "-o", core, "-p", f"(hd0,msdos{system.number})/{BOOT_DIR}", "-c", config,
          "biosdisk", "part_msdos", "ntfs", "linux", "boot"])
-    gap = min(p.start for p in layout.partitions) - 512
-    if core.stat().st_size > gap:
-        raise RuntimeError(f"GRUB's core.img ({core.stat().st_size} bytes) does not fit before the first partition ({gap} bytes)")
-    boot = (GRUB_DIR / "boot.img").read_bytes()
+    image = bytearray(core.read_bytes())
+    gap = min(p.start for p in layout.partitions) - CORE_SECTOR * 512
+    if len(image) > gap:
+        raise RuntimeError(f"GRUB's core.img ({len(image)} bytes) does not fit before the first partition ({gap} bytes)")
+    boot = bytearray((GRUB_DIR / "boot.img").read_bytes()[:440])  # the code; the disk signature and the table stay
+    # where boot.img finds core.img, and where core.img's first sector finds the rest (what grub-bios-setup patches)
+    struct.pack_into("<Q", boot, BOOT_KERNEL_SECTOR, CORE_SECTOR)
+    struct.pack_into("<Q", image, 512 - DISKBOOT_BLOCKLIST, CORE_SECTOR + 1)
     with open(disk, "r+b") as target:
-        target.write(boot[:440])  # the code; the disk signature and the partition table stay
-        target.seek(512)
-        target.write(core.read_bytes())
+        target.write(boot)
+        target.seek(CORE_SECTOR * 512)
+        target.write(image)
