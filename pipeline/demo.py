@@ -2,7 +2,8 @@
 
 The disk is format-real (MBR, NTFS, regf hives saying Windows 10 Enterprise 22H2, last year's virtio
 drivers installed) so the demo runs the real bake: inspection, driver selection, the elements, and the
-property checks against what the image carries.
+property checks against what the image carries. It also carries the stand-in "Windows" boot path (a Debian
+kernel and busybox behind GRUB, standin_windows.py), so the canary boots it as it would boot Windows.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.common.digests import sha256_file
-from pipeline.synthetic import virtio_iso, windows_disk
+from pipeline.common.run import run
+from pipeline.synthetic import standin_windows, virtio_iso, windows_disk
 
 DEMO_MANIFEST = "manifests/demo-w10entx64.yaml"  # as recorded in bakery_manifest
 DEMO_WINDOWS = "w10-oldvirtio"
@@ -20,7 +22,11 @@ DEMO_SIZE = 1024**3  # small: the demo uploads it twice to the local Glance
 
 def generate_inputs(directory: Path) -> dict[str, str]:
     """The demo manifest's variables: the base image (qcow2, like a golden image) and the ISO, pinned."""
-    base = windows_disk.generate(directory / "w10entx64-golden.qcow2", DEMO_WINDOWS, size=DEMO_SIZE, fmt="qcow2")
+    raw = windows_disk.generate(directory / "w10entx64-golden.raw", DEMO_WINDOWS, size=DEMO_SIZE)
+    standin_windows.make_bootable(raw, cache=directory / "kernel")
+    base = directory / "w10entx64-golden.qcow2"
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, base], timeout=600)
+    raw.unlink()
     iso = virtio_iso.write_iso(directory / f"virtio-win-{DEMO_VIRTIO_WIN}.iso", DEMO_VIRTIO_WIN)
     return {"base_image": str(base), "base_sha256": sha256_file(base), "virtio_win_iso": str(iso), "virtio_win_sha256": sha256_file(iso)}
 

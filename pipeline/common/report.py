@@ -79,6 +79,8 @@ def print_summary(report: Report, console: Console | None = None) -> None:
         table.add_row("checksum (md5)", image.get("checksum", ""))
         table.add_row("os_hash_value", (image.get("os_hash_value") or "")[:32] + "…")
         table.add_row("size / virtual", f"{image.get('size'):,} / {image.get('virtual_size') or 0:,} bytes")
+        if (image.get("properties") or {}).get("bakery_canary"):
+            table.add_row("canary", image["properties"]["bakery_canary"])
     if report.plan:
         for key, value in report.plan.get("summary", {}).items():
             table.add_row(key, str(value))
