@@ -491,7 +491,7 @@ def _plan_guest_stages(manifest: Manifest, properties: dict[str, str], planned: 
         planned["provision"] = manifest.provision.to_dict()
         planned["summary"]["would provision"] = f"{', '.join(steps)}; at most {manifest.provision.max_reboots} reboot(s)"
     if manifest.canary:
-        hardware = canary.plan(manifest, properties, workdir=Path("canary"))
+        hardware = canary.plan(manifest, properties)
         vm = hardware.vm
         planned["canary"] = {**hardware.to_dict(), "domain_xml": hardware.domain_xml}
         planned["summary"]["would boot first (canary)"] = (

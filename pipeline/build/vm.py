@@ -66,7 +66,7 @@ class Drive:
 
 @dataclass(frozen=True)
 class VmSpec:
-    disk: Drive
+    disk: Drive | None  # None until a boot names it (the canary's overlay)
     disk_bus: str  # virtio-blk | virtio-scsi | sata | ide | lsi (a SCSI bus without a model: libvirt's default)
     cdroms: tuple[Path, ...]  # the first one is booted when the disk holds nothing bootable (boot_cdrom)
     firmware: str = "bios"  # bios | uefi

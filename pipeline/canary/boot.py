@@ -9,10 +9,10 @@ loop fails the build in one line, with the screenshot and the serial log kept; n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline.build.vm import VmFailed, VmResult, VmSpec, probe_accelerator, run_vm
+from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, run_vm
 from pipeline.canary.hardware import Hardware, derive
 from pipeline.common.errors import BakeryError
 from pipeline.common.progress import say
@@ -62,10 +62,10 @@ def check(manifest: Manifest, properties: dict[str, str]) -> None:
     if spec.ready == "guest-agent" and str(properties.get("hw_qemu_guest_agent", "")).lower() not in TRUE_STRINGS:
         raise manifest.error(("canary", "ready"), "guest-agent needs the property hw_qemu_guest_agent=yes: only then does Nova "
                              "give the guest the agent's channel; set it, or use ready: serial-marker")
-    plan(manifest, properties, workdir=Path("canary"))  # hardware Nova or libvirt would refuse, refused now
+    plan(manifest, properties)  # hardware Nova or libvirt would refuse, refused now
 
 
-def plan(manifest: Manifest, properties: dict[str, str], *, workdir: Path) -> Hardware:
+def plan(manifest: Manifest, properties: dict[str, str]) -> Hardware:
     """The machine the canary will boot: the properties' virtual hardware, the manifest's limits, this host's accelerator."""
     spec = manifest.canary
     accel = probe_accelerator()
@@ -73,15 +73,16 @@ def plan(manifest: Manifest, properties: dict[str, str], *, workdir: Path) -> Ha
                   cpus=spec.cpus, timeout_s=spec.timeout_minutes * 60 * (spec.tcg_timeout_factor if accel.name == "tcg" else 1),
                   max_reboots=spec.max_reboots, ready=spec.ready, ready_marker=spec.marker, network="restricted",
                   ovmf_code=Path(spec.ovmf_code) if spec.ovmf_code else None, ovmf_vars=Path(spec.ovmf_vars) if spec.ovmf_vars else None)
-    return derive(properties, nova=spec.nova, accel=accel, disk=workdir / "canary-overlay.qcow2", base=base,
-                  label=f"{manifest.path}: canary")
+    return derive(properties, nova=spec.nova, accel=accel, base=base, label=f"{manifest.path}: canary")
 
 
-def run_canary(manifest: Manifest, image: Path, hardware: Hardware, *, logs: Path, record=lambda result: None) -> CanaryResult:
-    """Boot a throw-away overlay of the raw `image` on `hardware`; raises CanaryFailed unless the guest became ready."""
-    vm = hardware.vm
-    overlay = vm.disk.path
-    overlay.parent.mkdir(parents=True, exist_ok=True)
+def run_canary(manifest: Manifest, image: Path, hardware: Hardware, *, workdir: Path, logs: Path,
+               record=lambda result: None) -> CanaryResult:
+    """Boot a throw-away overlay (in `workdir`) of the raw `image` on `hardware`; raises CanaryFailed unless the
+    guest became ready."""
+    overlay = workdir / "canary-overlay.qcow2"
+    vm = replace(hardware.vm, disk=Drive(overlay, "qcow2"))
+    workdir.mkdir(parents=True, exist_ok=True)
     result = CanaryResult(False, hardware, logs)
     if hardware.not_applied:
         result.notes.append(hardware.not_applied)

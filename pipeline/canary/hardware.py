@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-from pipeline.build.vm import Accelerator, Drive, VmSpec
+from pipeline.build.vm import Accelerator, VmSpec
 from pipeline.common.errors import BakeryError
 from pipeline.properties.explain import explain
 
@@ -41,8 +40,9 @@ class Hardware:
                 "not_applied": self.not_applied or None}
 
 
-def derive(properties: dict[str, str], *, nova: str, accel: Accelerator, disk: Path, base: VmSpec, label: str) -> Hardware:
-    """The VmSpec for `properties` as Nova (release `nova`) would build the guest; `base` carries the rest."""
+def derive(properties: dict[str, str], *, nova: str, accel: Accelerator, base: VmSpec, label: str) -> Hardware:
+    """The VmSpec for `properties` as Nova (release `nova`) would build the guest; `base` carries the rest
+    (limits, firmware overrides; the disk is the overlay the boot creates)."""
     explanation = explain(properties, nova=nova, virt_type="kvm" if accel.name == "kvm" else "qemu")
     domain = ET.fromstring(explanation.xml)
     os_el, devices = domain.find("os"), domain.find("devices")
@@ -61,7 +61,7 @@ def derive(properties: dict[str, str], *, nova: str, accel: Accelerator, disk: P
     clock = domain.find("clock")
     hpet = domain.find("clock/timer[@name='hpet']")
     vm = replace(
-        base, disk=Drive(disk, "qcow2"), disk_bus=_disk_bus(devices, q35, label), machine=machine,
+        base, disk_bus=_disk_bus(devices, q35, label), machine=machine,
         firmware="uefi" if uefi else "bios", secure_boot=secure, tpm=tpm is not None,
         tpm_model=tpm.get("model") if tpm is not None else "", tpm_version=tpm.find("backend").get("version") if tpm is not None else "2.0",
         nic=_mapped(NICS, devices.find("interface/model").get("type"), "hw_vif_model", label),

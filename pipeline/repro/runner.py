@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import tempfile
 from pathlib import Path
 
 from pipeline import canary
@@ -181,9 +182,9 @@ def _provisioned(manifest: Manifest, disk: Path, pinned: dict[str, Path], stages
         report.details["cache"]["provision"] = "hit"
         report.details["provision"] = {**entry.record.get("result", {}), "cached": True}
         return entry.file("provisioned.qcow2")
-    workdir = state_dir() / "work" / f"{stages.provision}-provision"
+    workdir = _private_dir(state_dir() / "work", f"{stages.provision[:16]}-provision-")
     with report.stage("provision"):
-        provisioned = provision_stage.provision(manifest, disk, pinned, workdir, logs=state_dir() / "logs" / f"provision-{stages.provision[:16]}",
+        provisioned = provision_stage.provision(manifest, disk, pinned, workdir, logs=_private_dir(state_dir() / "logs", f"provision-{stages.provision[:16]}-"),
                                                 record=lambda result: report.details.__setitem__("provision", result.to_dict()))
     if not cache:
         return provisioned
@@ -223,21 +224,27 @@ def canaried(manifest: Manifest, stages: StageIds, image: BuiltImage, properties
     this machine (the same derived hardware, limits and accelerator), else by booting them."""
     if manifest.canary is None:
         return {}
-    workdir = state_dir() / "work" / f"{stages.build}-canary"
-    hardware = canary.plan(manifest, properties, workdir=workdir)
+    hardware = canary.plan(manifest, properties)
     stage_id = canary_id(stages, hardware, manifest)
     entry = cache.get("canary", stage_id) if cache else None
     if entry:
         say(f"cache: the canary already booted these bytes on this machine ({stage_id[:12]}): not booting again")
         report.details["canary"] = {**entry.record["result"], "cached": True}
         return {"bakery_canary": entry.record["property"]}
-    logs = state_dir() / "logs" / f"canary-{stage_id[:16]}"
+    logs = _private_dir(state_dir() / "logs", f"canary-{stage_id[:16]}-")
+    workdir = _private_dir(state_dir() / "work", f"{stage_id[:16]}-canary-")
     try:
         with report.stage("canary"):
-            result = canary.run_canary(manifest, image.path, hardware, logs=logs,
+            result = canary.run_canary(manifest, image.path, hardware, workdir=workdir, logs=logs,
                                        record=lambda result: report.details.__setitem__("canary", result.to_dict()))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if cache:
         cache.put("canary", stage_id, {}, {"property": result.property_value, "result": result.to_dict()})
     return {"bakery_canary": result.property_value}
+
+
+def _private_dir(parent: Path, prefix: str) -> Path:
+    """A directory of this run alone: two builds of the same stage at once never share a work disk or a log."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
