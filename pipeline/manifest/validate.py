@@ -457,16 +457,8 @@ def _install(fields: _Fields, manifest_path: Path) -> InstallSpec:
     language = fields.get(*section, "language", required=False, default="en-US")
     if not LANGUAGE.match(language):
         raise fields.error((*section, "language"), f"expected a language tag such as en-US, got {language!r}")
-    numbers = {}
-    for key, default, low in (("disk_size_gib", 40, 1), ("memory_mib", 4096, 256), ("cpus", 2, 1)):
-        numbers[key] = fields.get(*section, key, kind=int, required=False, default=default)
-        if numbers[key] < low:
-            raise fields.error((*section, key), f"expected an integer of at least {low}, got {numbers[key]}")
-    timing = {}
-    for key, default in (("timeout_minutes", 240), ("tcg_timeout_factor", 20)):
-        timing[key] = fields.get(*section, key, kind=(int, float), required=False, default=default)
-        if isinstance(timing[key], bool) or timing[key] <= 0:
-            raise fields.error((*section, key), f"expected a positive number, got {timing[key]!r}")
+    numbers = _integers_at_least(fields, section, (("disk_size_gib", 40, 1), ("memory_mib", 4096, 256), ("cpus", 2, 1)))
+    timing = _positive_numbers(fields, section, (("timeout_minutes", 240), ("tcg_timeout_factor", 20)))
     virtio_section = (*section, "virtio_win") if fields.get(*section, "virtio_win", kind=dict, required=False) else ("bake", "virtio_win")
     if virtio_section[0] == "bake" and fields.get("bake", "virtio_win", kind=dict, required=False) is None:
         raise fields.error((*section, "virtio_win"), "required pin is missing: the virtio-win ISO whose drivers Setup loads")
@@ -530,16 +522,8 @@ def _provision(fields: _Fields, manifest_path: Path) -> ProvisionSpec:
         raise fields.error((*section, "steps"), f"step names must be unique; {duplicate!r} is used twice")
     if not steps:
         raise fields.error(section, "expected at least one of steps, windows_update or cloudbase_init")
-    numbers = {}
-    for key, default, low in (("max_reboots", 10, 0), ("memory_mib", 4096, 256), ("cpus", 2, 1)):
-        numbers[key] = fields.get(*section, key, kind=int, required=False, default=default)
-        if numbers[key] < low:
-            raise fields.error((*section, key), f"expected an integer of at least {low}, got {numbers[key]}")
-    timing = {}
-    for key, default in (("timeout_minutes", 120), ("tcg_timeout_factor", 20)):
-        timing[key] = fields.get(*section, key, kind=(int, float), required=False, default=default)
-        if isinstance(timing[key], bool) or timing[key] <= 0:
-            raise fields.error((*section, key), f"expected a positive number, got {timing[key]!r}")
+    numbers = _integers_at_least(fields, section, (("max_reboots", 10, 0), ("memory_mib", 4096, 256), ("cpus", 2, 1)))
+    timing = _positive_numbers(fields, section, (("timeout_minutes", 120), ("tcg_timeout_factor", 20)))
     return ProvisionSpec(steps=tuple(steps), exclude_kbs=tuple(exclude),
                          disk_bus=fields.choice(*section, "disk_bus", choices=("sata", *DISK_BUSES), default="sata"),
                          sysprep=fields.get(*section, "sysprep", kind=bool, required=False, default=True), **numbers, **timing)
@@ -577,16 +561,8 @@ def _canary(fields: _Fields, manifest_path: Path) -> CanarySpec | None:
     marker = fields.get(*section, "marker", required=False, default="BAKERY-READY")
     if not re.match(r"^[\x21-\x7e][\x20-\x7e]{2,79}$", marker):
         raise fields.error((*section, "marker"), f"expected 3 to 80 printable ASCII characters, got {marker!r}")
-    numbers = {}
-    for key, default, low in (("max_reboots", 3, 0), ("cpus", 2, 1), ("memory_mib", None, 256)):
-        numbers[key] = fields.get(*section, key, kind=int, required=False, default=default)
-        if numbers[key] is not None and numbers[key] < low:
-            raise fields.error((*section, key), f"expected an integer of at least {low}, got {numbers[key]}")
-    timing = {}
-    for key, default in (("timeout_minutes", 15), ("tcg_timeout_factor", 20)):
-        timing[key] = fields.get(*section, key, kind=(int, float), required=False, default=default)
-        if isinstance(timing[key], bool) or timing[key] <= 0:
-            raise fields.error((*section, key), f"expected a positive number, got {timing[key]!r}")
+    numbers = _integers_at_least(fields, section, (("max_reboots", 3, 0), ("cpus", 2, 1), ("memory_mib", None, 256)))
+    timing = _positive_numbers(fields, section, (("timeout_minutes", 15), ("tcg_timeout_factor", 20)))
     return CanarySpec(
         ready=fields.choice(*section, "ready", choices=CANARY_READY, default="guest-agent"),
         marker=marker,
@@ -596,6 +572,26 @@ def _canary(fields: _Fields, manifest_path: Path) -> CanarySpec | None:
         **numbers,
         **timing,
     )
+
+
+def _integers_at_least(fields: _Fields, section: tuple, limits: tuple[tuple[str, int | None, int], ...]) -> dict[str, int | None]:
+    """Optional integer settings: (key, default, lowest allowed) each."""
+    found = {}
+    for key, default, low in limits:
+        found[key] = fields.get(*section, key, kind=int, required=False, default=default)
+        if found[key] is not None and found[key] < low:
+            raise fields.error((*section, key), f"expected an integer of at least {low}, got {found[key]}")
+    return found
+
+
+def _positive_numbers(fields: _Fields, section: tuple, defaults: tuple[tuple[str, float], ...]) -> dict[str, float]:
+    """Optional positive settings (minutes, factors): (key, default) each."""
+    found = {}
+    for key, default in defaults:
+        found[key] = fields.get(*section, key, kind=(int, float), required=False, default=default)
+        if isinstance(found[key], bool) or found[key] <= 0:
+            raise fields.error((*section, key), f"expected a positive number, got {found[key]!r}")
+    return found
 
 
 def _optional_path(fields: _Fields, manifest_path: Path, keys: tuple[str, ...]) -> str | None:

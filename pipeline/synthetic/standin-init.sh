@@ -10,7 +10,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 
-say() { echo "standin: $*" > /dev/ttyS0; }
+. /lib/standin.sh
 
 for module in $(cat /modules.order); do insmod "/modules/$module.ko" 2>/dev/null; done
 
@@ -33,34 +33,11 @@ find_media() {
     return 1
 }
 
-find_disk() {
-    for tries in $(seq 1 50); do
-        for device in /dev/vda /dev/sda; do
-            [ -b "$device" ] && { DISK=$device; return 0; }
-        done
-        sleep 0.2
-    done
-    return 1
-}
-
 read_sector() { dd if="$DISK" bs=512 skip="$1" count=1 2>/dev/null | tr -d '\000'; }
 write_sector() { printf '%-511s\n' "$2" | dd of="$DISK" bs=512 seek="$1" count=1 conv=notrunc 2>/dev/null; sync; }
 
 answer_value() {  # the <Value> that follows <Key>$1</Key> in the answer file
     grep -A1 "<Key>$1</Key>" "$CONFIG" | sed -n 's:.*<Value>\(.*\)</Value>.*:\1:p' | head -n 1
-}
-
-firmware_facts() {
-    if [ -d /sys/firmware/efi ]; then
-        FIRMWARE=uefi
-        mkdir -p /efivars && mount -t efivarfs efivarfs /efivars 2>/dev/null
-        # an efivarfs file is 4 bytes of attributes, then the value
-        SECUREBOOT=$(dd if=/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c bs=1 skip=4 count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
-    else
-        FIRMWARE=bios
-    fi
-    [ -e /sys/class/tpm/tpm0 ] && TPM=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo 1) || TPM=none
-    echo "firmware=$FIRMWARE secureboot=${SECUREBOOT:-0} tpm=$TPM"
 }
 
 find_media || { say "no config media with autounattend.xml and install media found"; poweroff -f; }

@@ -12,21 +12,11 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 
-say() { echo "standin: $*" > /dev/ttyS0; }
+. /lib/standin.sh
 stop_error() { say "STOP $*"; sync; exit 1; }  # init exiting panics the kernel: Windows' blue screen
 
 for module in $(cat /modules.order); do insmod "/modules/$module.ko" 2>/dev/null; done
 mkdir -p /media /windows
-
-find_disk() {
-    for tries in $(seq 1 50); do
-        for device in /dev/vda /dev/sda; do
-            [ -b "$device" ] && { DISK=$device; return 0; }
-        done
-        sleep 0.2
-    done
-    return 1
-}
 
 disk_bus() {  # what Windows would need a boot driver for
     case "$DISK" in /dev/vd*) echo virtio-blk; return ;; esac
@@ -39,7 +29,7 @@ disk_bus() {  # what Windows would need a boot driver for
     esac
 }
 
-pci_has() { grep -qsx "$1" /sys/bus/pci/devices/*/vendor_device 2>/dev/null || cat /sys/bus/pci/devices/*/uevent | grep -q "PCI_ID=$1"; }
+pci_has() { cat /sys/bus/pci/devices/*/uevent | grep -qx "PCI_ID=$1"; }
 
 hardware() {
     nic=none
@@ -52,17 +42,10 @@ hardware() {
     pci_has 1234:1111 && video=vga
     pci_has 1013:00B8 && video=cirrus
     pci_has 1B36:0100 && video=qxl
-    firmware=bios secureboot=0
-    if [ -d /sys/firmware/efi ]; then
-        firmware=uefi
-        mkdir -p /efivars && mount -t efivarfs efivarfs /efivars 2>/dev/null
-        secureboot=$(dd if=/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c bs=1 skip=4 count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
-    fi
-    [ -e /sys/class/tpm/tpm0 ] && tpm=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo 1) || tpm=none
     dmesg | grep -q "Hypervisor detected: Microsoft Hyper-V" && hyperv=yes || hyperv=no
     agent=no
     for port in /sys/class/virtio-ports/*; do [ "$(cat "$port/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && agent=yes; done
-    echo "disk_bus=$(disk_bus) nic=${nic:-none} machine=$machine video=$video firmware=$firmware secureboot=${secureboot:-0} tpm=$tpm hyperv=$hyperv agent=$agent"
+    echo "disk_bus=$(disk_bus) nic=${nic:-none} machine=$machine video=$video $(firmware_facts) hyperv=$hyperv agent=$agent"
 }
 
 mount_windows() {  # the NTFS partition with a Windows directory, read-write through ntfs-3g

@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.common.run import require_tool, run
 
 INIT_SCRIPT = Path(__file__).with_name("standin-init.sh")
+INIT_LIBRARY = Path(__file__).with_name("standin-lib.sh")  # /lib/standin.sh, sourced by either /init
 BUSYBOX = Path("/usr/bin/busybox")  # busybox-static: the one binary the initramfs needs
 ISOLINUX = Path("/usr/lib/ISOLINUX/isolinux.bin")
 LDLINUX = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
@@ -130,6 +131,8 @@ def initramfs(kernel_root: Path, scratch: Path, *, init: Path, modules: tuple[st
     shutil.copy(BUSYBOX, root / "bin" / "busybox")
     shutil.copy(init, root / "init")
     (root / "init").chmod(0o755)
+    (root / "lib").mkdir(exist_ok=True)
+    shutil.copy(INIT_LIBRARY, root / "lib" / "standin.sh")
     for program in programs:
         _copy_program(program, root)
     available = _module_paths(kernel_root)
