@@ -51,16 +51,18 @@ def test_steps_run_in_order_with_a_reboot_and_their_results_come_back_offline(bo
     ]
     cloudbase = {"msi": pinned(tmp_path / "cbi.msi", "cloudbase-init installer\n"),
                  "config": pinned(tmp_path / "cbi.conf", "[DEFAULT]\nusername=Admin\n")}
-    path = manifest(tmp_path, bootable("w10"), steps, cloudbase_init=cloudbase)
+    path = manifest(tmp_path, bootable("w10"), steps, cloudbase_init=cloudbase, windows_update={"max_rounds": 1, "exclude_kbs": ["KB5034441"]})
 
     report = chain.build_and_publish(chain.JobOptions(path, release_date="2026-11-01"), Report("t"), target=target)
 
     provision = report.details["provision"]
     assert [(s["name"], s["exit_code"]) for s in provision["steps"]] == \
-        [("install-app", 3010), ("site-config", 0), ("agent", 0), ("cloudbase-init", 0)]
-    assert provision["steps"][0]["log_tail"] == "installing the app" and provision["finished"] is True
-    assert provision["vm"]["reboots"] == 2  # after 3010, and after the step that asked for one
-    assert (Path(provision["logs"]) / "02-site-config.log").read_text().strip() == "site settings applied"
+        [("windows-update-1", 0), ("install-app", 3010), ("site-config", 0), ("agent", 0), ("cloudbase-init", 0)]
+    assert provision["steps"][1]["log_tail"] == "installing the app" and provision["finished"] is True
+    assert provision["vm"]["reboots"] == 3  # after the update round, after 3010, after the step that asked for one
+    assert (Path(provision["logs"]) / "03-site-config.log").read_text().strip() == "site settings applied"
+    command = provision["vm"]["command"]
+    assert "user,id=net0" in command and "ide-hd,drive=disk0,bus=ide.0,bootindex=1" in command  # updates need a way out
     assert report.image["id"] and processes_mentioning(provision["logs"]) == []
     # what ships: the steps' work, and none of the runner's traces (read back with an independent reader)
     windows = OfflineWindows(Path(report.built["path"]))
