@@ -199,3 +199,15 @@ def test_a_new_release_from_media_is_installed_provisioned_refreshed_proven_and_
     assert list(details["stages"]) == ["install", "provision", "build", "measure"] and all(details["stages"].values())
     props = report.image["properties"]
     assert props["bakery_canary"].startswith("ok ") and props["hw_disk_bus"] == "virtio" and props["os_type"] == "windows"
+
+
+def test_the_lock_pins_every_step_and_the_runner(tmp_path, bootable):
+    from pipeline.manifest import load_manifest
+    from pipeline.repro import lock
+
+    steps = [{"name": "app", "msi": pinned(tmp_path / "app.msi", "an installer\n")}]
+    cloudbase = {"msi": pinned(tmp_path / "cbi.msi", "cbi\n"), "config": pinned(tmp_path / "cbi.conf", "[DEFAULT]\n")}
+    found = lock.pins(load_manifest(manifest(tmp_path, bootable("w10"), steps, cloudbase_init=cloudbase), release_date="2026-11-01"))
+    assert found["provision.steps.0.msi"] == steps[0]["msi"]["sha256"]
+    assert found["provision.cloudbase_init.config"] == cloudbase["config"]["sha256"]
+    assert found["templates/provision/runner.ps1"] == hashlib.sha256(Path("templates/provision/runner.ps1").read_bytes()).hexdigest()

@@ -68,6 +68,13 @@ def pins(manifest: Manifest) -> dict[str, str]:
         found["bake.virtio_win"] = manifest.bake.virtio_win.sha256
         for element in resolve_elements(manifest.bake):
             found[f"elements/{element.name}"] = elements.content_sha256([element])
+    if manifest.provision:
+        for step in manifest.provision.steps:
+            for source in (step.file, step.config):
+                if source:
+                    found[source.field] = source.sha256
+        for template in ("provision/runner.ps1", "provision/sysprep-unattend.xml"):
+            found[f"templates/{template}"] = sha256_file(TEMPLATES / template)
     found["templates/properties.yaml.j2"] = sha256_file(TEMPLATES / "properties.yaml.j2")
     for tool, version in tool_versions().items():
         found[f"tools/{tool}"] = version
