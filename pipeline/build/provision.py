@@ -27,7 +27,7 @@ from pipeline.common.progress import say
 from pipeline.common.run import run
 from pipeline.diskimage import fuse
 from pipeline.diskimage.info import image_info
-from pipeline.manifest import Manifest
+from pipeline.manifest import Manifest, ProvisionSpec
 from pipeline.windows import startup_scripts, volume
 from pipeline.windows.registry import Hive
 
@@ -83,11 +83,7 @@ def provision(manifest: Manifest, disk: Path, files: dict[str, Path], workdir: P
     try:
         firmware = _plant_launcher(work, workdir)
         media = write_iso(workdir / "provision.iso", _media(manifest, files), label="BAKERY_PROVISION")
-        accel = probe_accelerator()
-        vm = VmSpec(disk=Drive(work, "qcow2"), disk_bus=spec.disk_bus, cdroms=(media,), boot_cdrom=False, role="provision",
-                    firmware=firmware, memory_mib=spec.memory_mib, cpus=spec.cpus, max_reboots=spec.max_reboots,
-                    timeout_s=spec.timeout_minutes * 60 * (spec.tcg_timeout_factor if accel.name == "tcg" else 1),
-                    network="open" if any(s.kind == "windows-update" for s in spec.steps) else "restricted")
+        vm = _machine(spec, work, media, firmware)
         say(f"provision {manifest.name}: {len(spec.steps)} step(s), at most {spec.max_reboots} reboot(s), {firmware}, {spec.disk_bus}")
         try:
             result.vm = run_vm(vm, logs, on_status=lambda line: say(f"provision: {line}"))
@@ -109,6 +105,16 @@ def provision(manifest: Manifest, disk: Path, files: dict[str, Path], workdir: P
         record(result)
 
 
+def _machine(spec: ProvisionSpec, work: Path, media: Path, firmware: str) -> VmSpec:
+    """The provisioning VM: the work disk on the manifest's bus, the media as a CD-ROM it does not boot from,
+    a network only when Windows Update needs one."""
+    accel = probe_accelerator()
+    return VmSpec(disk=Drive(work, "qcow2"), disk_bus=spec.disk_bus, cdroms=(media,), boot_cdrom=False, role="provision",
+                  firmware=firmware, memory_mib=spec.memory_mib, cpus=spec.cpus, max_reboots=spec.max_reboots,
+                  timeout_s=spec.timeout_minutes * 60 * (spec.tcg_timeout_factor if accel.name == "tcg" else 1),
+                  network="open" if any(s.kind == "windows-update" for s in spec.steps) else "restricted")
+
+
 def _plan(manifest: Manifest) -> str:
     rows = ["index\tname\tkind\tfile\treboot\trepeat\targuments"]
     for index, step in enumerate(manifest.provision.steps, start=1):
@@ -123,7 +129,7 @@ def _suffix(kind: str) -> str:
     return {"powershell": ".ps1", "cmd": ".cmd", "msi": ".msi", "exe": ".exe", "msu": ".msu", "cloudbase-init": ".msi"}[kind]
 
 
-def _media(manifest: Manifest, files: dict[str, Path]) -> dict[str, bytes]:
+def _media(manifest: Manifest, files: dict[str, Path]) -> dict[str, bytes | Path]:
     spec = manifest.provision
     media = {"bakery/plan.tsv": _plan(manifest).encode(), "bakery/runner.ps1": RUNNER.read_bytes(),
              "bakery/sysprep-unattend.xml": SYSPREP_UNATTEND.read_bytes(),
@@ -132,9 +138,9 @@ def _media(manifest: Manifest, files: dict[str, Path]) -> dict[str, bytes]:
                                    "SYSPREP_UNATTEND=sysprep-unattend.xml\n").encode()}
     for step in spec.steps:
         if step.file:
-            media[f"bakery/files/{step.name}{_suffix(step.kind)}"] = files[f"{step.name}.file"].read_bytes()
+            media[f"bakery/files/{step.name}{_suffix(step.kind)}"] = files[f"{step.name}.file"]
         if step.config:
-            media[f"bakery/files/{step.name}.conf"] = files[f"{step.name}.config"].read_bytes()
+            media[f"bakery/files/{step.name}.conf"] = files[f"{step.name}.config"]
     return media
 
 

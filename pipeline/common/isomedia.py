@@ -14,8 +14,9 @@ import pycdlib
 from pipeline.common.files import temporary_sibling
 
 
-def write_iso(destination: Path, files: dict[str, bytes], *, label: str, long_label: str | None = None) -> Path:
-    """files maps slash-separated paths to contents; written atomically (a .part file renamed)."""
+def write_iso(destination: Path, files: dict[str, bytes | Path], *, label: str, long_label: str | None = None) -> Path:
+    """files maps slash-separated paths to contents, or to a file whose bytes are streamed when the image is
+    written (installers can be gigabytes); written atomically (a .part file renamed)."""
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, vol_ident=label)
     if long_label:
@@ -29,7 +30,10 @@ def write_iso(destination: Path, files: dict[str, bytes], *, label: str, long_la
                 iso.add_directory(_iso9660(directory), joliet_path=directory)
                 made.add(directory)
         joliet_path = "/" + "/".join(parts)
-        iso.add_fp(io.BytesIO(data), len(data), _iso9660(joliet_path, file=True), joliet_path=joliet_path)
+        if isinstance(data, Path):
+            iso.add_file(str(data), _iso9660(joliet_path, file=True), joliet_path=joliet_path)
+        else:
+            iso.add_fp(io.BytesIO(data), len(data), _iso9660(joliet_path, file=True), joliet_path=joliet_path)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = temporary_sibling(destination, ".part")
     try:

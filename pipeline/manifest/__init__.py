@@ -9,9 +9,12 @@ from pipeline.manifest.load import load_manifest, manifest_from_document, parse_
 from pipeline.manifest.model import (
     DEFAULT_FAMILY_KEYS,
     BakeSpec,
+    CanarySpec,
     InstallSpec,
     LifecyclePolicy,
     Manifest,
+    ProvisionSpec,
+    ProvisionStep,
     ReleasePolicy,
     ScsProfile,
     SecretRef,
@@ -21,6 +24,7 @@ from pipeline.manifest.model import (
 )
 
 __all__ = [
-    "DEFAULT_FAMILY_KEYS", "BakeSpec", "InstallSpec", "Manifest", "LifecyclePolicy", "ReleasePolicy", "ScsProfile", "SecretRef", "Source", "TargetSpec", "UploadSpec",
+    "DEFAULT_FAMILY_KEYS", "BakeSpec", "CanarySpec", "InstallSpec", "Manifest", "LifecyclePolicy", "ProvisionSpec", "ProvisionStep",
+    "ReleasePolicy", "ScsProfile", "SecretRef", "Source", "TargetSpec", "UploadSpec",
     "load_manifest", "manifest_from_document", "parse_release_date", "parse_variables", "today",
 ]
