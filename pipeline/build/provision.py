@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, run_vm
+from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, run_vm, timeout_s
 from pipeline.common.errors import BakeryError
 from pipeline.common.isomedia import write_iso
 from pipeline.common.progress import say
@@ -108,10 +108,9 @@ def provision(manifest: Manifest, disk: Path, files: dict[str, Path], workdir: P
 def _machine(spec: ProvisionSpec, work: Path, media: Path, firmware: str) -> VmSpec:
     """The provisioning VM: the work disk on the manifest's bus, the media as a CD-ROM it does not boot from,
     a network only when Windows Update needs one."""
-    accel = probe_accelerator()
     return VmSpec(disk=Drive(work, "qcow2"), disk_bus=spec.disk_bus, cdroms=(media,), boot_cdrom=False, role="provision",
                   firmware=firmware, memory_mib=spec.memory_mib, cpus=spec.cpus, max_reboots=spec.max_reboots,
-                  timeout_s=spec.timeout_minutes * 60 * (spec.tcg_timeout_factor if accel.name == "tcg" else 1),
+                  timeout_s=timeout_s(spec.timeout_minutes, spec.tcg_timeout_factor),
                   network="open" if any(s.kind == "windows-update" for s in spec.steps) else "restricted")
 
 

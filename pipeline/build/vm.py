@@ -140,6 +140,12 @@ def probe_accelerator(cpuinfo: Path = Path("/proc/cpuinfo"), sysfs: Path = Path(
 NICS = ("virtio-net-pci", "e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet")
 
 
+def timeout_s(minutes: float, tcg_factor: float, accel: Accelerator | None = None) -> float:
+    """A manifest's timeout is for KVM; TCG runs the same guest many times slower."""
+    accel = accel or probe_accelerator()
+    return minutes * 60 * (tcg_factor if accel.name == "tcg" else 1)
+
+
 def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket: Path, tpm_socket: Path | None,
                  agent_socket: Path | None = None) -> list[str]:
     machine = spec.machine + (",smm=on" if spec.secure_boot else "") + ("" if spec.hpet else ",hpet=off")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, run_vm
+from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, run_vm, timeout_s
 from pipeline.canary.hardware import Hardware, derive
 from pipeline.common.errors import BakeryError
 from pipeline.common.progress import say
@@ -51,7 +51,8 @@ class CanaryResult:
 
 
 def check(manifest: Manifest, properties: dict[str, str]) -> None:
-    """What can be refused before the build: a ready signal the properties give the guest no way to send."""
+    """What can be refused before the build: an unknown Nova release, a ready signal the properties give the guest
+    no way to send, and hardware Nova or libvirt would refuse."""
     spec = manifest.canary
     if spec is None:
         return
@@ -62,7 +63,7 @@ def check(manifest: Manifest, properties: dict[str, str]) -> None:
     if spec.ready == "guest-agent" and str(properties.get("hw_qemu_guest_agent", "")).lower() not in TRUE_STRINGS:
         raise manifest.error(("canary", "ready"), "guest-agent needs the property hw_qemu_guest_agent=yes: only then does Nova "
                              "give the guest the agent's channel; set it, or use ready: serial-marker")
-    plan(manifest, properties)  # hardware Nova or libvirt would refuse, refused now
+    plan(manifest, properties)
 
 
 def plan(manifest: Manifest, properties: dict[str, str]) -> Hardware:
@@ -70,7 +71,7 @@ def plan(manifest: Manifest, properties: dict[str, str]) -> Hardware:
     spec = manifest.canary
     accel = probe_accelerator()
     base = VmSpec(disk=None, disk_bus="virtio-blk", cdroms=(), role="canary", memory_mib=spec.memory_mib or max(MIN_MEMORY_MIB, manifest.min_ram),
-                  cpus=spec.cpus, timeout_s=spec.timeout_minutes * 60 * (spec.tcg_timeout_factor if accel.name == "tcg" else 1),
+                  cpus=spec.cpus, timeout_s=timeout_s(spec.timeout_minutes, spec.tcg_timeout_factor, accel),
                   max_reboots=spec.max_reboots, ready=spec.ready, ready_marker=spec.marker, network="restricted",
                   ovmf_code=Path(spec.ovmf_code) if spec.ovmf_code else None, ovmf_vars=Path(spec.ovmf_vars) if spec.ovmf_vars else None)
     return derive(properties, nova=spec.nova, accel=accel, base=base, label=f"{manifest.path}: canary")

@@ -1,6 +1,6 @@
 """Install Windows from its media, unattended, in a QEMU VM; the disk it leaves is the chain's source.
 
-The answer file and config media come from unattend.py, the VM from vm.py (both next to this module). What Setup
+The answer file and config media come from unattend.py (next to this module), the VM from build/vm.py. What Setup
 leaves (a qcow2, kept sparse) is handed to the build stage exactly like a golden image would be: refreshed
 by the bake if the manifest has one, converted to raw, inspected, measured, published.
 
@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.build.install import unattend
-from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, run_vm
+from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, run_vm
+from pipeline.build.vm import timeout_s as scaled_timeout_s
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.common.run import run
@@ -60,10 +61,7 @@ def logs_dir(build_id: str) -> Path:
 
 
 def timeout_s(manifest: Manifest) -> float:
-    """The manifest's timeout is for KVM; TCG runs the same install many times slower."""
-    spec = manifest.install
-    factor = spec.tcg_timeout_factor if probe_accelerator().name == "tcg" else 1
-    return spec.timeout_minutes * 60 * factor
+    return scaled_timeout_s(manifest.install.timeout_minutes, manifest.install.tcg_timeout_factor)
 
 
 def install(manifest: Manifest, media: Path, virtio_win: Path, workdir: Path, *, build_id: str,
