@@ -173,3 +173,14 @@ def test_plan_shows_the_machine_the_canary_would_boot_and_boots_nothing(bootable
     assert "relaxed" in planned["enlightenments"] and "<hyperv>" in planned["domain_xml"]
     assert "disk virtio-scsi, nic e1000e" in report.plan["summary"]["would boot first (canary)"]
     assert not list(isolated_state.glob("logs/canary-*")) and project_images(target) == []
+
+
+def test_missing_firmware_variables_are_refused_before_building(bootable, target, tmp_path, isolated_state):
+    props = {"hw_firmware_type": "uefi", "hw_machine_type": "q35", "os_secure_boot": "required", "hw_tpm_version": "2.0",
+             "hw_tpm_model": "tpm-crb", "hw_disk_bus": "sata"}
+    path = manifest(tmp_path, bootable("w11"), release="w11", canary={"ready": "serial-marker", "ovmf": {"vars": "no-such-vars.fd"}},
+                    properties=props)
+    report = Report("t")
+    with pytest.raises(BakeryError, match=r"canary VM: UEFI firmware variables .*no-such-vars.fd is not a file") as failure:
+        chain.build_and_publish(chain.JobOptions(path, release_date="2026-11-01"), report, target=target)
+    assert "\n" not in failure.value.one_line() and project_images(target) == [] and not (isolated_state / "work").exists()

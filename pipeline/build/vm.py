@@ -231,6 +231,7 @@ def run_vm(spec: VmSpec, workdir: Path, *, on_status: Callable[[str], None] = la
     with _children() as children, _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="bakery-vm-") as sockets:
         tpm_socket = _start_swtpm(workdir, Path(sockets), children, tpm2=spec.tpm_version != "1.2") if spec.tpm else None
         if spec.firmware == "uefi":
+            require_firmware(spec)
             shutil.copyfile(spec.ovmf_vars or (OVMF_VARS_SECURE if spec.secure_boot else OVMF_VARS), workdir / "OVMF_VARS.fd")
         try:
             asyncio.run(_supervise(spec, workdir, Path(sockets), accel, result, children, tpm_socket, on_status))
@@ -240,6 +241,16 @@ def run_vm(spec: VmSpec, workdir: Path, *, on_status: Callable[[str], None] = la
     if result.outcome != ("ready" if spec.ready else "powered-off"):
         raise VmFailed(_failure_message(result, spec), result)
     return result
+
+
+def require_firmware(spec: VmSpec) -> None:
+    """The OVMF files a UEFI guest boots with exist (checked before the hours a build may take)."""
+    code = spec.ovmf_code or (OVMF_CODE_SECURE if spec.secure_boot else OVMF_CODE)
+    variables = spec.ovmf_vars or (OVMF_VARS_SECURE if spec.secure_boot else OVMF_VARS)
+    for what, path in (("firmware code", code), ("firmware variables", variables)):
+        if not Path(path).is_file():
+            raise BakeryError(f"{spec.role} VM: UEFI {what} {path} is not a file",
+                              hint="install Debian's ovmf package (make deps), or fix the manifest's ovmf setting")
 
 
 def _failure_message(result: VmResult, spec: VmSpec) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, run_vm, timeout_s
+from pipeline.build.vm import Drive, VmFailed, VmResult, VmSpec, probe_accelerator, require_firmware, run_vm, timeout_s
 from pipeline.canary.hardware import Hardware, derive
 from pipeline.common.errors import BakeryError
 from pipeline.common.progress import say
@@ -63,7 +63,9 @@ def check(manifest: Manifest, properties: dict[str, str]) -> None:
     if spec.ready == "guest-agent" and str(properties.get("hw_qemu_guest_agent", "")).lower() not in TRUE_STRINGS:
         raise manifest.error(("canary", "ready"), "guest-agent needs the property hw_qemu_guest_agent=yes: only then does Nova "
                              "give the guest the agent's channel; set it, or use ready: serial-marker")
-    plan(manifest, properties)
+    hardware = plan(manifest, properties)
+    if hardware.vm.firmware == "uefi":
+        require_firmware(hardware.vm)
 
 
 def plan(manifest: Manifest, properties: dict[str, str]) -> Hardware:
