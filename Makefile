@@ -23,7 +23,7 @@ APT_PACKAGES := python3-venv qemu-utils fdisk qemu-system-common fuse3 ntfs-3g p
 # CI also runs the slow tier's check that real tools accept the fixtures: libguestfs inspection
 # (virt-inspector) needs its appliance, which supermin builds from the host's kernel.
 CI_APT_PACKAGES := $(if $(CI),libguestfs-tools linux-image-amd64,)
-# The whole suite takes about 21 minutes on 2 cores: `make test` runs the fast tier (about 10 minutes) on a
+# The whole suite takes about 27 minutes on 2 cores: `make test` runs the fast tier (about 11 minutes) on a
 # developer's machine and everything where CI is set (.ci/run sets it); `make test-all` runs everything anywhere.
 PYTEST_ARGS ?= $(if $(CI),,-m "not slow")
 
