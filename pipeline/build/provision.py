@@ -26,7 +26,7 @@ from pipeline.common.isomedia import write_iso
 from pipeline.common.progress import say
 from pipeline.common.run import run
 from pipeline.diskimage import fuse
-from pipeline.diskimage.info import image_info
+from pipeline.diskimage.safety import CheckedImage, qemu_img_input
 from pipeline.manifest import Manifest, ProvisionSpec
 from pipeline.windows import startup_scripts, volume
 from pipeline.windows.registry import Hive
@@ -70,16 +70,15 @@ def templates_sha256() -> str:
     return digest.hexdigest()
 
 
-def provision(manifest: Manifest, disk: Path, files: dict[str, Path], workdir: Path, *, logs: Path,
+def provision(manifest: Manifest, disk: CheckedImage, files: dict[str, Path], workdir: Path, *, logs: Path,
               record=lambda result: None) -> Path:
-    """Run the provisioning steps on a copy of `disk`; the provisioned disk (a standalone qcow2) is returned."""
+    """Run the provisioning steps on a copy of the gated `disk`; the provisioned disk (a standalone qcow2) is returned."""
     spec = manifest.provision
     workdir.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     work = workdir / "provisioned.qcow2"
     result = ProvisionResult(logs)
-    source_format = image_info(disk).format
-    run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "qcow2", disk, work], timeout=6 * 3600)
+    run(["qemu-img", "convert", "-q", *qemu_img_input(disk), "-O", "qcow2", work], timeout=6 * 3600)
     try:
         firmware = _plant_launcher(work, workdir)
         media = write_iso(workdir / "provision.iso", _media(manifest, files), label="BAKERY_PROVISION")

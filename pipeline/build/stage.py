@@ -24,16 +24,18 @@ from pipeline.windows.inspection import inspect_image, refuse_unclean_hives
 
 
 def build(manifest: Manifest, source_path: Path, workdir: Path, *, virtio_win: Path | None = None) -> BuiltImage:
-    """The raw image to publish: baked when the manifest says so, else the source (converted if qcow2)."""
-    label = _label(manifest, source_path)
-    checked = _checked(manifest, source_path, label)
+    """The raw image to publish: baked when the manifest says so, else the source (converted if qcow2).
+    With an install or provisioning, `source_path` is that stage's output, not the pinned source."""
+    stage = producing_stage(manifest)
+    label = input_label(manifest, source_path, stage)
+    checked = gate(manifest, source_path, stage)
     origin = origin_sha256(manifest)
     if manifest.bake:
         result = bake_stage.bake(manifest.bake, source_path, virtio_win, workdir, label=label,
                                  max_virtual_size=manifest.max_virtual_gib * GiB)
         return BuiltImage(result.raw, image_info(result.raw, fmt="raw"), source_path, origin, temporary=True,
                           facts=result.facts, baked=result, source_format=checked.format)
-    if manifest.install or manifest.provision:  # what Setup or the steps left: checked by the facts-based lint rules
+    if stage:  # what Setup or the steps left: checked by the facts-based lint rules
         converted = replace(_convert(source_path, workdir, origin), source_format=checked.format)
         try:
             return replace(converted, facts=inspect_image(converted.path, workdir=workdir / "inspect", label=label))
@@ -63,14 +65,22 @@ def _convert(source_path: Path, workdir: Path, origin: str) -> BuiltImage:
 def preview(manifest: Manifest, source_path: Path) -> BuiltImage:
     """What build() would hand on, without writing anything (for plan and lint): the gate's view of it, and
     what the source is (identity facts), so plan refuses what the build will refuse."""
-    label = _label(manifest, source_path)
-    checked = _checked(manifest, source_path, label)
+    label = input_label(manifest, source_path, None)
+    checked = gate(manifest, source_path, None)
     return replace(_as_built(manifest, checked), facts=_identity(manifest, checked, label))
 
 
-def _checked(manifest: Manifest, source_path: Path, label: str) -> CheckedImage:
-    declared = manifest.source.format if manifest.source and source_path == _pinned_path(manifest) else None
-    return check_image(source_path, label=label, declared=declared, max_virtual_size=manifest.max_virtual_gib * GiB)
+def producing_stage(manifest: Manifest) -> str | None:
+    """The stage whose output the build starts from (provision after an install), or None: the pinned source."""
+    return "provision" if manifest.provision else "install" if manifest.install else None
+
+
+def gate(manifest: Manifest, path: Path, stage: str | None) -> CheckedImage:
+    """The gate for the disk a stage starts from: the pinned source (stage None), held to its declared format,
+    or the disk an earlier stage left (our own qcow2)."""
+    declared = manifest.source.format if manifest.source and stage is None else None
+    return check_image(path, label=input_label(manifest, path, stage), declared=declared,
+                       max_virtual_size=manifest.max_virtual_gib * GiB)
 
 
 def _as_built(manifest: Manifest, checked: CheckedImage) -> BuiltImage:
@@ -97,14 +107,10 @@ def _identity(manifest: Manifest, checked: CheckedImage, label: str) -> Recorded
     return RecordedFacts(facts.identity(), facts.identity_lint_facts())
 
 
-def _pinned_path(manifest: Manifest) -> Path | None:
-    return Path(manifest.source.location) if manifest.source and not manifest.source.is_url else None
-
-
-def _label(manifest: Manifest, source_path: Path) -> str:
-    """A source is known by its manifest field; the disk an install left, by the install stage."""
-    if manifest.provision and source_path.name == "provisioned.qcow2":
+def input_label(manifest: Manifest, source_path: Path, stage: str | None) -> str:
+    """A source is known by its manifest field; the disk a stage left, by that stage."""
+    if stage == "provision":
         return f"{manifest.path}: provision (the disk the steps left, {source_path.name})"
-    if manifest.source:
-        return source_label(manifest)
-    return f"{manifest.path}: install (the disk Setup left, {source_path.name})"
+    if stage == "install":
+        return f"{manifest.path}: install (the disk Setup left, {source_path.name})"
+    return source_label(manifest)

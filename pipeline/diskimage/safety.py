@@ -20,7 +20,7 @@ from oslo_utils.imageutils import format_inspector
 
 from pipeline.common.errors import BakeryError
 from pipeline.common.run import require_tool, run
-from pipeline.diskimage.info import GiB, ImageInfo
+from pipeline.diskimage.info import GiB, ImageInfo, check_qcow2, qcow2_without_backing
 
 ACCEPTED = ("raw", "qcow2")
 # The inspector calls a disk with a boot-sector signature (MBR or GPT) "gpt": for us that is a raw disk.
@@ -43,6 +43,15 @@ class CheckedImage:
     @property
     def info(self) -> ImageInfo:
         return ImageInfo(self.format, self.virtual_size)
+
+
+def qemu_img_input(checked: "CheckedImage") -> list[str]:
+    """qemu-img arguments that read a gated image and nothing else: a raw file as raw (never probed), a qcow2
+    checked intact and opened without the backing file its header may name."""
+    if checked.format == "qcow2":
+        check_qcow2(checked.path)
+        return [qcow2_without_backing(checked.path)]
+    return ["-f", "raw", str(checked.path)]
 
 
 def check_image(path: Path, *, label: str, declared: str | None = None, max_virtual_size: int = DEFAULT_MAX_VIRTUAL_GIB * GiB,

@@ -85,7 +85,7 @@ def _check_inputs_beside_cache(manifest: Manifest, entry: Entry) -> list[str]:
         else:
             check_image(local, label=label, declared=source.format, max_virtual_size=manifest.max_virtual_gib * GiB)
         recorded = entry.record.get("source_format")
-        if source.format and recorded and source.format != recorded and not manifest.provision:  # (provision: its own qcow2)
+        if source.format and recorded and source.format != recorded:
             raise UnsafeImage(f"{label}: declared format {source.format}, but the pinned bytes are {recorded} (as recorded when "
                               f"they were built): refused; fix the format")
     if manifest.bake:
@@ -150,9 +150,10 @@ def built(manifest: Manifest, stages: StageIds, cache: StageCache | None, report
     if manifest.install:
         source_path, installed_version = _installed(manifest, pinned, stages, cache, report)
         scratch.append(source_path.parent)
+    pinned_format = None
     if manifest.provision:
         try:
-            source_path = _provisioned(manifest, source_path, pinned, stages, cache, report)
+            source_path, pinned_format = _provisioned(manifest, source_path, pinned, stages, cache, report)
         finally:
             if not cache:
                 for directory in scratch:
@@ -164,6 +165,8 @@ def built(manifest: Manifest, stages: StageIds, cache: StageCache | None, report
             image = build_stage.build(manifest, source_path, workdir, virtio_win=pinned.get("virtio_win"))
             if manifest.install:
                 image = dataclasses.replace(image, installed_virtio_win=installed_version)
+            if pinned_format:  # what the cache records of the source is the pinned file's format, not the stage output's
+                image = dataclasses.replace(image, source_format=pinned_format)
     finally:
         if not cache:  # the installed or provisioned disk: the built image is what counts now
             for directory in scratch:
@@ -174,23 +177,25 @@ def built(manifest: Manifest, stages: StageIds, cache: StageCache | None, report
 
 
 def _provisioned(manifest: Manifest, disk: Path, pinned: dict[str, Path], stages: StageIds, cache: StageCache | None,
-                 report: Report) -> Path:
-    """The disk the provisioning steps leave: cached by the provision stage's id, so a rerun boots nothing."""
+                 report: Report) -> tuple[Path, str]:
+    """The disk the provisioning steps leave, and the format the gate found the disk they start from in; cached
+    by the provision stage's id, so a rerun boots nothing."""
+    checked = build_stage.gate(manifest, disk, "install" if manifest.install else None)  # instead of the build's own gate
     entry = cache.get("provision", stages.provision) if cache else None
     if entry:
         say(f"cache: the provision stage's output {stages.provision[:12]} is cached: not booting the steps again")
         report.details["cache"]["provision"] = "hit"
         report.details["provision"] = {**entry.record.get("result", {}), "cached": True}
-        return entry.file("provisioned.qcow2")
+        return entry.file("provisioned.qcow2"), checked.format
     workdir = _private_dir(state_dir() / "work", f"{stages.provision[:16]}-provision-")
     with report.stage("provision"):
-        provisioned = provision_stage.provision(manifest, disk, pinned, workdir, logs=_private_dir(state_dir() / "logs", f"provision-{stages.provision[:16]}-"),
+        provisioned = provision_stage.provision(manifest, checked, pinned, workdir, logs=_private_dir(state_dir() / "logs", f"provision-{stages.provision[:16]}-"),
                                                 record=lambda result: report.details.__setitem__("provision", result.to_dict()))
     if not cache:
-        return provisioned
+        return provisioned, checked.format
     entry = cache.put("provision", stages.provision, {"provisioned.qcow2": provisioned}, {"result": report.details["provision"]})
     shutil.rmtree(workdir, ignore_errors=True)
-    return entry.file("provisioned.qcow2")
+    return entry.file("provisioned.qcow2"), checked.format
 
 
 def build_uncached(manifest: Manifest, stages: StageIds, report: Report) -> BuiltImage:

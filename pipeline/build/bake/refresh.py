@@ -20,8 +20,8 @@ from pipeline.common.errors import BakeryError
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.common.run import require_tool, run
-from pipeline.diskimage.info import GiB, check_qcow2, image_info, qcow2_without_backing
-from pipeline.diskimage.safety import DEFAULT_MAX_VIRTUAL_GIB, check_image
+from pipeline.diskimage.info import GiB, image_info
+from pipeline.diskimage.safety import DEFAULT_MAX_VIRTUAL_GIB, check_image, qemu_img_input
 from pipeline.manifest import BakeSpec
 from pipeline.windows.drivers import BOOT_DRIVERS, STAGING_DIR
 from pipeline.windows.inspection import (
@@ -85,14 +85,10 @@ def bake(spec: BakeSpec, source: Path, virtio_win: Path, workdir: Path, *, build
 
 def _bake(spec, source: Path, virtio_win: Path, workdir: Path, resolved, build_epoch: int, label: str,
           max_virtual_size: int) -> BakeResult:
-    source_format = check_image(source, label=label, max_virtual_size=max_virtual_size).format
-    if source_format == "qcow2":
-        check_qcow2(source)
+    checked = check_image(source, label=label, max_virtual_size=max_virtual_size)
     partial = workdir / "image.raw.part"
-    say(f"convert {source.name} ({source_format}) to a sparse raw work copy")
-    readable = qcow2_without_backing(source) if source_format == "qcow2" else source
-    run(["qemu-img", "convert", "-q", *(["-f", "raw"] if source_format == "raw" else []), "-O", "raw", readable, partial],
-        timeout=6 * 3600)
+    say(f"convert {source.name} ({checked.format}) to a sparse raw work copy")
+    run(["qemu-img", "convert", "-q", *qemu_img_input(checked), "-O", "raw", partial], timeout=6 * 3600)
 
     with VirtioWin(virtio_win) as media:
         build_epoch = epoch_of(spec, media) if build_epoch is None else build_epoch
