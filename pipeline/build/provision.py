@@ -25,10 +25,10 @@ from pipeline.common.errors import BakeryError
 from pipeline.common.isomedia import write_iso
 from pipeline.common.progress import say
 from pipeline.common.run import run
-from pipeline.diskimage import fuse
 from pipeline.diskimage.safety import CheckedImage, qemu_img_input
 from pipeline.manifest import Manifest, ProvisionSpec
-from pipeline.windows import startup_scripts, volume
+from pipeline.windows import startup_scripts
+from pipeline.windows.inspection import WindowsVolume, windows_volume
 from pipeline.windows.registry import Hive
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "provision"
@@ -88,12 +88,10 @@ def provision(manifest: Manifest, disk: CheckedImage, files: dict[str, Path], wo
             result.vm = run_vm(vm, logs, on_status=lambda line: say(f"provision: {line}"))
         except VmFailed as failure:
             result.vm = failure.result
-            _read_results(work, workdir, manifest, result)
+            _collect(work, workdir, manifest, result, clean=False)
             raise BakeryError(f"{manifest.path}: provision: {_running(result)}{' '.join(str(failure).split()).removeprefix('provision VM: ')}",
                               hint=failure.hint) from None
-        _read_results(work, workdir, manifest, result)
-        _raise_for_failed_step(manifest, result)
-        _remove_runner_traces(work, workdir)
+        _collect(work, workdir, manifest, result, clean=True)
         say(f"provision: {len(result.steps)} step(s) done, sysprep ran; {result.vm.reboots} reboot(s), {result.vm.elapsed_s:.0f} s")
         return work
     except BaseException:
@@ -143,25 +141,13 @@ def _media(manifest: Manifest, files: dict[str, Path]) -> dict[str, bytes | Path
 
 
 @contextlib.contextmanager
-def _windows_volume(work: Path, workdir: Path, *, writable: bool) -> Iterator[tuple[Path, volume.Layout]]:
-    """The Windows partition of the work disk mounted (the largest NTFS one), and the disk's layout."""
-    with fuse.exposed(work, "qcow2", mountpoint=workdir / "whole") as whole:
-        layout = volume.read_layout(whole, image_size=whole.stat().st_size, label_for_errors=str(work))
-    windows = max(layout.partitions, key=lambda p: p.size)
-    with fuse.exposed(work, "qcow2", mountpoint=workdir / "part", window=windows, writable=writable), \
-            volume.ntfs_mounted(workdir / "part", workdir / "mnt", writable=writable, label_for_errors=str(work)) as root:
-        yield root, layout
-
-
-@contextlib.contextmanager
-def _software_hive(root: Path, workdir: Path, label: str) -> Iterator[Hive]:
+def _software_hive(found: WindowsVolume, workdir: Path) -> Iterator[Hive]:
     """SOFTWARE edited on a local copy (hivex does not write through FUSE), copied back when the block ends."""
-    hive_path = volume.confined(root, "Windows/System32/config/SOFTWARE", label=label)
     copy = workdir / "SOFTWARE"
-    shutil.copyfile(hive_path, copy)
+    shutil.copyfile(found.software_hive, copy)
     with Hive(copy, write=True) as software:
         yield software
-    shutil.copyfile(copy, hive_path)
+    shutil.copyfile(copy, found.software_hive)
 
 
 def _plant_launcher(work: Path, workdir: Path) -> str:
@@ -170,51 +156,54 @@ def _plant_launcher(work: Path, workdir: Path) -> str:
         "@echo off", "rem Written by the image bakery: run the provisioning runner when its media is in a drive.",
         "for %%d in (D E F G H I J K L M N O P Q R S T U V W X Y Z) do if exist %%d:\\bakery\\runner.ps1 "
         "powershell.exe -NoProfile -ExecutionPolicy Bypass -File %%d:\\bakery\\runner.ps1 -Media %%d:\\bakery", ""])
-    with _windows_volume(work, workdir, writable=True) as (root, layout):
-        path = volume.confined(root, LAUNCHER.replace("\\", "/"), label=str(work))
+    with windows_volume(work, "qcow2", workdir / "volume", writable=True, label=str(work)) as found:
+        path = found.path(LAUNCHER)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(launcher.encode("ascii"))
-        with _software_hive(root, workdir, str(work)) as software:
-            startup_scripts.register(_windows_path(root, work), software, startup_scripts.StartupScript(_launcher_script(software)))
-    return layout.firmware
+        with _software_hive(found, workdir) as software:
+            startup_scripts.register(found.path, software, startup_scripts.StartupScript(_launcher_script(software)))
+        return found.layout.firmware
 
 
-def _remove_runner_traces(work: Path, workdir: Path) -> None:
+def _collect(work: Path, workdir: Path, manifest: Manifest, result: ProvisionResult, *, clean: bool) -> None:
+    """Read what the runner wrote on C: (copied into the logs directory). With `clean`, in the same mount: a
+    failed step or a missing sysprep fails here, else the runner's traces are removed."""
+    with windows_volume(work, "qcow2", workdir / "volume", writable=clean, label=str(work)) as found:
+        _read_results(found, manifest, result)
+        if clean:
+            _raise_for_failed_step(manifest, result)
+            _remove_runner_traces(found, workdir)
+
+
+def _remove_runner_traces(found: WindowsVolume, workdir: Path) -> None:
     """The images made from this disk carry neither the launcher (file and policy entries) nor the step logs
-    (a script may have printed what it should not have; the logs directory has them): removed offline."""
-    with _windows_volume(work, workdir, writable=True) as (root, _):
-        volume.confined(root, LAUNCHER.replace("\\", "/"), label=str(work)).unlink(missing_ok=True)
-        shutil.rmtree(volume.confined(root, RESULTS, label=str(work)), ignore_errors=True)
-        with _software_hive(root, workdir, str(work)) as software:
-            script = _launcher_script(software)
-            startup_scripts.unregister(_windows_path(root, work), software, script)
-            left = [s for s in startup_scripts.registered(_windows_path(root, work), software) if s.lower() == script.lower()]
-        if left:
-            raise BakeryError(f"{work}: provision: the launcher {script} is still registered after removing it")
+    (a script may have printed what it should not have; the logs directory has them)."""
+    found.path(LAUNCHER).unlink(missing_ok=True)
+    shutil.rmtree(found.path(RESULTS), ignore_errors=True)
+    with _software_hive(found, workdir) as software:
+        script = _launcher_script(software)
+        startup_scripts.unregister(found.path, software, script)
+        left = [s for s in startup_scripts.registered(found.path, software) if s.lower() == script.lower()]
+    if left:
+        raise BakeryError(f"{found.label}: provision: the launcher {script} is still registered after removing it")
 
 
 def _launcher_script(software: Hive) -> str:
     return startup_scripts.system_root(software) + LAUNCHER.removeprefix("Windows")
 
 
-def _windows_path(root: Path, work: Path):
-    return lambda relative: volume.confined(root, relative.replace("\\", "/"), label=str(work))
-
-
-def _read_results(work: Path, workdir: Path, manifest: Manifest, result: ProvisionResult) -> None:
-    """What the runner wrote on C:, read offline after the guest stopped; copied into the logs directory."""
-    with _windows_volume(work, workdir, writable=False) as (root, _):
-        results = root / RESULTS
-        for index, step in enumerate(manifest.provision.steps, start=1):
-            base = f"{index:02d}-{step.name}"
-            code = _read_text(results / f"{base}.exit")
-            log = _read_text(results / f"{base}.log")
-            if log:
-                (result.logs / f"{base}.log").write_text(log)
-            lines = [line for line in log.splitlines() if line.strip()]
-            result.steps.append(StepResult(index, step.name, step.kind, int(code) if code.strip().lstrip("-").isdigit() else None,
-                                           lines[-1][:200] if lines else ""))
-        result.finished = (results / "finished").exists()
+def _read_results(found: WindowsVolume, manifest: Manifest, result: ProvisionResult) -> None:
+    results = found.path(RESULTS)
+    for index, step in enumerate(manifest.provision.steps, start=1):
+        base = f"{index:02d}-{step.name}"
+        code = _read_text(results / f"{base}.exit")
+        log = _read_text(results / f"{base}.log")
+        if log:
+            (result.logs / f"{base}.log").write_text(log)
+        lines = [line for line in log.splitlines() if line.strip()]
+        result.steps.append(StepResult(index, step.name, step.kind, int(code) if code.strip().lstrip("-").isdigit() else None,
+                                       lines[-1][:200] if lines else ""))
+    result.finished = (results / "finished").exists()
 
 
 def _read_text(path: Path) -> str:

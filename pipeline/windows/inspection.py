@@ -210,9 +210,8 @@ def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool, cloc
     every time the file system stamps is that Unix time). `label` names the image in errors."""
     label = label or str(image)
     size = image_info(image, fmt=fmt).virtual_size
+    layout = _layout(image, fmt, workdir, size=size, label=label)
     with contextlib.ExitStack() as stack:
-        disk = image if fmt == "raw" else stack.enter_context(fuse.exposed(image, fmt, mountpoint=workdir / "disk"))
-        layout = volume.read_layout(disk, image_size=size, label_for_errors=label)
         searched = []
         for partition in layout.partitions:
             window = workdir / f"part{partition.number}"
@@ -234,6 +233,15 @@ def windows_volume(image: Path, fmt: str, workdir: Path, *, writable: bool, cloc
         raise BakeryError(
             f"{label}: no Windows installation (Windows\\System32\\config\\SYSTEM) on NTFS partition(s) {', '.join(map(str, searched))}"
         )
+
+
+def _layout(image: Path, fmt: str, workdir: Path, *, size: int, label: str) -> volume.Layout:
+    """The partition table; a qcow2 is exposed only while it is read, so a partition can then be exposed writable
+    (qemu-storage-daemon locks the image for each export)."""
+    if fmt == "raw":
+        return volume.read_layout(image, image_size=size, label_for_errors=label)
+    with fuse.exposed(image, fmt, mountpoint=workdir / "disk") as disk:
+        return volume.read_layout(disk, image_size=size, label_for_errors=label)
 
 
 def inspect_image(image: Path, *, workdir: Path | None = None, label: str | None = None,
