@@ -492,12 +492,8 @@ def _plan_guest_stages(manifest: Manifest, properties: dict[str, str], planned: 
         planned["summary"]["would provision"] = f"{', '.join(steps)}; at most {manifest.provision.max_reboots} reboot(s)"
     if manifest.canary:
         hardware = canary.plan(manifest, properties)
-        vm = hardware.vm
         planned["canary"] = {**hardware.to_dict(), "domain_xml": hardware.domain_xml}
-        planned["summary"]["would boot first (canary)"] = (
-            f"{vm.machine}, {vm.firmware}{' + Secure Boot' if vm.secure_boot else ''}{' + TPM ' + vm.tpm_version if vm.tpm else ''}, "
-            f"disk {vm.disk_bus}, nic {vm.nic}, video {vm.video}; ready by {vm.ready}"
-            + (f" ({hardware.not_applied})" if hardware.not_applied else ""))
+        planned["summary"]["would boot first (canary)"] = hardware.summary + (f" ({hardware.not_applied})" if hardware.not_applied else "")
 
 
 def _plan_target(destination: _Destination, prepared: _Prepared, options: JobOptions) -> dict:

@@ -89,7 +89,7 @@ def provision(manifest: Manifest, disk: CheckedImage, files: dict[str, Path], wo
         except VmFailed as failure:
             result.vm = failure.result
             _collect(work, workdir, manifest, result, clean=False)
-            raise BakeryError(f"{manifest.path}: provision: {_running(result)}{' '.join(str(failure).split()).removeprefix('provision VM: ')}",
+            raise BakeryError(f"{manifest.path}: provision: {_running(result)}{failure.reason}",
                               hint=failure.hint) from None
         _collect(work, workdir, manifest, result, clean=True)
         say(f"provision: {len(result.steps)} step(s) done, sysprep ran; {result.vm.reboots} reboot(s), {result.vm.elapsed_s:.0f} s")

@@ -1,8 +1,9 @@
-"""Run one installer VM under QEMU until the guest powers itself off, and never leave a process behind.
+"""Run one VM under QEMU (a Windows install, a provisioning run, a canary boot) until the guest powers itself
+off or, for a canary, is ready; and never leave a process behind.
 
 The guest is watched over QMP (the monitor socket is ours: Python listens, QEMU connects, so there is no
-start-up race). Reboots (RESET) are part of Windows Setup and are counted, not treated as the end; the end
-is SHUTDOWN initiated by the guest. A panic (pvpanic's GUEST_PANICKED, with the guest paused so the screen
+start-up race). Reboots (RESET) are part of Windows Setup and are counted, not treated as the end (beyond
+max_reboots they are a loop); the end is SHUTDOWN initiated by the guest, or the ready signal. A panic (pvpanic's GUEST_PANICKED, with the guest paused so the screen
 can be captured) or the timeout takes a PNG screenshot, stops QEMU and fails the build in one line.
 
 Every child (QEMU, swtpm) gets PR_SET_PDEATHSIG, so even a SIGKILLed build takes them down; on Ctrl-C,
@@ -45,10 +46,13 @@ PR_SET_PDEATHSIG = 1
 
 
 class VmFailed(BakeryError):
-    """The guest did not finish: timeout, panic, or QEMU stopped. Carries what was captured."""
+    """The guest did not finish: timeout, panic, or QEMU stopped. Carries what was captured, and the reason
+    without the "<role> VM:" prefix for callers that say which stage failed themselves."""
 
-    def __init__(self, message: str, result: "VmResult"):
-        super().__init__(message, hint=f"serial log {result.serial_log}" + (f", screenshot {result.screenshot}" if result.screenshot else ""))
+    def __init__(self, role: str, reason: str, result: "VmResult"):
+        super().__init__(f"{role} VM: {reason}",
+                         hint=f"serial log {result.serial_log}" + (f", screenshot {result.screenshot}" if result.screenshot else ""))
+        self.reason = reason
         self.result = result
 
 
@@ -96,7 +100,20 @@ class VmSpec:
 
     @property
     def q35(self) -> bool:
-        return self.machine.startswith(("q35", "pc-q35"))
+        return is_q35(self.machine)
+
+    @property
+    def firmware_code(self) -> Path:
+        return self.ovmf_code or (OVMF_CODE_SECURE if self.secure_boot else OVMF_CODE)
+
+    @property
+    def firmware_vars(self) -> Path:
+        """The variables the guest gets a private copy of."""
+        return self.ovmf_vars or (OVMF_VARS_SECURE if self.secure_boot else OVMF_VARS)
+
+
+def is_q35(machine: str) -> bool:
+    return machine.startswith(("q35", "pc-q35"))
 
 
 @dataclass
@@ -137,9 +154,6 @@ def probe_accelerator(cpuinfo: Path = Path("/proc/cpuinfo"), sysfs: Path = Path(
     return Accelerator("kvm", "vmx/svm present and /dev/kvm usable")
 
 
-NICS = ("virtio-net-pci", "e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet")
-
-
 def timeout_s(minutes: float, tcg_factor: float, accel: Accelerator | None = None) -> float:
     """A manifest's timeout is for KVM; TCG runs the same guest many times slower."""
     accel = accel or probe_accelerator()
@@ -174,8 +188,7 @@ def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket:
 def _firmware(spec: VmSpec, workdir: Path) -> list[str]:
     if spec.firmware != "uefi":
         return []
-    code = spec.ovmf_code or (OVMF_CODE_SECURE if spec.secure_boot else OVMF_CODE)
-    argv = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+    argv = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={spec.firmware_code}",
             "-drive", f"if=pflash,format=raw,unit=1,file={workdir / 'OVMF_VARS.fd'}"]
     return argv + (["-global", "driver=cfi.pflash01,property=secure,value=on"] if spec.secure_boot else [])
 
@@ -232,28 +245,26 @@ def run_vm(spec: VmSpec, workdir: Path, *, on_status: Callable[[str], None] = la
         tpm_socket = _start_swtpm(workdir, Path(sockets), children, tpm2=spec.tpm_version != "1.2") if spec.tpm else None
         if spec.firmware == "uefi":
             require_firmware(spec)
-            shutil.copyfile(spec.ovmf_vars or (OVMF_VARS_SECURE if spec.secure_boot else OVMF_VARS), workdir / "OVMF_VARS.fd")
+            shutil.copyfile(spec.firmware_vars, workdir / "OVMF_VARS.fd")
         try:
             asyncio.run(_supervise(spec, workdir, Path(sockets), accel, result, children, tpm_socket, on_status))
         except KeyboardInterrupt:
             result.outcome = "interrupted"
             raise
     if result.outcome != ("ready" if spec.ready else "powered-off"):
-        raise VmFailed(_failure_message(result, spec), result)
+        raise VmFailed(spec.role, _failure_reason(result, spec), result)
     return result
 
 
 def require_firmware(spec: VmSpec) -> None:
     """The OVMF files a UEFI guest boots with exist (checked before the hours a build may take)."""
-    code = spec.ovmf_code or (OVMF_CODE_SECURE if spec.secure_boot else OVMF_CODE)
-    variables = spec.ovmf_vars or (OVMF_VARS_SECURE if spec.secure_boot else OVMF_VARS)
-    for what, path in (("firmware code", code), ("firmware variables", variables)):
+    for what, path in (("firmware code", spec.firmware_code), ("firmware variables", spec.firmware_vars)):
         if not Path(path).is_file():
             raise BakeryError(f"{spec.role} VM: UEFI {what} {path} is not a file",
                               hint="install Debian's ovmf package (make deps), or fix the manifest's ovmf setting")
 
 
-def _failure_message(result: VmResult, spec: VmSpec) -> str:
+def _failure_reason(result: VmResult, spec: VmSpec) -> str:
     last = f"; last serial line: {result.last_serial_line!r}" if result.last_serial_line else ""
     goal = f"was ready ({spec.ready})" if spec.ready else "powered off"
     what = {
@@ -264,7 +275,7 @@ def _failure_message(result: VmResult, spec: VmSpec) -> str:
         "qemu-exited": f"QEMU exited before the guest {goal}",
         "host-shutdown": "QEMU was shut down from outside the guest",
     }.get(result.outcome, result.outcome)
-    return f"{spec.role} VM: {what} after {result.reboots} reboot(s), {result.elapsed_s:.0f} s{last}"
+    return f"{what} after {result.reboots} reboot(s), {result.elapsed_s:.0f} s{last}"
 
 
 async def _supervise(spec: VmSpec, workdir: Path, sockets: Path, accel: Accelerator, result: VmResult,
@@ -302,6 +313,7 @@ async def _watch(qmp: QMPClient, qemu: subprocess.Popen, spec: VmSpec, result: V
     with qmp.listener() as listener:
         next_status = started + 30
         next_ready_check = started
+        marker = _MarkerScan(result.serial_log, spec.ready_marker.encode()) if spec.ready == "serial-marker" else None
         last_reset = float("-inf")
         while True:
             now = time.monotonic()
@@ -315,7 +327,7 @@ async def _watch(qmp: QMPClient, qemu: subprocess.Popen, spec: VmSpec, result: V
                 return
             if spec.ready and now >= next_ready_check:
                 next_ready_check = now + READY_POLL_S
-                if await _is_ready(spec, result, agent_socket):
+                if await _is_ready(spec, marker, agent_socket):
                     result.outcome = "ready"
                     return
             if spec.boot_keypress and result.reboots == 0 and now - started < KEYPRESS_WINDOW_S:
@@ -349,17 +361,33 @@ async def _watch(qmp: QMPClient, qemu: subprocess.Popen, spec: VmSpec, result: V
                 return
 
 
-async def _is_ready(spec: VmSpec, result: VmResult, agent_socket: Path | None) -> bool:
+async def _is_ready(spec: VmSpec, marker: "_MarkerScan | None", agent_socket: Path | None) -> bool:
     if spec.ready == "serial-marker":
-        return _serial_has(result.serial_log, spec.ready_marker)
+        return marker is not None and marker.found()
     return agent_socket is not None and await _agent_answers(agent_socket)
 
 
-def _serial_has(log: Path, marker: str) -> bool:
-    try:
-        return marker.encode() in log.read_bytes()
-    except OSError:
-        return False
+@dataclass
+class _MarkerScan:
+    """A marker in a growing log, each byte read about once: hours of serial output are not re-read every poll.
+    The last len(marker)-1 bytes are kept, so a marker split across two reads is still found."""
+
+    path: Path
+    marker: bytes
+    offset: int = 0
+    tail: bytes = b""
+
+    def found(self) -> bool:
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(self.offset)
+                new = log.read()
+        except OSError:
+            return False
+        self.offset += len(new)
+        window = self.tail + new
+        self.tail = window[len(window) - len(self.marker) + 1:] if len(window) >= len(self.marker) else window
+        return self.marker in window
 
 
 async def _agent_answers(socket_path: Path) -> bool:

@@ -90,8 +90,7 @@ def run_canary(manifest: Manifest, image: Path, hardware: Hardware, *, workdir: 
     if hardware.not_applied:
         result.notes.append(hardware.not_applied)
         say(f"canary: {hardware.not_applied}")
-    say(f"canary: booting {image.name} as Nova would: {vm.machine}, {vm.firmware}{' + Secure Boot' if vm.secure_boot else ''}"
-        f"{' + TPM ' + vm.tpm_version if vm.tpm else ''}, disk {vm.disk_bus}, nic {vm.nic}, video {vm.video}; ready by {vm.ready}")
+    say(f"canary: booting {image.name} as Nova would: {hardware.summary}")
     try:
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.resolve(), "-F", "raw", overlay])
         try:
@@ -99,7 +98,7 @@ def run_canary(manifest: Manifest, image: Path, hardware: Hardware, *, workdir: 
         except VmFailed as failure:
             result.vm = failure.result
             raise CanaryFailed(f"{manifest.path}: canary: the image did not boot on the machine its properties describe "
-                               f"({_summary(vm)}): {' '.join(str(failure).split()).removeprefix('canary VM: ')}", result) from None
+                               f"({_summary(vm)}): {failure.reason}", result) from None
         result.ok = True
         say(f"canary: ready after {result.vm.elapsed_s:.0f} s ({result.vm.accelerator}, {result.vm.reboots} reboot(s))")
         return result

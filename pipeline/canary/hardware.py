@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 
-from pipeline.build.vm import Accelerator, VmSpec
+from pipeline.build.vm import Accelerator, VmSpec, is_q35
 from pipeline.common.errors import BakeryError
 from pipeline.properties.explain import explain
 
@@ -32,6 +32,13 @@ class Hardware:
     accelerator: str  # kvm | tcg
     not_applied: str = ""  # why some of it is missing (TCG has no Hyper-V enlightenments)
 
+    @property
+    def summary(self) -> str:
+        """One line for people: what the guest gets, and how it will be known to be ready."""
+        vm = self.vm
+        return (f"{vm.machine}, {vm.firmware}{' + Secure Boot' if vm.secure_boot else ''}{' + TPM ' + vm.tpm_version if vm.tpm else ''}, "
+                f"disk {vm.disk_bus}, nic {vm.nic}, video {vm.video}; ready by {vm.ready}")
+
     def to_dict(self) -> dict:
         vm = self.vm
         return {"accelerator": self.accelerator, "machine": vm.machine, "firmware": vm.firmware, "secure_boot": vm.secure_boot, "tpm": vm.tpm_version if vm.tpm else None,
@@ -47,7 +54,7 @@ def derive(properties: dict[str, str], *, nova: str, accel: Accelerator, base: V
     domain = ET.fromstring(explanation.xml)
     os_el, devices = domain.find("os"), domain.find("devices")
     machine = os_el.find("type").get("machine")
-    q35 = machine.startswith(("q35", "pc-q35"))
+    q35 = is_q35(machine)
     uefi = os_el.get("firmware") == "efi"
     feature = os_el.find("firmware/feature[@name='secure-boot']")
     loader = os_el.find("loader")
