@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.common.digests import sha256_file
-from pipeline.common.run import run
-from pipeline.synthetic import standin_windows, virtio_iso, windows_disk
+from pipeline.synthetic import virtio_iso, windows_disk
 
 DEMO_MANIFEST = "manifests/demo-w10entx64.yaml"  # as recorded in bakery_manifest
 DEMO_WINDOWS = "w10-oldvirtio"
@@ -22,11 +21,8 @@ DEMO_SIZE = 1024**3  # small: the demo uploads it twice to the local Glance
 
 def generate_inputs(directory: Path) -> dict[str, str]:
     """The demo manifest's variables: the base image (qcow2, like a golden image) and the ISO, pinned."""
-    raw = windows_disk.generate(directory / "w10entx64-golden.raw", DEMO_WINDOWS, size=DEMO_SIZE)
-    standin_windows.make_bootable(raw, cache=directory / "kernel")
-    base = directory / "w10entx64-golden.qcow2"
-    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, base], timeout=600)
-    raw.unlink()
+    base = windows_disk.generate(directory / "w10entx64-golden.qcow2", DEMO_WINDOWS, size=DEMO_SIZE, fmt="qcow2",
+                                 bootable_with=directory / "kernel")
     iso = virtio_iso.write_iso(directory / f"virtio-win-{DEMO_VIRTIO_WIN}.iso", DEMO_VIRTIO_WIN)
     return {"base_image": str(base), "base_sha256": sha256_file(base), "virtio_win_iso": str(iso), "virtio_win_sha256": sha256_file(iso)}
 

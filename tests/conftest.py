@@ -227,15 +227,15 @@ def bootable(media, standin_kernel, tmp_path_factory):
     if shutil.which("grub-mkimage") is None or not Path("/usr/lib/grub/i386-pc/boot.img").exists():
         pytest.skip("grub-pc-bin missing (its boot.img and core.img boot the BIOS stand-in; `make deps` installs it)")
     from pipeline.common.digests import sha256_file
-    from pipeline.synthetic import standin_windows, windows_disk
+    from pipeline.synthetic import windows_disk
 
     root = tmp_path_factory.mktemp("bootable")
     made: dict[str, Path] = {}
 
     def disk(release: str) -> tuple[Path, str]:
         if release not in made:
-            made[release] = standin_windows.make_bootable(
-                windows_disk.generate(root / f"{release}.raw", release, size=STANDIN_DISK_SIZE), cache=standin_kernel)
+            made[release] = windows_disk.generate(root / f"{release}.raw", release, size=STANDIN_DISK_SIZE,
+                                                  bootable_with=standin_kernel)
         return made[release], sha256_file(made[release])
 
     return disk

@@ -43,7 +43,7 @@ DISKBOOT_BLOCKLIST = 12  # in core.img's first sector, from its end: start LBA (
 
 def make_bootable(disk: Path, *, cache: Path) -> Path:
     """Write the stand-in's boot path into a raw synthetic Windows disk, in place."""
-    for tool, package in (("grub-mkimage", "grub-common"), ("mcopy", "mtools"), ("sbsign", "sbsigntool")):
+    for tool, package in (("mcopy", "mtools"), ("sbsign", "sbsigntool")):
         require_tool(tool, package)
     layout = volume.read_layout(disk, image_size=disk.stat().st_size, label_for_errors=str(disk))
     with tempfile.TemporaryDirectory(prefix="standin-boot-", dir=disk.parent) as scratch:
@@ -66,7 +66,9 @@ def _esp_boot(disk: Path, layout: volume.Layout, bootloader: Path, scratch: Path
 
 
 def _mbr_boot(disk: Path, layout: volume.Layout, vmlinuz: Path, initrd: Path, scratch: Path) -> None:
-    require_tool("grub-mkimage", "grub-pc-bin")
+    require_tool("grub-mkimage", "grub-common")
+    if not (GRUB_DIR / "boot.img").is_file():
+        raise RuntimeError(f"{GRUB_DIR / 'boot.img'} is missing: install grub-pc-bin (make deps does)")
     system = next((p for p in layout.partitions if p.bootable), layout.partitions[0])  # System Reserved
     with fuse.exposed(disk, "raw", mountpoint=scratch / "system", window=system, writable=True):
         with volume.ntfs_mounted(scratch / "system", scratch / "mnt", writable=True, label_for_errors=str(disk)) as root:

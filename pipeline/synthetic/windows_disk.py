@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.common.run import require_tool, run
 from pipeline.diskimage import fuse
-from pipeline.synthetic import virtio_iso
+from pipeline.synthetic import standin_windows, virtio_iso
 from pipeline.windows import volume
 from pipeline.windows.drivers import DRIVERS, os_directory
 from pipeline.windows.registry import REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ, REG_SZ, Hive, empty_hive
@@ -70,8 +70,10 @@ RELEASES["w7-x86"] = replace(RELEASES["w7"], key="w7-x86", arch="X86")
 RELEASES["w7-lkg"] = replace(RELEASES["w7"], key="w7-lkg", last_known_good=2)
 
 
-def generate(path: Path, release: str | WindowsRelease, *, size: int = 40 * GiB, fmt: str = "raw") -> Path:
-    """Write a fixture disk to path (raw, or qcow2 converted from it)."""
+def generate(path: Path, release: str | WindowsRelease, *, size: int = 40 * GiB, fmt: str = "raw",
+             bootable_with: Path | None = None) -> Path:
+    """Write a fixture disk to path (raw, or qcow2 converted from it). With `bootable_with` (where the Debian
+    kernel package is kept), the disk also boots the stand-in Windows (standin_windows.py)."""
     spec = RELEASES[release] if isinstance(release, str) else release
     require_tool("sfdisk", "fdisk")
     require_tool("mkntfs", "ntfs-3g")
@@ -89,6 +91,8 @@ def generate(path: Path, release: str | WindowsRelease, *, size: int = 40 * GiB,
                 _format_and_fill(raw, partition, spec if partition is windows_partition else None, scratch)
             elif partition.type.upper() == volume.ESP_GPT:
                 _efi_system_partition(raw, partition, scratch)
+        if bootable_with:
+            standin_windows.make_bootable(raw, cache=bootable_with)
         partial = path.with_name(path.name + ".part")
         if fmt == "raw":
             raw.replace(partial)
