@@ -18,7 +18,7 @@ from pipeline.common.errors import BakeryError
 from pipeline.common.progress import say
 from pipeline.common.run import run
 from pipeline.manifest import Manifest
-from pipeline.properties.explain import TRUE_STRINGS, release_number
+from pipeline.properties.explain import agent_channel, release_number
 
 MIN_MEMORY_MIB = 2048  # what a Windows guest gets when the image's min_ram asks for less
 
@@ -60,7 +60,7 @@ def check(manifest: Manifest, properties: dict[str, str]) -> None:
         release_number(spec.nova)
     except BakeryError:
         raise manifest.error(("canary", "nova"), f"expected a Nova release name (as explain --nova), got {spec.nova!r}") from None
-    if spec.ready == "guest-agent" and str(properties.get("hw_qemu_guest_agent", "")).lower() not in TRUE_STRINGS:
+    if spec.ready == "guest-agent" and not agent_channel(properties):
         raise manifest.error(("canary", "ready"), "guest-agent needs the property hw_qemu_guest_agent=yes: only then does Nova "
                              "give the guest the agent's channel; set it, or use ready: serial-marker")
     hardware = plan(manifest, properties)

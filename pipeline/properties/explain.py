@@ -18,6 +18,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from oslo_utils import strutils
+
 from pipeline.common.errors import BakeryError
 from pipeline.glance.images import custom_properties, fetch_image
 
@@ -31,7 +33,6 @@ RELEASES = {
 VERIFIED_FROM = 34  # the release run here (nova 34): firmware auto-selection and vmcoreinfo are claimed from it on
 ALIASES = {"antelope": "2023.1", "bobcat": "2023.2", "caracal": "2024.1", "dalmatian": "2024.2", "epoxy": "2025.1",
            "flamingo": "2025.2", "gazpacho": "2026.1", "hibiscus": "2026.2", "2017": "pike", "master": "2026.2"}
-TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")  # a boolean image property, as oslo's bool_from_string reads it
 RECOMMENDED_WINDOWS = {"os_type": "windows", "hw_machine_type": "q35", "hw_firmware_type": "uefi", "hw_disk_bus": "virtio",
                        "hw_vif_model": "virtio", "hw_video_model": "virtio", "hw_qemu_guest_agent": "yes"}
 
@@ -120,9 +121,14 @@ def _devices(domain: ET.Element, props: dict, number: int) -> None:
         ET.SubElement(tpm, "backend", type="emulator", version=props["hw_tpm_version"])
     video = ET.SubElement(devices, "video")
     ET.SubElement(video, "model", type=props.get("hw_video_model") or _default_video(props, number))
-    if str(props.get("hw_qemu_guest_agent", "")).strip().lower() in TRUE_STRINGS:
+    if agent_channel(props):
         channel = ET.SubElement(devices, "channel", type="unix")
         ET.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
+
+
+def agent_channel(props: dict) -> bool:
+    """Whether Nova gives the guest the QEMU guest agent's channel: a boolean property, read as Nova reads it."""
+    return strutils.bool_from_string(props.get("hw_qemu_guest_agent"))
 
 
 def _default_video(props: dict, number: int) -> str:
