@@ -101,10 +101,12 @@ def publish(c, artifact, cloud=None, json=None, allow_older=False):
 def ci(c, engine="gitlab", catalog="manifests", cloud=None, tag=None, set=None, setup=None, cache_dir=None, invoke=".venv/bin/invoke",
        out=None, json=None):
     """Generate the CI pipeline of a catalog: lint, a bake job per manifest, a publish job per manifest and cloud."""
-    options = gitlab.Options(invoke=invoke, tags=tuple(tag or ()), cache_dir=cache_dir, variables=tuple(set or ()),
-                             **({"setup": tuple(setup)} if setup else {}))
+    def options() -> gitlab.Options:  # checked inside execute: a refused option is one line, like any error
+        return gitlab.Options(invoke=invoke, tags=tuple(tag or ()), cache_dir=cache_dir, variables=tuple(set or ()),
+                              **({"setup": tuple(setup)} if setup else {}))
+
     report = execute("ci", json, lambda report: chain.generate_ci(report, engine=engine, catalog=Path(catalog), clouds=tuple(cloud or ()),
-                                                                 options=options, out=Path(out) if out else None), summary=False)
+                                                                 options=options(), out=Path(out) if out else None), summary=False)
     if not out:
         print(report.details["ci"]["text"], end="")
 

@@ -610,6 +610,6 @@ def generate_ci(report: Report, *, engine: str, catalog: Path, clouds: tuple[str
         write_atomically(out, text)
     report.details["ci"] = {"engine": engine, "out": str(out) if out else None, "text": text,
                             "jobs": [name for name in document if ":" in name or name == "lint"],
-                            "families": sorted({e.family for e in entries})}
+                            "families": sorted({"/".join(e.family) for e in entries})}
     report.ok = True
     return text

@@ -124,3 +124,102 @@ def test_a_broken_manifest_fails_the_generation_not_the_pipeline(project, tmp_pa
     manifest.write_text(manifest.read_text().replace("visibility: private", "visibility: secret"))
     proc = run_invoke("ci", "--catalog", str(project / "manifests"), state=tmp_path / "state")
     assert proc.returncode == 1 and "w10b.yaml" in proc.stderr and not (project / ".gitlab-ci.yml").exists(), proc.stderr
+
+
+# -- names a shell would read as code stay one word in every generated line ------------------------------------
+
+RECORDER = """import json, os, sys
+with open(os.environ["RECORD_TO"], "a") as out:
+    out.write(json.dumps(sys.argv[1:]) + "\\n")
+for i, word in enumerate(sys.argv):  # the jobs' report paths exist, as the bakery's would
+    if word == "--json":
+        os.makedirs(os.path.dirname(sys.argv[i + 1]) or ".", exist_ok=True)
+        open(sys.argv[i + 1], "w").write("{}")
+"""
+HOSTILE_FILE = "rel$(touch PWNED-name);touch PWNED-semi ${IFS}x'q\"\\|&.yaml"
+HOSTILE_FOLDER = "cat$(touch PWNED-folder) x"
+HOSTILE_CLOUD = "x;touch PWNED-cloud"
+HOSTILE_FAMILY = "w10$(touch PWNED-family)"
+
+
+@pytest.fixture
+def hostile_catalog(tmp_path):
+    root = tmp_path / "hostile-project"
+    folder = root / HOSTILE_FOLDER
+    folder.mkdir(parents=True)
+    image = root / "images" / "w10.raw"
+    write_manifest(folder, image, make_image(image, MiB, seed="hostile"), name=HOSTILE_FILE,
+                   family={"os_distro_major": HOSTILE_FAMILY}, properties={"hw_disk_bus": "virtio"})
+    recorder = tmp_path / "recorder.py"
+    recorder.write_text(RECORDER)
+    return root, recorder
+
+
+def generate_with(root: Path, state: Path, *args: str, invoke: str) -> subprocess.CompletedProcess:
+    runner = f"{PROJECT_ROOT}/.venv/bin/invoke --search-root {PROJECT_ROOT}"
+    return subprocess.run([*runner.split(), "ci", "--catalog", HOSTILE_FOLDER, "--invoke", invoke, "--setup", "true",
+                           "--out", ".gitlab-ci.yml", *args], cwd=root, capture_output=True, text=True,
+                          env={**_env(), "BAKERY_STATE_DIR": str(state)}, timeout=120)
+
+
+def test_hostile_names_stay_single_words_in_bash(hostile_catalog, tmp_path):
+    root, recorder = hostile_catalog
+    proc = generate_with(root, tmp_path / "state", "--cloud", HOSTILE_CLOUD, invoke=f"python3 {recorder}")
+    assert proc.returncode == 0, proc.stderr
+    pipeline = yaml.safe_load((root / ".gitlab-ci.yml").read_text())
+    record = tmp_path / "argv.jsonl"
+    for name, job in pipeline.items():
+        for line in job.get("script", []) if isinstance(job, dict) else []:
+            subprocess.run(["bash", "-c", line], cwd=root, check=True, env={**_env(), "RECORD_TO": str(record)}, timeout=60)
+    assert not list(root.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    manifest = f"{HOSTILE_FOLDER}/{HOSTILE_FILE}"
+    assert ["lint", "--manifest", manifest] == calls[0][:3]
+    assert ["bake", "--manifest", manifest] == calls[1][:3]
+    assert calls[2][:4] == ["publish", "--artifact", calls[2][2], "--cloud"] and calls[2][4] == HOSTILE_CLOUD
+    (group,) = {job["resource_group"] for name, job in pipeline.items() if name.startswith("publish:")}
+    assert "$" not in group and "(" not in group and ";" not in group, group
+
+
+def test_hostile_names_stay_single_words_under_gitlab_ci_local(hostile_catalog, tmp_path):
+    if not GITLAB_CI_LOCAL.exists() or shutil.which("rsync") is None:
+        pytest.skip("gitlab-ci-local or rsync is missing: run `make deps`")
+    root, recorder = hostile_catalog
+    record = tmp_path / "argv.jsonl"
+    assert generate_with(root, tmp_path / "state", "--cloud", HOSTILE_CLOUD, invoke=f"python3 {recorder}").returncode == 0
+    subprocess.run(["git", "init", "-q", "."], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org", "commit", "-qm", "catalog"], cwd=root, check=True)
+    run = subprocess.run([str(GITLAB_CI_LOCAL), "--variable", "CI_PIPELINE_SOURCE=schedule", "--ignore-predefined-vars", "CI_PIPELINE_SOURCE",
+                          "--variable", f"RECORD_TO={record}"], cwd=root, capture_output=True, text=True, env=_env(), timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert not list(root.rglob("PWNED*")), list(root.rglob("PWNED*"))
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert {tuple(call[:3]) for call in calls if call[0] != "publish"} == {
+        ("lint", "--manifest", f"{HOSTILE_FOLDER}/{HOSTILE_FILE}"), ("bake", "--manifest", f"{HOSTILE_FOLDER}/{HOSTILE_FILE}")}
+    assert [call[4] for call in calls if call[0] == "publish"] == [HOSTILE_CLOUD]
+
+
+@pytest.mark.parametrize("name, expect", [("a\nb.yaml", "U+000A"), ("a\x1bb.yaml", "U+001B"), ("-rf.yaml", "starts with -"),
+                                          ("a\u202eb.yaml", "U+202E"), ("a`touch PWNED`.yaml", "backtick")],
+                         ids=["newline", "escape", "leading-dash", "rlo", "backtick"])
+def test_names_a_runner_treats_specially_are_refused_at_generation(tmp_path, name, expect):
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    image = tmp_path / "images" / "w10.raw"
+    write_manifest(folder, image, make_image(image, MiB, seed="special"), name=name)
+    proc = run_invoke("ci", "--catalog", str(folder), state=tmp_path / "state")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert expect in proc.stderr and "catalog" in proc.stderr
+
+
+@pytest.mark.parametrize("args, expect", [(("--cloud", "a\nb"), "--cloud"), (("--tag", "k\nvm"), "--tag"),
+                                          (("--setup", "make deps\ncurl evil"), "--setup"), (("--cloud", "x`id`"), "--cloud"),
+                                          (("--set", "label=a`id`"), "--set")], ids=["cloud", "tag", "setup", "cloud-backtick", "set-backtick"])
+def test_options_with_line_breaks_are_refused_at_generation(tmp_path, args, expect):
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    image = tmp_path / "images" / "w10.raw"
+    write_manifest(folder, image, make_image(image, MiB, seed="options"), name="w10.yaml")
+    proc = run_invoke("ci", "--catalog", str(folder), *args, state=tmp_path / "state")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and expect in proc.stderr, proc.stderr

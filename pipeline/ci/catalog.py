@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.common.errors import BakeryError
+from pipeline.common.sinks import script_word
 from pipeline.manifest import load_manifest
 
 
@@ -15,24 +16,28 @@ from pipeline.manifest import load_manifest
 class Entry:
     manifest: str  # as jobs name it: relative to where they run, when it is inside it
     slug: str  # job-name safe, unique in the catalog
-    family: str  # the release family: what a publish must be serialized on
+    family: tuple[str, ...]  # the release family's values: what a publish must be serialized on
     clouds: tuple[str, ...]  # () = the job's default target
 
 
 def read(folder: Path, *, base: Path, clouds: tuple[str, ...] = (), variables: dict[str, str] | None = None) -> list[Entry]:
     """Every family manifest of `folder`, validated now so that a broken one fails the generation, not the pipeline.
     base: where the jobs run (the pipeline file's folder); manifests inside it are named relative to it."""
+    script_word("--catalog", str(folder))
+    for cloud in clouds:
+        script_word("--cloud", cloud)
     paths = sorted(p for p in Path(folder).glob("*.yaml") if not p.name.startswith("_"))
     if not paths:
         raise BakeryError(f"{folder}: no manifests (*.yaml, not starting with _)")
     entries, seen = [], {}
     for path in paths:
+        script_word(f"catalog {path.parent}", path.name)  # a job names it: no line break, control character or leading -
         manifest = load_manifest(path, variables=variables)
         slug = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-")
         if slug in seen:
             raise BakeryError(f"{path}: its job name {slug!r} is also {seen[slug]}'s; rename one of them")
         seen[slug] = path.name
-        entries.append(Entry(_relative(path, base), slug, "/".join(manifest.family_filter.values()),
+        entries.append(Entry(script_word(f"catalog {path.parent}", _relative(path, base)), slug, tuple(manifest.family_filter.values()),
                              clouds or tuple(target.cloud for target in manifest.targets)))
     return entries
 
