@@ -31,6 +31,7 @@ from qemu.qmp.error import QMPError
 
 from pipeline.common.errors import BakeryError
 from pipeline.common.run import require_tool
+from pipeline.common.sinks import machine_type, qemu_value
 
 OVMF_DIR = Path("/usr/share/OVMF")
 OVMF_CODE = OVMF_DIR / "OVMF_CODE_4M.fd"
@@ -162,7 +163,9 @@ def timeout_s(minutes: float, tcg_factor: float, accel: Accelerator | None = Non
 
 def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket: Path, tpm_socket: Path | None,
                  agent_socket: Path | None = None) -> list[str]:
-    machine = spec.machine + (",smm=on" if spec.secure_boot else "") + ("" if spec.hpet else ",hpet=off")
+    # Every value below that is not the bakery's own constant is checked or escaped where it lands: the machine
+    # type against what Nova and QEMU accept, file names with their commas doubled (QEMU's option syntax).
+    machine = machine_type(f"{spec.role} VM", spec.machine) + (",smm=on" if spec.secure_boot else "") + ("" if spec.hpet else ",hpet=off")
     cpu = "host" if accel.name == "kvm" else "max"
     if accel.name == "kvm" and spec.hyperv:
         cpu += "," + ",".join(spec.hyperv)
@@ -170,8 +173,8 @@ def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket:
         "qemu-system-x86_64", "-name", f"bakery-{spec.role}", "-nodefaults", "-machine", machine, "-accel", accel.name,
         "-cpu", cpu, "-smp", str(spec.cpus), "-m", str(spec.memory_mib),
         "-display", "none", "-vga", spec.video,  # a framebuffer to screenshot; nobody watches it
-        "-chardev", f"socket,id=mon,path={qmp_socket}", "-mon", "chardev=mon,mode=control",
-        "-chardev", f"file,id=ser0,path={workdir / 'serial.log'}", "-serial", "chardev:ser0",
+        "-chardev", f"socket,id=mon,path={qemu_value(qmp_socket)}", "-mon", "chardev=mon,mode=control",
+        "-chardev", f"file,id=ser0,path={qemu_value(workdir / 'serial.log')}", "-serial", "chardev:ser0",
         "-device", "pvpanic", "-action", "panic=pause",  # the bakery's own observer: a guest's crash becomes an event
         "-device", "qemu-xhci", "-device", "usb-tablet",
     ]
@@ -181,15 +184,18 @@ def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket:
         argv += ["-device", f"{spec.nic},netdev=net0", "-netdev", "user,id=net0" + (",restrict=on" if spec.network == "restricted" else "")]
     argv += _firmware(spec, workdir) + _tpm(spec, tpm_socket) + _agent_channel(agent_socket)
     # detect-zeroes=unmap keeps the target sparse: what Setup zeroes costs no space in the image.
-    argv += ["-drive", f"file={spec.disk.path},if=none,id=disk0,format={spec.disk.format},cache=unsafe,discard=unmap,detect-zeroes=unmap"]
+    if spec.disk.format not in ("raw", "qcow2"):
+        raise BakeryError(f"{spec.role} VM: disk format {spec.disk.format!r}; expected raw or qcow2")
+    argv += ["-drive", f"file={qemu_value(spec.disk.path)},if=none,id=disk0,format={spec.disk.format},cache=unsafe,discard=unmap,"
+             "detect-zeroes=unmap"]
     return argv + _disk_devices(spec) + _cdroms(spec)
 
 
 def _firmware(spec: VmSpec, workdir: Path) -> list[str]:
     if spec.firmware != "uefi":
         return []
-    argv = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={spec.firmware_code}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={workdir / 'OVMF_VARS.fd'}"]
+    argv = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={qemu_value(spec.firmware_code)}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={qemu_value(workdir / 'OVMF_VARS.fd')}"]
     return argv + (["-global", "driver=cfi.pflash01,property=secure,value=on"] if spec.secure_boot else [])
 
 
@@ -197,14 +203,16 @@ def _tpm(spec: VmSpec, tpm_socket: Path | None) -> list[str]:
     if not tpm_socket:
         return []
     model = spec.tpm_model or ("tpm-crb" if spec.q35 else "tpm-tis")
-    return ["-chardev", f"socket,id=tpmchr,path={tpm_socket}", "-tpmdev", "emulator,id=tpm0,chardev=tpmchr",
+    if model not in ("tpm-crb", "tpm-tis"):
+        raise BakeryError(f"{spec.role} VM: TPM model {model!r}; expected tpm-tis or tpm-crb")
+    return ["-chardev", f"socket,id=tpmchr,path={qemu_value(tpm_socket)}", "-tpmdev", "emulator,id=tpm0,chardev=tpmchr",
             "-device", f"{model},tpmdev=tpm0"]
 
 
 def _agent_channel(agent_socket: Path | None) -> list[str]:
     if not agent_socket:
         return []
-    return ["-device", "virtio-serial-pci", "-chardev", f"socket,id=qga0,path={agent_socket},server=on,wait=off",
+    return ["-device", "virtio-serial-pci", "-chardev", f"socket,id=qga0,path={qemu_value(agent_socket)},server=on,wait=off",
             "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
 
 
@@ -212,7 +220,7 @@ def _cdroms(spec: VmSpec) -> list[str]:
     argv = []
     on_the_ide_bus = spec.disk_bus == "ide" or (spec.disk_bus == "sata" and spec.q35)  # the disk holds port 0 then
     for index, iso in enumerate(spec.cdroms):
-        argv += ["-drive", f"file={iso},if=none,id=cd{index},media=cdrom,readonly=on,format=raw"]
+        argv += ["-drive", f"file={qemu_value(iso)},if=none,id=cd{index},media=cdrom,readonly=on,format=raw"]
         # q35's AHCI has one device per port; pc's PIIX IDE has two buses of two units each
         slot = index + (1 if on_the_ide_bus else 0)
         bus = f",bus=ide.{slot}" if spec.q35 else f",bus=ide.{slot // 2},unit={slot % 2}"

@@ -12,10 +12,12 @@ from dataclasses import dataclass, replace
 
 from pipeline.build.vm import Accelerator, VmSpec, is_q35
 from pipeline.common.errors import BakeryError
+from pipeline.common.sinks import machine_type
 from pipeline.properties.explain import explain
 
 NICS = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139", "ne2k_pci": "ne2k_pci",
         "pcnet": "pcnet"}
+TPM_MODELS = {"tpm-tis": "tpm-tis", "tpm-crb": "tpm-crb"}
 VIDEO = {"virtio": "virtio", "vga": "std", "cirrus": "cirrus", "qxl": "qxl", "vmvga": "vmware", "none": "none"}
 HYPERV = {"relaxed": "hv-relaxed", "vapic": "hv-vapic", "spinlocks": "hv-spinlocks=0x1fff", "vpindex": "hv-vpindex",
           "runtime": "hv-runtime", "synic": "hv-synic", "reset": "hv-reset", "frequencies": "hv-frequencies",
@@ -53,7 +55,7 @@ def derive(properties: dict[str, str], *, nova: str, accel: Accelerator, base: V
     explanation = explain(properties, nova=nova, virt_type="kvm" if accel.name == "kvm" else "qemu")
     domain = ET.fromstring(explanation.xml)
     os_el, devices = domain.find("os"), domain.find("devices")
-    machine = os_el.find("type").get("machine")
+    machine = machine_type(label, os_el.find("type").get("machine"))  # lands in -machine: whatever lint said, checked here
     q35 = is_q35(machine)
     uefi = os_el.get("firmware") == "efi"
     feature = os_el.find("firmware/feature[@name='secure-boot']")
@@ -70,7 +72,7 @@ def derive(properties: dict[str, str], *, nova: str, accel: Accelerator, base: V
     vm = replace(
         base, disk_bus=_disk_bus(devices, q35, label), machine=machine,
         firmware="uefi" if uefi else "bios", secure_boot=secure, tpm=tpm is not None,
-        tpm_model=tpm.get("model") if tpm is not None else "", tpm_version=tpm.find("backend").get("version") if tpm is not None else "2.0",
+        tpm_model=_mapped(TPM_MODELS, tpm.get("model"), "hw_tpm_model", label) if tpm is not None else "", tpm_version=tpm.find("backend").get("version") if tpm is not None else "2.0",
         nic=_mapped(NICS, devices.find("interface/model").get("type"), "hw_vif_model", label),
         video=_mapped(VIDEO, devices.find("video/model").get("type"), "hw_video_model", label),
         localtime=clock.get("offset") == "localtime", hpet=hpet is None or hpet.get("present") == "yes",

@@ -22,7 +22,11 @@ def say(message: str) -> None:
 
 
 @contextmanager
-def progress(label: str, total: int, *, plain_every_s: float = 15.0) -> Iterator[Callable[[int], None]]:
+def progress(label: str, total: int | None, *, plain_every_s: float = 15.0) -> Iterator[Callable[[int], None]]:
+    """total: the bytes expected, or None/0 when unknown (a download without Content-Length): then only bytes
+    and speed are shown, never a percentage; nor past the total, when a source sends more than it declared."""
+    label = redact(label)
+    total = total if total and total > 0 else None
     if console.is_terminal:
         with Progress(
             "[progress.description]{task.description}",
@@ -39,8 +43,8 @@ def progress(label: str, total: int, *, plain_every_s: float = 15.0) -> Iterator
     yield from _plain(label, total, plain_every_s)
 
 
-def _plain(label: str, total: int, every_s: float) -> Iterator[Callable[[int], None]]:
-    """Lines for CI logs; work that is over within QUIET_S prints none (a refused input stays one line)."""
+def _plain(label: str, total: int | None, every_s: float) -> Iterator[Callable[[int], None]]:
+    """Lines for CI logs; work that is over within QUIET_S prints none."""
     done = 0
     started = last_time = time.monotonic()
     last_decile = -1
@@ -49,13 +53,20 @@ def _plain(label: str, total: int, every_s: float) -> Iterator[Callable[[int], N
         nonlocal done, last_time, last_decile
         done += n
         now = time.monotonic()
-        decile = int(10 * done / total) if total else 10
+        known = total is not None and done <= total
+        decile = int(10 * done / total) if known else last_decile
         if now - started < QUIET_S:
             return
         if decile > last_decile or now - last_time >= every_s:
             last_decile, last_time = decile, now
-            rate = done / max(now - started, 1e-6) / 2**20
-            print(f"{label}: {done / 2**20:,.0f}/{total / 2**20:,.0f} MiB ({100 * done / max(total, 1):.0f}%) {rate:,.0f} MiB/s",
-                  file=sys.stderr, flush=True)
+            print(plain_line(label, done, total, now - started), file=sys.stderr, flush=True)
 
     yield advance
+
+
+def plain_line(label: str, done: int, total: int | None, elapsed_s: float) -> str:
+    """`label: 512/1,024 MiB (50%) 171 MiB/s`, or `label: 515 MiB 171 MiB/s` when the total is unknown or passed."""
+    rate = done / max(elapsed_s, 1e-6) / 2**20
+    if total and done <= total:
+        return f"{label}: {done / 2**20:,.0f}/{total / 2**20:,.0f} MiB ({100 * done / total:.0f}%) {rate:,.0f} MiB/s"
+    return f"{label}: {done / 2**20:,.0f} MiB {rate:,.0f} MiB/s"

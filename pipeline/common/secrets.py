@@ -31,6 +31,10 @@ SECRET_ENV = re.compile(r"^OS_.*(PASSWORD|TOKEN|SECRET|PASSCODE)$")
 MASK = "***"
 # user:password@ in any URL, whether or not the password was registered (a manifest's source URL, say)
 URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:]*):(?P<password>[^\s/@]*)@")
+# Query-string parameters that carry a credential: tokens, Swift temp URLs, S3/GCS/Azure pre-signed URLs.
+URL_QUERY_SECRET = re.compile(
+    r"(?P<name>[?&;](?:[A-Za-z0-9_.-]*[_.-])?(?:token|sig|signature|temp_url_sig|password|passwd|secret|api_?key|apikey|"
+    r"credential|x-amz-credential|x-amz-security-token|auth))=(?P<value>[^&#\s'\"]*)", re.IGNORECASE)
 
 
 def register(value: object) -> None:
@@ -60,14 +64,18 @@ def redact(text: str) -> str:
         known = sorted(_secrets, key=len, reverse=True)
     for secret in known:
         text = text.replace(secret, MASK)
-    return URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return URL_QUERY_SECRET.sub(lambda m: f"{m['name']}={MASK}" if m["value"] else m[0], text)
 
 
 def register_url(url: str) -> None:
-    """A URL's embedded password is a secret from the moment the URL is read."""
-    match = URL_PASSWORD.search(url)
-    if match and match["password"]:
-        register(match["password"])
-        from urllib.parse import unquote
+    """A URL's embedded password, and the credentials in its query string (?token=, &sig=, X-Amz-Signature=),
+    are secrets from the moment the URL is read: in any form, quoted or not, they are masked wherever they appear."""
+    from urllib.parse import unquote
 
-        register(unquote(match["password"]))
+    match = URL_PASSWORD.search(url)
+    values = [match["password"]] if match and match["password"] else []
+    values += [m["value"] for m in URL_QUERY_SECRET.finditer(url) if m["value"]]
+    for value in values:
+        register(value)
+        register(unquote(value))

@@ -58,7 +58,7 @@ def shell_line(*words: str, prefix: str = "") -> str:
 
 def machine_type(label: str, value: str) -> str:
     """A QEMU/Nova machine type: the value of -machine, so nothing that could add an option to it."""
-    if not isinstance(value, str) or not MACHINE_TYPE.match(value):
+    if not isinstance(value, str) or not MACHINE_TYPE.fullmatch(value):
         raise BakeryError(f"{label}: hw_machine_type {value!r} is not a machine type Nova and QEMU accept; expected pc, q35, "
                           "pc-i440fx-X.Y or pc-q35-X.Y (no commas, no options)")
     return value

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
+from pipeline.common.sinks import MACHINE_TYPE
 from pipeline.properties import metadefs
 
 GiB = 1024**3
@@ -247,6 +248,20 @@ def _secure_boot(props: dict, facts: dict):
 
 
 @rule(
+    "machine-type",
+    "error",
+    "hw_machine_type names a QEMU machine type: pc or q35, or a versioned pc-i440fx-X.Y / pc-q35-X.Y. libvirt "
+    "refuses any other name, so every boot fails; and the value is one QEMU option value, so a comma or '=' "
+    "(q35,kernel=...) would add options of its own to the guest's command line.",
+    "nova/virt/libvirt/utils.py (get_default_machine_type, mach_type); QEMU -machine help",
+)
+def _machine_type(props: dict, facts: dict):
+    value = props.get("hw_machine_type")
+    if value is not None and not (isinstance(value, str) and MACHINE_TYPE.fullmatch(value)):
+        yield "hw_machine_type", f"{value!r} is not a machine type; expected pc, q35, pc-i440fx-X.Y or pc-q35-X.Y"
+
+
+@rule(
     "tpm-model-version",
     "error",
     "The CRB interface exists only for TPM 2.0; Nova rejects hw_tpm_model=tpm-crb with version 1.2, and a "
@@ -437,6 +452,27 @@ def _architecture_matches(props: dict, facts: dict):
         yield "architecture", f"{declared!r} declared, but the image's PROCESSOR_ARCHITECTURE {windows.get('arch')!r} is not one this tool knows"
     elif _canonical_architecture(declared) != actual:
         yield "architecture", f"{declared!r} declared, but the image is {windows['arch']} Windows (architecture {actual!r})"
+
+
+# The family convention ends os_distro_major with the architecture: w10entx64, w7entx86, w11entarm64.
+FAMILY_ARCHITECTURE = (("arm64", "aarch64"), ("x64", "x86_64"), ("x86", "i686"))
+
+
+@rule(
+    "family-name-architecture",
+    "error",
+    "os_distro_major names the architecture in its last letters (x64, x86, arm64), and users pick a family by "
+    "that name; a family called w7entx64 whose images say architecture=i686 puts 32-bit Windows where a "
+    "64-bit one is promised (and lands it on hosts Nova's ImagePropertiesFilter matches to i686).",
+    "this project's family convention; nova/objects/fields.py (Architecture); nova/scheduler/filters/image_props_filter.py",
+)
+def _family_name_architecture(props: dict, facts: dict):
+    major, declared = props.get("os_distro_major"), props.get("architecture")
+    if not isinstance(major, str) or declared is None:
+        return
+    named = next((arch for suffix, arch in FAMILY_ARCHITECTURE if major.lower().endswith(suffix)), None)
+    if named and _canonical_architecture(declared) != named:
+        yield "architecture", f"{declared!r}, but the family {major!r} names {named} in its last letters"
 
 
 def _canonical_architecture(name) -> str:
