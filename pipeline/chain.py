@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from pipeline.build.image import BuiltImage, discard, origin_sha256
 from pipeline.ci import catalog as ci_catalog
 from pipeline.ci import gitlab
 from pipeline.common.digests import DigestMemo
-from pipeline.common.errors import BakeryError, LintFailed
+from pipeline.common.errors import BakeryError
 from pipeline.common.files import write_atomically
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import progress, say
@@ -148,7 +149,7 @@ def _lint_before_building(manifest: Manifest, build_id: str) -> None:
     unbuilt = BuiltImage(None, None, None, origin_sha256(manifest), temporary=False)
     propset = properties.render(manifest, unbuilt, build_id=build_id, enforce=False)
     if lint.errors(list(propset.findings)):
-        raise LintFailed(propset.findings)
+        raise properties.lint_failed(manifest, propset.findings)
     canary.check(manifest, propset.properties)
 
 
@@ -214,7 +215,8 @@ def bake(options: JobOptions, report: Report, *, out: Path) -> Report:
                                      propset=prepared.propset, lock_file=Path(lock["path"]) if lock else None,
                                      provenance={"lock_sha256": lock["sha256"] if lock else None,
                                                  "manifest_commit": git_commit(prepared.manifest.path)},
-                                     move=prepared.image.temporary, on_read=advance)
+                                     facts=prepared.image.facts, virtio_win_version=prepared.image.virtio_win_version,
+                                     source_sha256=prepared.image.source_sha256, move=prepared.image.temporary, on_read=advance)
         if known is None:
             _remember_measurement(prepared, written.measurement)
     finally:
@@ -230,13 +232,56 @@ def publish_artifact(options: JobOptions, report: Report, *, artifact_dir: Path,
     The upload measures them in its single pass against the record: other bytes are never released."""
     baked = artifact.load(artifact_dir)
     manifest = baked.manifest()
+    properties.check_suppressions(manifest)
     _summarise(report, manifest)
     report.build_id = baked.build_id
     report.details["artifact"] = baked.to_dict()
-    image = BuiltImage(baked.image_path, image_info(baked.image_path, fmt="raw"), manifest.path,
-                       baked.record["properties"].get("bakery_source_sha256", ""), temporary=False)
-    prepared = _Prepared(manifest, image, baked.propset, baked.build_id, baked.stages, None, expected=baked.measurement)
+    image = BuiltImage(baked.image_path, image_info(baked.image_path, fmt="raw"), manifest.path, baked.source_sha256,
+                       temporary=False, facts=baked.facts, baked=baked.bake)
+    propset = _rendered_again(baked, manifest, image)
+    report.lint = [f.to_dict() for f in propset.findings]
+    prepared = _Prepared(manifest, image, propset, baked.build_id, baked.stages, None, expected=baked.measurement)
     return _publish_everywhere([prepared], options, report, target)
+
+
+CANARY_VERDICT = re.compile(r"^ok accelerator=(kvm|tcg) duration_s=\d{1,6}$")
+
+
+def _rendered_again(baked: artifact.Artifact, manifest: Manifest, image: BuiltImage) -> properties.PropertySet:
+    """The record's property set, as build-and-publish would have rendered and linted it: its build id and every
+    property are computed again from the record's manifest and facts, and a record that says otherwise is
+    refused (an edited record is re-hashed as easily as it is edited)."""
+    where = baked.root / artifact.RECORD
+    build_id = release_build_id(manifest, template_sha256=properties.template_sha256(), stages=baked.stages)
+    if build_id != baked.build_id:
+        raise BakeryError(f"{where}: build_id {baked.build_id[:16]}... is not the one its manifest, stages and this bakery's "
+                          f"property template give ({build_id[:16]}...)",
+                          hint="publish with the checkout that baked it (same bakery version and templates), or bake again")
+    recorded = baked.record["provenance"]
+    propset = properties.render(manifest, image, build_id=build_id, enforce=False, provenance={
+        "lock_sha256": recorded.get("lock_sha256"), "manifest_commit": recorded.get("manifest_commit"), "build_stage": baked.stages.build})
+    if lint.errors(list(propset.findings)):  # the same full lint as build-and-publish, on the record's own manifest
+        raise properties.lint_failed(manifest, propset.findings, file=f"{where}: manifest")
+    expected = dict(propset.properties)
+    verdict = baked.record["properties"].get("bakery_canary")
+    if manifest.canary and verdict is not None:
+        if not CANARY_VERDICT.fullmatch(verdict):
+            raise BakeryError(f"{where}: properties.bakery_canary: expected the canary's verdict (ok accelerator=... duration_s=N), "
+                              f"got {verdict!r}", hint="bake again; an artifact is never edited")
+        expected["bakery_canary"] = verdict
+    elif manifest.canary:
+        raise BakeryError(f"{where}: properties.bakery_canary: missing, but the manifest has a canary", hint="bake again")
+    for section, want in (("properties", expected), ("core", propset.core)):
+        got = baked.record[section]
+        for key in sorted(set(want) | set(got)):
+            if got.get(key) != want.get(key):
+                raise BakeryError(f"{where}: {section}.{key} is {_shown(got.get(key))}, but its manifest and facts render "
+                                  f"{_shown(want.get(key))}: the record was edited after the bake", hint="bake again; an artifact is never edited")
+    return dataclasses.replace(propset, properties=expected)
+
+
+def _shown(value) -> str:
+    return "absent" if value is None else repr(value)
 
 
 def _publish_everywhere(prepared: list, options: JobOptions, report: Report, target: Target | None) -> Report:
@@ -504,7 +549,7 @@ def _plan_target(destination: _Destination, prepared: _Prepared, options: JobOpt
     visibility = destination.visibility or manifest.visibility
     existing = publish.find_verified(target, prepared.build_id)
     previous = release.to_supersede(target, manifest, new_id=None, allow_older=options.allow_older)
-    chosen = methods.route(target, destination.spec.upload or manifest.upload)
+    chosen = methods.route(target, destination.spec.upload or manifest.upload, probe=False)  # a plan writes to no cloud
     warnings = _permission_warnings(target, visibility)
     for warning in warnings:
         say(f"warning: {target.name}: {warning}")
@@ -555,7 +600,7 @@ def lint_manifest(options: JobOptions, report: Report, *, enforce: bool = True) 
     report.lint = [f.to_dict() for f in propset.findings]
     report.details["properties"] = propset.all()
     if enforce and lint.errors(list(propset.findings)):
-        raise LintFailed(propset.findings)
+        raise properties.lint_failed(manifest, propset.findings)
     report.ok = True
     return report
 

@@ -42,12 +42,13 @@ class ManifestError(BakeryError):
 class LintFailed(BakeryError):
     """The rendered property set has errors; nothing was published."""
 
-    def __init__(self, findings):
+    def __init__(self, findings, *, where: str | None = None):
+        """where: the file (and line and field) the first error comes from, as the user wrote it."""
         self.findings = findings
         errors = [f for f in findings if f.severity == "error"]
         first = errors[0]
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(f"lint: {first.one_line()}{more}; nothing was published")
+        super().__init__(f"{where + ': ' if where else ''}lint: {first.one_line()}{more}; nothing was published")
 
 
 class PublishError(BakeryError):

@@ -61,9 +61,28 @@ def render(manifest: Manifest, image: BuiltImage, *, build_id: str, template: Pa
         facts["virtual_size"] = image.info.virtual_size
     findings = tuple(lint.lint(merged, facts=facts, suppress=manifest.lint_suppress))
     if enforce and lint.errors(list(findings)):
-        raise LintFailed(findings)
+        raise lint_failed(manifest, findings)
     core = {key: CORE_ATTRIBUTES[key](merged.pop(key)) for key in list(merged) if key in CORE_ATTRIBUTES}
     return PropertySet(properties=merged, core=core, findings=findings)
+
+
+# Where the template takes a property from, for an error that names the field as the manifest writes it.
+TEMPLATE_SOURCES = {"os": ("os", "name"), "os_type": ("os", "type"), "os_version": ("os", "version"), "min_disk": ("image", "min_disk"),
+                    "min_ram": ("image", "min_ram"), "upstream_provider": ("upstream_provider",)}
+
+
+def lint_failed(manifest: Manifest, findings, *, file: str | None = None) -> LintFailed:
+    """LintFailed naming the manifest's file, line and field behind the first error (properties.os_type when
+    the manifest sets it there, os.type when the template took it from os:). file: what to call the manifest
+    when it is not a file of its own (an artifact's record)."""
+    first = lint.errors(list(findings))[0]
+    prop = first.property
+    keys = ("properties", prop) if prop in manifest.properties else ("family", prop) if prop in manifest.family else TEMPLATE_SOURCES.get(prop)
+    if keys is None:
+        return LintFailed(findings, where=file or str(manifest.path))
+    located = manifest.error(keys, "")
+    where = file or f"{located.file}{f':{located.line}' if located.line else ''}"
+    return LintFailed(findings, where=f"{where}: {located.field}")
 
 
 def check_suppressions(manifest: Manifest) -> None:

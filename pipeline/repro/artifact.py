@@ -2,12 +2,17 @@
 
     DIR/image.raw      the built image
     DIR/record.json    what publishing needs and what the image must be: build id, stage ids, size, md5,
-                       sha512, virtual size, the rendered property set, the rendered manifest, provenance
+                       sha512, virtual size, the rendered property set, the rendered manifest, the facts
+                       inspection read from the image, provenance
     DIR/artifact.json  {"id": sha256 of record.json's bytes}: the record's content address
     DIR/<name>.lock    the lock file the build was checked against, when there was one
 
 Content-addressed like the stage cache: an edited record no longer matches its id, and an image whose
 bytes are not the recorded ones fails the upload's single-pass measurement before anything is released.
+The id only proves the record was not changed by accident: anyone who can edit an artifact can hash it again.
+So a record is also checked field by field when it is loaded (ids are hex digests, properties strings, ...),
+and publishing renders the property set again from the record's manifest and facts and refuses a record
+that differs (chain.publish_artifact): nothing a publish can recompute is taken on trust.
 """
 
 from __future__ import annotations
@@ -16,20 +21,23 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.build.image import RecordedBake, RecordedFacts
 from pipeline.common.errors import BakeryError
 from pipeline.common.files import write_atomically
+from pipeline.common.paths import PROJECT_ROOT, project_relative
 from pipeline.common.run import run
 from pipeline.manifest import Manifest, manifest_from_document
 from pipeline.properties.render import PropertySet
 from pipeline.publish.measure import Measurement, copy_measured, measure_file
 from pipeline.repro.stages import StageIds
 
-FORMAT = "bakery-artifact/1"
+FORMAT = "bakery-artifact/2"  # /2: facts, virtio-win version and source pin recorded; the manifest path project-relative
 IMAGE = "image.raw"
 RECORD = "record.json"
 ADDRESS = "artifact.json"
@@ -62,9 +70,25 @@ class Artifact:
     def propset(self) -> PropertySet:
         return PropertySet(properties=dict(self.record["properties"]), core=dict(self.record["core"]), findings=())
 
+    @property
+    def facts(self) -> RecordedFacts | None:
+        facts = self.record["facts"]
+        return RecordedFacts(facts["data"], facts["lint"]) if facts else None
+
+    @property
+    def bake(self) -> RecordedBake | None:
+        version = self.record["virtio_win_version"]
+        return RecordedBake({"virtio_win_version": version}) if version else None
+
+    @property
+    def source_sha256(self) -> str:
+        return self.record["source_sha256"]
+
     def manifest(self) -> Manifest:
+        """The manifest the bake rendered, validated again as any manifest is; a project-relative path is
+        this checkout's (the bake and publish jobs of a pipeline run in checkouts of their own)."""
         entry = self.record["manifest"]
-        return manifest_from_document(Path(entry["path"]), entry["document"], release_date=entry["release_date"],
+        return manifest_from_document(PROJECT_ROOT / entry["path"], entry["document"], release_date=entry["release_date"],
                                       variables=entry["variables"])
 
     def to_dict(self) -> dict:
@@ -72,7 +96,8 @@ class Artifact:
 
 
 def write(out: Path, *, image: Path, manifest: Manifest, build_id: str, stages: StageIds, measured: Measurement | None,
-          virtual_size: int | None, propset: PropertySet, provenance: dict, lock_file: Path | None, move: bool = False,
+          virtual_size: int | None, propset: PropertySet, provenance: dict, lock_file: Path | None, facts=None,
+          virtio_win_version: str | None = None, source_sha256: str, move: bool = False,
           on_read: Callable[[int], None] | None = None) -> Artifact:
     """Write DIR (which must be new or empty): the image (moved when it is a work file of ours, else copied
     sparse), then the record, then its address. An image not `measured` yet is measured on its one read."""
@@ -86,8 +111,10 @@ def write(out: Path, *, image: Path, manifest: Manifest, build_id: str, stages: 
         "format": FORMAT, "build_id": build_id, "stages": stages.to_dict(),
         "image": {"file": IMAGE, "size": measured.size, "md5": measured.md5, "sha512": measured.sha512, "virtual_size": virtual_size},
         "properties": propset.properties, "core": propset.core,
-        "manifest": {"path": str(manifest.path), "document": json.loads(manifest.rendered), "release_date": manifest.release_date,
-                     "variables": manifest.variables},
+        "manifest": {"path": project_relative(manifest.path), "document": json.loads(manifest.rendered),
+                     "release_date": manifest.release_date, "variables": manifest.variables},
+        "facts": {"data": facts.to_dict(), "lint": facts.lint_facts()} if facts else None,
+        "virtio_win_version": virtio_win_version, "source_sha256": source_sha256,
         "provenance": provenance,
     }
     if lock_file:
@@ -133,6 +160,7 @@ def load(root: Path) -> Artifact:
         raise BakeryError(f"{root / RECORD}: its sha256 is {actual[:16]}..., the artifact's id is {str(address.get('id'))[:16]}...: "
                           "the record was changed after the bake", hint="bake again; an artifact is never edited")
     record = json.loads(data)
+    check_record(root / RECORD, record)
     image = root / IMAGE
     if not image.is_file() or image.is_symlink():
         raise BakeryError(f"{image}: missing (or not a regular file)", hint="the CI engine did not pass the whole artifact")
@@ -140,3 +168,64 @@ def load(root: Path) -> Artifact:
         raise BakeryError(f"{image}: {image.stat().st_size:,} bytes, the record says {record['image']['size']:,}",
                           hint="the image was changed or truncated after the bake; bake again")
     return Artifact(root, actual, record)
+
+
+HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$"), "sha512": re.compile(r"^[0-9a-f]{128}$")}
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def check_record(path: Path, record: object) -> None:
+    """Every field of a record has the shape the bake writes: a malformed one is a one-line refusal naming it,
+    never a TypeError deep in a publish (an id is a hex digest, so it cannot be a path like ../x)."""
+    def refuse(field: str, expected: str, value: object) -> BakeryError:
+        return BakeryError(f"{path}: {field}: expected {expected}, got {_shown(value)}", hint="bake again; an artifact is never edited")
+
+    def need(field: str, value: object, ok: bool, expected: str) -> None:
+        if not ok:
+            raise refuse(field, expected, value)
+
+    need("record", record, isinstance(record, dict), "a JSON object")
+    build_id = record.get("build_id")
+    need("build_id", build_id, isinstance(build_id, str) and bool(HEX["sha256"].fullmatch(build_id)), "64 hex digits")
+    stages = record.get("stages")
+    need("stages", stages, isinstance(stages, dict) and set(stages) == set(StageIds.__dataclass_fields__), "the stage ids")
+    for name, value in stages.items():
+        need(f"stages.{name}", value, value is None or (isinstance(value, str) and bool(HEX["sha256"].fullmatch(value))), "64 hex digits")
+    need("stages.build", stages["build"], stages["build"] is not None, "64 hex digits")
+    image = record.get("image")
+    need("image", image, isinstance(image, dict), "a JSON object")
+    need("image.file", image.get("file"), image.get("file") == IMAGE, repr(IMAGE))
+    for field in ("size", "virtual_size"):
+        value = image.get(field)
+        need(f"image.{field}", value, type(value) is int and 0 < value < 2**63, "a positive integer")
+    for field in ("md5", "sha512"):
+        need(f"image.{field}", image.get(field), isinstance(image.get(field), str) and bool(HEX[field].fullmatch(image[field])),
+             f"a {field} hex digest")
+    for section in ("properties", "core"):
+        values = record.get(section)
+        need(section, values, isinstance(values, dict), "a JSON object")
+        for key, value in values.items():
+            allowed = (int, str) if section == "core" else (str,)
+            need(f"{section}.{key}", value, type(value) in allowed, "a string" if section == "properties" else "a string or integer")
+    manifest = record.get("manifest")
+    need("manifest", manifest, isinstance(manifest, dict), "a JSON object")
+    need("manifest.path", manifest.get("path"), isinstance(manifest.get("path"), str) and bool(manifest["path"]), "a path")
+    need("manifest.document", manifest.get("document"), isinstance(manifest.get("document"), dict), "a JSON object")
+    need("manifest.release_date", manifest.get("release_date"),
+         isinstance(manifest.get("release_date"), str) and bool(ISO_DATE.fullmatch(manifest["release_date"])), "a YYYY-MM-DD date")
+    variables = manifest.get("variables")
+    need("manifest.variables", variables, isinstance(variables, dict) and all(isinstance(v, str) for v in variables.values()),
+         "a JSON object of strings")
+    facts = record.get("facts")
+    need("facts", facts, facts is None or (isinstance(facts, dict) and isinstance(facts.get("data"), dict)
+                                           and isinstance(facts.get("lint"), dict)), "null or the facts inspection recorded")
+    for field in ("virtio_win_version", "source_sha256"):
+        need(field, record.get(field), record.get(field) is None or isinstance(record.get(field), str), "a string")
+    need("provenance", record.get("provenance"), isinstance(record.get("provenance"), dict), "a JSON object")
+    for key, value in record["provenance"].items():
+        need(f"provenance.{key}", value, value is None or isinstance(value, str), "a string")
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
