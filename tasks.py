@@ -5,7 +5,8 @@
     invoke lock --manifest manifests/w10entx64.yaml [--release-date D]      (writes manifests/w10entx64.lock)
     invoke rebuild --image ID | --lock FILE
     invoke cache-ls | cache-gc [--max-gib N] [--all]
-    invoke plan --manifest manifests/w10entx64.yaml
+    invoke plan --manifest manifests/w10entx64.yaml       (changes nothing anywhere)
+    invoke probe [--cloud NAME]                 (learn whether a cloud converts a staged qcow2: plan only reads it)
     invoke lifecycle --manifest manifests/w10entx64.yaml [--apply]   (hide / deactivate / delete past releases)
     invoke audit [--repair] [--standard scs-0102]
     invoke inspect IMAGE                       (a disk image file or a Glance image id)
@@ -214,6 +215,12 @@ def lifecycle(c, manifest, cloud=None, set=None, json=None, apply=False, today=N
     report = execute("lifecycle", json, lambda report: chain.lifecycle(options, report, apply=apply, today=today), summary=False,
                      on_error=print_lifecycle)
     print_lifecycle(report)
+
+
+@task(help=_help("cloud", "json"))
+def probe(c, cloud=None, json=None):
+    """Learn whether the cloud converts a staged qcow2 on import (writes a 1 MiB probe image, then deletes it)."""
+    execute("probe", json, lambda report: methods.probe(connect(cloud), report), summary=False)
 
 
 @task(iterable=["store"], help={"image": "the Glance image id", "store": "a store to copy it into (repeatable)", **_help("cloud", "json")})

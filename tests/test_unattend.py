@@ -137,7 +137,7 @@ def test_config_media_carries_the_answer_file_drivers_agent_and_extra_files(medi
     ({"windows": "xp"}, "install.windows", "expected one of w7"),
     ({"image": {"index": 1, "name": "x"}}, "install.image", "exactly one of index or name"),
     ({"disk_bus": "ide"}, "install.disk_bus", "expected one of virtio-blk, virtio-scsi"),
-    ({"timeout_minutes": 0}, "install.timeout_minutes", "expected a positive number"),
+    ({"timeout_minutes": 0}, "install.timeout_minutes", "expected a number above 0"),
     ({"config_files": {"autounattend.xml": "pw"}}, "install.config_files.autounattend.xml", "not autounattend.xml"),
 ])
 def test_install_section_errors_are_one_line(tmp_path, install, field, expected):

@@ -21,7 +21,7 @@ def today() -> str:
 def parse_release_date(value: str | None) -> str:
     if value is None:
         return today()
-    if not ISO_DATE.match(value):
+    if not ISO_DATE.fullmatch(value):
         raise ManifestError("--release-date", None, f"expected an ISO date YYYY-MM-DD, got {value!r}")
     try:
         dt.date.fromisoformat(value)
@@ -35,7 +35,7 @@ def parse_variables(pairs: list[str] | None) -> dict[str, str]:
     variables: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not VARIABLE.match(key):
+        if not sep or not VARIABLE.fullmatch(key):
             raise ManifestError("--set", None, f"expected key=value with an identifier as key, got {pair!r}")
         if key == "release_date":
             raise ManifestError("--set", None, "release_date is set with --release-date")

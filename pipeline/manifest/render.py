@@ -136,7 +136,8 @@ def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[tuple, int]]:
 
 
 def _check_expansion(path: Path, root: yaml.Node) -> None:
-    """Count the nodes the document has once every alias is expanded, without expanding it."""
+    """Count the nodes the document has once every alias is expanded, without expanding it; a document over
+    the limit is refused naming the key that holds the expansion (lint.suppress), as the user wrote it."""
     sizes: dict[int, int] = {}
     in_progress: set[int] = set()
 
@@ -147,20 +148,36 @@ def _check_expansion(path: Path, root: yaml.Node) -> None:
         if key in in_progress:
             raise ManifestError(str(path), None, "a YAML alias refers to itself (a recursive document)", line=node.start_mark.line + 1)
         in_progress.add(key)
-        if isinstance(node, yaml.MappingNode):
-            total = 1 + sum(size(k) + size(v) for k, v in node.value)
-        elif isinstance(node, yaml.SequenceNode):
-            total = 1 + sum(size(item) for item in node.value)
-        else:
-            total = 1
+        total = 1 + sum(size(child) for _, _, child in _children(node))
         in_progress.discard(key)
-        if total > MAX_NODES:
-            raise ManifestError(str(path), None, f"YAML aliases expand to more than {MAX_NODES:,} nodes (an alias bomb?)",
-                                line=node.start_mark.line + 1)
         sizes[key] = total
         return total
 
-    size(root)
+    total = size(root)
+    if total <= MAX_NODES:
+        return
+    keys, node, line = (), root, root.start_mark.line + 1
+    # down the largest child each time (the last of equals: an anchor is defined before the key that uses it)
+    while isinstance(node, yaml.MappingNode) and (
+            over := [(sizes[id(child)], order, name, at, child) for order, (name, at, child) in enumerate(_children(node))
+                     if sizes[id(child)] > MAX_NODES]):
+        _, _, name, line, node = max(over, key=lambda entry: entry[:2])
+        keys += (name,)
+    raise ManifestError(str(path), ".".join(str(k) for k in keys) or None,
+                        f"its YAML aliases expand to {sizes[id(node)]:,} nodes, more than {MAX_NODES:,} (an alias bomb)", line=line)
+
+
+def _children(node: yaml.Node) -> list[tuple[object, int, yaml.Node]]:
+    """(name, line, node) of a mapping's keys and values, or a sequence's items; a key node counts too."""
+    if isinstance(node, yaml.MappingNode):
+        pairs = []
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            pairs += [(name, key_node.start_mark.line + 1, key_node), (name, key_node.start_mark.line + 1, value_node)]
+        return pairs
+    if isinstance(node, yaml.SequenceNode):
+        return [(index, item.start_mark.line + 1, item) for index, item in enumerate(node.value)]
+    return []
 
 
 def _record_positions(path: Path, node: yaml.Node, prefix: tuple, out: dict[tuple, int]) -> None:

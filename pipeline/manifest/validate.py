@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import unicodedata
 from pathlib import Path
@@ -164,6 +165,8 @@ def validate(path: Path, document: dict, positions: dict, context: dict[str, str
         if len(tag) > MAX_NAME:
             raise fields.error(("image", "tags", index), f"a tag of {len(tag)} characters; Glance takes at most {MAX_NAME}")
     name = fields.get("name")
+    if not name.strip():
+        raise fields.error(("name",), "is empty; expected the image's name, as users will see it in Glance")
     if len(name) > MAX_NAME:
         raise fields.error(("name",), f"{len(name)} characters; Glance takes at most {MAX_NAME}")
     _check_properties(fields, properties)
@@ -215,12 +218,17 @@ def _check_characters(fields: _Fields, node: Any, keys: tuple) -> None:
         for index, item in enumerate(node):
             _check_characters(fields, item, (*keys, index))
     elif isinstance(node, str):
-        allowed = "" if keys[:1] and keys[0] in ONE_LINE_FIELDS else "\n\t"
+        published = bool(keys[:1]) and keys[0] in ONE_LINE_FIELDS
+        allowed = "" if published else "\n\t"
         for position, char in enumerate(node):
             if (unicodedata.category(char) == "Cc" and char not in allowed) or char in INVISIBLE:
                 what = unicodedata.name(char, "a control character")
                 raise fields.error(keys, f"contains U+{ord(char):04X} ({what}) at character {position + 1}: refused, it would be "
                                    "published as it is; remove it")
+            if published and ord(char) > 0xFFFF:  # glance/common/utils.py no_4byte_params: HTTP 400 on create or update
+                what = unicodedata.name(char, "a character outside the Basic Multilingual Plane")
+                raise fields.error(keys, f"contains U+{ord(char):04X} ({what}) at character {position + 1}: Glance refuses 4-byte "
+                                   "UTF-8 characters in every image field; remove it")
 
 
 def _check_properties(fields: _Fields, properties: dict) -> None:
@@ -248,7 +256,7 @@ def _upload(fields: _Fields, section: tuple, base: UploadSpec | None = None) -> 
         stores, all_stores = (), True
     elif raw_stores is not None:
         for index, store in enumerate(raw_stores):
-            if not isinstance(store, str) or not STORE_NAME.match(store):
+            if not isinstance(store, str) or not STORE_NAME.fullmatch(store):
                 raise fields.error((*section, "stores", index), f"expected a store name, got {store!r}")
         stores, all_stores = tuple(raw_stores), False
     url = fields.get(*section, "web_download_url", required=False, default=base.web_download_url)
@@ -282,7 +290,7 @@ def _targets(fields: _Fields) -> tuple[TargetSpec, ...]:
             if key not in ("cloud", "visibility", "upload"):
                 raise fields.error((*keys, key), "unknown field; expected cloud, visibility or upload")
         cloud = entry.get("cloud")
-        if not isinstance(cloud, str) or not CLOUD_NAME.match(cloud):
+        if not isinstance(cloud, str) or not CLOUD_NAME.fullmatch(cloud):
             raise fields.error((*keys, "cloud"), f"expected a cloud name from clouds.yaml, got {cloud!r}")
         if cloud in seen:
             raise fields.error((*keys, "cloud"), f"{cloud} is listed twice")
@@ -338,14 +346,12 @@ def _scs(fields: _Fields) -> ScsProfile:
     for key, pattern, what in (("uuid_validity", UUID_VALIDITY, "none, notice, forever, last-N or a YYYY-MM-DD date"),
                                ("provided_until", PROVIDED_UNTIL, "none, notice or a YYYY-MM-DD date")):
         value = fields.get(*section, key)
-        if not pattern.match(value) or (value[:1].isdigit() and not _is_date(value)):
+        if not pattern.fullmatch(value) or (value[:1].isdigit() and not _is_date(value)):
             raise fields.error((*section, key), f"expected {what}, got {value!r}")
     source = fields.get(*section, "image_source")
-    if source != "private" and not re.match(r"^(https?|ftps?)://\S+$", source):
+    if source != "private" and not re.fullmatch(r"(https?|ftps?)://\S+", source):
         raise fields.error((*section, "image_source"), f"expected a URL or private, got {source!r}")
-    hotfix_hours = fields.get(*section, "hotfix_hours", kind=int, required=False)
-    if hotfix_hours is not None and hotfix_hours < 0:
-        raise fields.error((*section, "hotfix_hours"), f"expected 0 or more hours, got {hotfix_hours}")
+    hotfix_hours = _integers_in_range(fields, section, (("hotfix_hours", None, 0, 24 * 366),))["hotfix_hours"]
     return ScsProfile(
         replace_frequency=fields.choice(*section, "replace_frequency", choices=REPLACE_FREQUENCIES,
                                         default=fields.get(*section, "replace_frequency")),
@@ -385,7 +391,7 @@ def _source(fields: _Fields, manifest_path: Path, section: tuple[str, ...] = ("s
     sha256 = fields.get(*section, "sha256", required=False)
     if sha256 is None:
         raise fields.error((*section, "sha256"), "required pin is missing: expected the file's sha256 (64 hex digits)")
-    if not SHA256.match(sha256.lower()):
+    if not SHA256.fullmatch(sha256.lower()):
         raise fields.error((*section, "sha256"), f"expected 64 hex digits, got {sha256!r}")
     source_format = fields.get(*section, "format", required=False) if formats else None
     if source_format is not None and source_format not in SOURCE_FORMATS:
@@ -415,7 +421,7 @@ def _bake(fields: _Fields, manifest_path: Path) -> BakeSpec | None:
                 raise fields.error(("bake", key, index), f"expected a non-empty string, got {value!r}")
     qcow2 = fields.get("bake", "qcow2", kind=bool, required=False, default=False)
     epoch = fields.get("bake", "epoch", required=False)
-    if epoch is not None and not ISO_DATE.match(epoch):
+    if epoch is not None and not ISO_DATE.fullmatch(epoch):
         raise fields.error(("bake", "epoch"), f"expected an ISO date YYYY-MM-DD (quoted), got {epoch!r}")
     return BakeSpec(
         virtio_win=_source(fields, manifest_path, ("bake", "virtio_win"), formats=False),
@@ -426,6 +432,14 @@ def _bake(fields: _Fields, manifest_path: Path) -> BakeSpec | None:
         epoch=epoch,
     )
 
+
+# The limits of a VM the bakery runs (install, provisioning, canary): what a build host can give one guest,
+# and how long anything may take, so that a typo (or 10**30) is refused here, not by QEMU or never.
+MEMORY_MIB = ("memory_mib", 4096, 256, 1024 * 1024)  # key, default, lowest, highest (1 TiB)
+CPUS = ("cpus", 2, 1, 128)
+MAX_REBOOTS = 100
+MAX_MINUTES = 7 * 24 * 60  # a week
+TCG_FACTOR = ("tcg_timeout_factor", 20, 100)
 
 INSTALL_WINDOWS = ("w7", "2k8R2", "w8.1", "2k12R2", "w10", "2k16", "2k19", "2k22", "w11", "2k25")
 FIRMWARES = ("bios", "uefi")
@@ -443,8 +457,8 @@ def _install(fields: _Fields, manifest_path: Path) -> InstallSpec:
     name = fields.get(*section, "image", "name", required=False)
     if (index is None) == (name is None):
         raise fields.error((*section, "image"), "expected exactly one of index or name (the image in install.wim)")
-    if index is not None and index < 1:
-        raise fields.error((*section, "image", "index"), f"expected an index from 1, got {index}")
+    if index is not None and not 1 <= index <= 255:
+        raise fields.error((*section, "image", "index"), f"expected an index from 1 to 255, got {_number(index)}")
     firmware = fields.choice(*section, "firmware", choices=FIRMWARES, default="uefi")
     secure_boot = fields.get(*section, "secure_boot", kind=bool, required=False, default=False)
     tpm = fields.get(*section, "tpm", kind=bool, required=False, default=False)
@@ -455,10 +469,10 @@ def _install(fields: _Fields, manifest_path: Path) -> InstallSpec:
     if secure_boot and machine != "q35":
         raise fields.error((*section, "machine"), "Secure Boot needs machine: q35 (SMM)")
     language = fields.get(*section, "language", required=False, default="en-US")
-    if not LANGUAGE.match(language):
+    if not LANGUAGE.fullmatch(language):
         raise fields.error((*section, "language"), f"expected a language tag such as en-US, got {language!r}")
-    numbers = _integers_at_least(fields, section, (("disk_size_gib", 40, 1), ("memory_mib", 4096, 256), ("cpus", 2, 1)))
-    timing = _positive_numbers(fields, section, (("timeout_minutes", 240), ("tcg_timeout_factor", 20)))
+    numbers = _integers_in_range(fields, section, (("disk_size_gib", 40, 1, MAX_VIRTUAL_GIB), MEMORY_MIB, CPUS))
+    timing = _numbers_in_range(fields, section, (("timeout_minutes", 240, MAX_MINUTES), TCG_FACTOR))
     virtio_section = (*section, "virtio_win") if fields.get(*section, "virtio_win", kind=dict, required=False) else ("bake", "virtio_win")
     if virtio_section[0] == "bake" and fields.get("bake", "virtio_win", kind=dict, required=False) is None:
         raise fields.error((*section, "virtio_win"), "required pin is missing: the virtio-win ISO whose drivers Setup loads")
@@ -503,7 +517,7 @@ def _provision(fields: _Fields, manifest_path: Path) -> ProvisionSpec:
     update = fields.get(*section, "windows_update", kind=dict, required=False, default={})
     exclude = fields.get(*section, "windows_update", "exclude_kbs", kind=list, required=False, default=[])
     for index, kb in enumerate(exclude):
-        if not isinstance(kb, str) or not KB.match(kb):
+        if not isinstance(kb, str) or not KB.fullmatch(kb):
             raise fields.error((*section, "windows_update", "exclude_kbs", index), f"expected a KB number such as KB5034441, got {kb!r}")
     if update and fields.get(*section, "windows_update", "enabled", kind=bool, required=False, default=True):
         rounds = fields.get(*section, "windows_update", "max_rounds", kind=int, required=False, default=3)
@@ -522,8 +536,8 @@ def _provision(fields: _Fields, manifest_path: Path) -> ProvisionSpec:
         raise fields.error((*section, "steps"), f"step names must be unique; {duplicate!r} is used twice")
     if not steps:
         raise fields.error(section, "expected at least one of steps, windows_update or cloudbase_init")
-    numbers = _integers_at_least(fields, section, (("max_reboots", 10, 0), ("memory_mib", 4096, 256), ("cpus", 2, 1)))
-    timing = _positive_numbers(fields, section, (("timeout_minutes", 120), ("tcg_timeout_factor", 20)))
+    numbers = _integers_in_range(fields, section, (("max_reboots", 10, 0, MAX_REBOOTS), MEMORY_MIB, CPUS))
+    timing = _numbers_in_range(fields, section, (("timeout_minutes", 120, MAX_MINUTES), TCG_FACTOR))
     return ProvisionSpec(steps=tuple(steps), exclude_kbs=tuple(exclude),
                          disk_bus=fields.choice(*section, "disk_bus", choices=("sata", *DISK_BUSES), default="sata"),
                          sysprep=fields.get(*section, "sysprep", kind=bool, required=False, default=True), **numbers, **timing)
@@ -536,7 +550,7 @@ def _provision_step(fields: _Fields, manifest_path: Path, keys: tuple) -> Provis
     if len(kinds) != 1:
         raise fields.error(keys, f"expected exactly one of {', '.join(STEP_KINDS)} (the pinned file the step runs)")
     name = fields.get(*keys, "name")
-    if not STEP_NAME.match(name):
+    if not STEP_NAME.fullmatch(name):
         raise fields.error((*keys, "name"), f"expected 1 to 40 letters, digits, - or _, got {name!r}")
     arguments = fields.get(*keys, "arguments", required=False, default="")
     if any(ch in arguments for ch in "\t\r\n"):
@@ -559,10 +573,10 @@ def _canary(fields: _Fields, manifest_path: Path) -> CanarySpec | None:
     if not fields.get(*section, "enabled", kind=bool, required=False, default=True):
         return None
     marker = fields.get(*section, "marker", required=False, default="BAKERY-READY")
-    if not re.match(r"^[\x21-\x7e][\x20-\x7e]{2,79}$", marker):
+    if not re.fullmatch(r"[\x21-\x7e][\x20-\x7e]{2,79}", marker):
         raise fields.error((*section, "marker"), f"expected 3 to 80 printable ASCII characters, got {marker!r}")
-    numbers = _integers_at_least(fields, section, (("max_reboots", 3, 0), ("cpus", 2, 1), ("memory_mib", None, 256)))
-    timing = _positive_numbers(fields, section, (("timeout_minutes", 15), ("tcg_timeout_factor", 20)))
+    numbers = _integers_in_range(fields, section, (("max_reboots", 3, 0, MAX_REBOOTS), CPUS, ("memory_mib", None, *MEMORY_MIB[2:])))
+    timing = _numbers_in_range(fields, section, (("timeout_minutes", 15, MAX_MINUTES), TCG_FACTOR))
     return CanarySpec(
         ready=fields.choice(*section, "ready", choices=CANARY_READY, default="guest-agent"),
         marker=marker,
@@ -574,24 +588,31 @@ def _canary(fields: _Fields, manifest_path: Path) -> CanarySpec | None:
     )
 
 
-def _integers_at_least(fields: _Fields, section: tuple, limits: tuple[tuple[str, int | None, int], ...]) -> dict[str, int | None]:
-    """Optional integer settings: (key, default, lowest allowed) each."""
+def _integers_in_range(fields: _Fields, section: tuple, limits: tuple[tuple[str, int | None, int, int], ...]) -> dict[str, int | None]:
+    """Optional integer settings: (key, default, lowest, highest) each."""
     found = {}
-    for key, default, low in limits:
+    for key, default, low, high in limits:
         found[key] = fields.get(*section, key, kind=int, required=False, default=default)
-        if found[key] is not None and found[key] < low:
-            raise fields.error((*section, key), f"expected an integer of at least {low}, got {found[key]}")
+        if found[key] is not None and not low <= found[key] <= high:
+            raise fields.error((*section, key), f"expected an integer from {low:,} to {high:,}, got {_number(found[key])}")
     return found
 
 
-def _positive_numbers(fields: _Fields, section: tuple, defaults: tuple[tuple[str, float], ...]) -> dict[str, float]:
-    """Optional positive settings (minutes, factors): (key, default) each."""
+def _numbers_in_range(fields: _Fields, section: tuple, limits: tuple[tuple[str, float, float], ...]) -> dict[str, float]:
+    """Optional positive settings (minutes, factors): (key, default, highest) each; NaN and infinity are no numbers."""
     found = {}
-    for key, default in defaults:
-        found[key] = fields.get(*section, key, kind=(int, float), required=False, default=default)
-        if isinstance(found[key], bool) or found[key] <= 0:
-            raise fields.error((*section, key), f"expected a positive number, got {found[key]!r}")
+    for key, default, high in limits:
+        value = fields.get(*section, key, kind=(int, float), required=False, default=default)
+        if isinstance(value, bool) or not math.isfinite(value) or not 0 < value <= high:
+            raise fields.error((*section, key), f"expected a number above 0 and at most {high:,}, got {_number(value)}")
+        found[key] = value
     return found
+
+
+def _number(value: int | float) -> str:
+    """A number as an error shows it: 10**30 is not printed in full."""
+    text = repr(value)
+    return text if len(text) <= 24 else f"{value:.3e}"
 
 
 def _optional_path(fields: _Fields, manifest_path: Path, keys: tuple[str, ...]) -> str | None:
@@ -615,7 +636,7 @@ def _secret_ref(fields: _Fields, manifest_path: Path, keys: tuple[str, ...]) -> 
     env = fields.get(*keys, "env", required=False)
     if bool(file) == bool(env):
         raise fields.error(keys, "expected exactly one of file (a path) or env (a variable name); secrets never go in a manifest")
-    if env and not VARIABLE.match(env):
+    if env and not VARIABLE.fullmatch(env):
         raise fields.error((*keys, "env"), f"expected an environment variable name, got {env!r}")
     return SecretRef(file=str((manifest_path.parent / file).resolve()) if file else None, env=env, field=".".join(keys))
 
@@ -625,7 +646,7 @@ def _config_files(fields: _Fields, manifest_path: Path) -> tuple[tuple[str, str]
     files = fields.get(*keys, kind=dict, required=False, default={})
     result = []
     for name in sorted(files):
-        if not re.match(r"^[A-Za-z0-9_.-]+$", str(name)) or name.lower() == "autounattend.xml":
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)) or name.lower() == "autounattend.xml":
             raise fields.error((*keys, name), "expected a plain file name (letters, digits, . _ -), not autounattend.xml")
         value = fields.get(*keys, name)
         result.append((name, str((manifest_path.parent / value).resolve())))
