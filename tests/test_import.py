@@ -26,15 +26,27 @@ def test_what_the_cloud_offers_is_read(account):
 def test_a_sparse_image_is_staged_as_qcow2_and_stored_as_the_exact_raw(account):
     manifest = account.manifest("sparse.yaml", size=8 * MiB, sparse_tail=248 * MiB, upload=None)
     proc, planned = account.run("plan", "--manifest", str(manifest))
-    ok(proc, planned)
+    ok(proc, planned)  # a plan writes to no cloud: the probe is not made, and the plan says so
+    assert "not probed yet" in planned["plan"]["route"]["why"] and not (account.state / "capabilities").exists()
+    report = ok(*account.run("build-and-publish", "--manifest", str(manifest), json_name="publish.json"))
+    proc, planned = account.run("plan", "--manifest", str(manifest), json_name="plan-again.json")
+    ok(proc, planned)  # the real run probed: now the plan knows the route
     assert planned["plan"]["route"]["method"] == "glance-direct" and planned["plan"]["route"]["stage_format"] == "qcow2"
     assert "converts" in planned["plan"]["route"]["why"]
-    report = ok(*account.run("build-and-publish", "--manifest", str(manifest), json_name="publish.json"))
     image = report["image"]
     assert image["size"] == 256 * MiB and image["sent_bytes"] < 16 * MiB  # 8 MiB of data went over the wire, not 256
     stored = account.target("bakery-member").glance.images.get(image["id"])
     assert stored["disk_format"] == "raw" and stored["virtual_size"] == 256 * MiB
     assert stored["os_hash_value"] == image["os_hash_value"]
+
+
+def test_invoke_probe_learns_what_plan_then_shows(account):
+    probed = ok(*account.run("probe", json_name="probe.json"))
+    assert probed["details"]["probe"] == {"glance_direct": True, "converts_qcow2": True}
+    assert len(list((account.state / "capabilities").iterdir())) == 1
+    manifest = account.manifest("probed.yaml", size=2 * MiB, sparse_tail=30 * MiB, upload=None)
+    planned = ok(*account.run("plan", "--manifest", str(manifest), json_name="plan.json"))
+    assert planned["plan"]["route"]["stage_format"] == "qcow2" and "not probed" not in planned["plan"]["route"]["why"]
 
 
 @pytest.mark.parametrize("stores, expected", [(["fast", "cheap"], {"fast", "cheap"}), ("all", {"fast", "cheap"}), (["cheap"], {"cheap"})],

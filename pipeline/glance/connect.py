@@ -146,7 +146,8 @@ def _connect_cloud(cloud: str | None) -> Target:
                "endpoint_override": endpoint}
     return Target(GlanceClient("2", session=sess, **options, **RETRIES), f"{where} (project {access.project_id})",
                   access.project_id or "", local=False, uploader=GlanceClient("2", session=sess, **options),
-                  identity=_identity(auth_url, region.get_region_name("image") or "", access.project_id or ""),
+                  # the image endpoint too: two Glances behind one Keystone share no probe memo or journal
+                  identity=_identity(auth_url, region.get_region_name("image") or "", access.project_id or "", endpoint),
                   name=region.name, roles=tuple(access.role_names or ()), session=sess,
                   endpoint_filter={"interface": region.get_interface(), "region_name": region.get_region_name("image")})
 

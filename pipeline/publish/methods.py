@@ -5,6 +5,8 @@ some convert a staged qcow2 to raw on import (the image_conversion plugin). What
 (capabilities.py); whether it converts is learnt the only honest way there is, by importing a 1 MiB qcow2
 once and looking at what Glance stored (remembered per target for a day). Whatever the route, the server's
 checksum, os_hash_value and size after the import must equal those of the raw image the bake produced.
+The probe writes to the cloud, so only a real run (or `invoke probe`) makes it; plan reads the memo or says
+"not probed yet".
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ class Route:
         return {**asdict(self), "stores": list(self.stores)}
 
 
-def route(target: Target, spec: UploadSpec, *, caps: Capabilities | None = None) -> Route:
-    """The method and stores for this target, and why; a one-line error when the cloud cannot do what is asked."""
+def route(target: Target, spec: UploadSpec, *, caps: Capabilities | None = None, probe: bool = True) -> Route:
+    """The method and stores for this target, and why; a one-line error when the cloud cannot do what is asked.
+    probe=False (plan): nothing is written to the cloud; what is not known yet is said, not learnt."""
     caps = caps or discover(target)
     _check_stores(target, spec, caps)
     several = spec.all_stores or len(spec.stores) > 1
@@ -67,7 +70,12 @@ def route(target: Target, spec: UploadSpec, *, caps: Capabilities | None = None)
                           hint="choose one it offers, or method: auto")
     stage = spec.stage_format
     if spec.method in ("auto", "glance-direct") and stage in ("auto", "qcow2") and "glance-direct" in caps.import_methods:
-        converts = converts_qcow2(target, caps)
+        converts = converts_qcow2(target, caps, probe=probe)
+        if converts is None:
+            method, why = _method(target, spec, caps, "raw", several)
+            return Route(method, stage, spec.stores, spec.all_stores, spec.all_stores_must_succeed, spec.web_download_url,
+                         f"{why}; not probed yet: whether this cloud converts a staged qcow2 (then glance-direct with a qcow2) "
+                         "is learnt by the first real run, or by `invoke probe`")
         if stage == "qcow2" and not converts:
             raise BakeryError(f"{target.name}: upload.stage_format qcow2, but this cloud's import stores a staged qcow2 as "
                               "qcow2 (no image_conversion plugin)", hint="use stage_format: raw or auto")
@@ -109,7 +117,9 @@ def _check_stores(target: Target, spec: UploadSpec, caps: Capabilities) -> None:
 # -- does the cloud convert qcow2 on import? -------------------------------------------------------------------
 
 
-def converts_qcow2(target: Target, caps: Capabilities) -> bool:
+def converts_qcow2(target: Target, caps: Capabilities, *, probe: bool = True, again: bool = False) -> bool | None:
+    """From the memo (a day old at most), else by probing; None when it is not known and probe is False.
+    again: probe even when the memo knows (`invoke probe`)."""
     if "glance-direct" not in caps.import_methods:
         return False
     if target.local:  # the trusted-headers local Glance runs no import plugin (glance/local.py): nothing to probe
@@ -117,13 +127,26 @@ def converts_qcow2(target: Target, caps: Capabilities) -> bool:
     memo = state_dir() / "capabilities" / f"{target.identity}.json"
     try:
         known = json.loads(memo.read_text())
-        if dt.datetime.fromisoformat(known["probed"]) > dt.datetime.now(dt.timezone.utc) - PROBE_TTL:
+        if not again and dt.datetime.fromisoformat(known["probed"]) > dt.datetime.now(dt.timezone.utc) - PROBE_TTL:
             return bool(known["converts_qcow2"])
     except (OSError, ValueError, KeyError):
         pass
+    if not probe:
+        return None
     converts = _probe(target)
     write_atomically(memo, json.dumps({"converts_qcow2": converts, "probed": dt.datetime.now(dt.timezone.utc).isoformat()}))
     say(f"{target.name}: {'converts' if converts else 'does not convert'} a staged qcow2 on import (probed with a 1 MiB image)")
+    return converts
+
+
+def probe(target: Target, report) -> bool | None:
+    """`invoke probe`: learn now (an import of a 1 MiB qcow2, deleted after) whether the cloud converts a staged
+    qcow2, so that plan can tell the route; None when the cloud offers no glance-direct (nothing to learn)."""
+    caps = discover(target)
+    report.target = target.to_dict()
+    converts = converts_qcow2(target, caps, again=True) if "glance-direct" in caps.import_methods else None
+    report.details["probe"] = {"glance_direct": "glance-direct" in caps.import_methods, "converts_qcow2": converts}
+    report.ok = True
     return converts
 
 
