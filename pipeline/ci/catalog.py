@@ -38,7 +38,7 @@ def read(folder: Path, *, base: Path, clouds: tuple[str, ...] = (), variables: d
             raise BakeryError(f"{path}: its job name {slug!r} is also {seen[slug]}'s; rename one of them")
         seen[slug] = path.name
         entries.append(Entry(script_word(f"catalog {path.parent}", _relative(path, base)), slug, tuple(manifest.family_filter.values()),
-                             clouds or tuple(target.cloud for target in manifest.targets)))
+                             clouds or tuple(script_word(f"{path}: targets", target.cloud) for target in manifest.targets)))
     return entries
 
 
