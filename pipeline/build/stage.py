@@ -92,7 +92,8 @@ def _as_built(manifest: Manifest, checked: CheckedImage) -> BuiltImage:
 def _identity(manifest: Manifest, checked: CheckedImage, label: str) -> RecordedFacts | None:
     """The Windows version, build, architecture and firmware of the source: they need no bake, and the rules
     that check the manifest against them (version-matches-image, architecture-matches-image,
-    firmware-matches-disk) should fail in plan, not hours later. A source the bake will refuse is refused
+    firmware-matches-disk) should fail in plan, not hours later. A source published without a bake is the
+    image itself, so its drivers are known too and device-needs-driver judges them in plan and lint. A source the bake will refuse is refused
     here with the same error; a source published as it is and not readable as Windows is published
     without them (a note says so)."""
     try:
@@ -104,7 +105,10 @@ def _identity(manifest: Manifest, checked: CheckedImage, label: str) -> Recorded
             raise
         say(f"{label}: not read as a Windows image, so the rules that need its facts are skipped ({exc.one_line()})")
         return None
-    return RecordedFacts(facts.identity(), facts.identity_lint_facts())
+    if manifest.bake:  # the bake changes drivers, agent and first boot: only what it keeps is known now
+        return RecordedFacts(facts.identity(), facts.identity_lint_facts())
+    return RecordedFacts(facts.to_dict(), facts.lint_facts())  # published as it is: its boot drivers are the instances'
+
 
 
 def input_label(manifest: Manifest, source_path: Path, stage: str | None) -> str:

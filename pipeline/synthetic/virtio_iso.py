@@ -8,6 +8,7 @@ real ISO, which cannot be downloaded on the build machines.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,19 @@ CLASS_GUIDS = {"SCSIAdapter": "{4D36E97B-E325-11CE-BFC1-08002BE10318}", "Net": "
 MARKER = "SYNTHETIC virtio-win made by the image bakery for tests and the demo: the drivers are placeholders"
 
 
+PE_MACHINES = {"amd64": 0x8664, "x86": 0x014C}
+
+
+def pe_stub(machine: int, payload: bytes) -> bytes:
+    """The headers Windows' loader and the bakery's inspection read first (MZ, e_lfanew, PE\\0\\0, the COFF
+    machine), then the placeholder: a file that is not a PE image of the right architecture is no driver."""
+    dos = bytearray(0x40)
+    dos[0:2] = b"MZ"
+    struct.pack_into("<I", dos, 0x3C, 0x40)
+    coff = b"PE\0\0" + struct.pack("<HHIIIHH", machine, 0, 0, 0, 0, 0, 0x0022)
+    return bytes(dos) + coff + payload
+
+
 def driver_files(release: VirtioRelease, driver: VirtioDriver, os_dir: str, arch: str) -> dict[str, bytes]:
     """The files of one driver package: INF (with DriverVer), SYS and CAT placeholders."""
     inf = (
@@ -63,7 +77,7 @@ def driver_files(release: VirtioRelease, driver: VirtioDriver, os_dir: str, arch
         f'DiskId1 = "VirtIO {driver.directory} for {os_dir} {arch}"\r\n'
     ).encode()
     seed = f"{release.version}/{driver.directory}/{os_dir}/{arch}".encode()
-    body = b"MZ" + f" {MARKER} ({seed.decode()})\n".encode() + hashlib.sha256(seed).digest() * 8
+    body = pe_stub(PE_MACHINES[arch], f" {MARKER} ({seed.decode()})\n".encode() + hashlib.sha256(seed).digest() * 8)
     return {f"{driver.inf}.inf": inf, f"{driver.inf}.sys": body, f"{driver.inf}.cat": b"synthetic catalog\n" + seed}
 
 

@@ -262,6 +262,7 @@ def _install_older_virtio(root: Path, hives: Path, spec: WindowsRelease) -> None
             system.set_many(rf"{ccs}\Services\{driver.service}", {
                 "Type": (1, REG_DWORD), "Start": (0 if driver.boot else 3, REG_DWORD), "ErrorControl": (1, REG_DWORD),
                 "ImagePath": (rf"System32\drivers\{driver.inf}.sys", REG_EXPAND_SZ),
+                **({"Group": ("SCSI miniport", REG_SZ)} if driver.boot else {}),  # as the INF's LoadOrderGroup sets it
             })
             system.set(rf"DriverDatabase\DriverInfFiles\oem{index}.inf", "", [package.name], REG_MULTI_SZ)
             for hardware_id in driver.hardware_ids:

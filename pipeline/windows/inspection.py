@@ -6,6 +6,8 @@ linter checks the property set against them.
 from __future__ import annotations
 
 import contextlib
+import re
+import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -92,10 +94,17 @@ class DriverState:
     service_present: bool = False  # its service exists in the control set Windows boots
     missing_in_control_sets: tuple[str, ...] = ()  # boot drivers: the sets Select names without a boot-start service
     database_registered: bool = False  # a DriverDatabase package of its INF (Windows 8+)
+    service_type: int | None = None  # 1: a kernel-mode driver
+    service_group: str | None = None  # boot storage drivers load in "SCSI miniport"
+    image_file: str | None = None  # why the service's ImagePath does not load ("" when it is a PE of the image's architecture)
 
     @property
     def bootable(self) -> bool:
-        return self.service_start == 0 and self.sys_file and self.boot_registered and not self.missing_in_control_sets
+        """What Windows needs to open its boot disk behind this controller: in the control set that boots, a
+        boot-start kernel driver service in its load-order group whose ImagePath is a PE image of the image's
+        architecture, and the controller's PCI ids mapped to it. A .sys file alone is not a driver."""
+        return (self.service_start == 0 and self.service_type == 1 and (self.service_group or "").lower() == BOOT_GROUP
+                and self.image_file == "" and self.boot_registered and not self.missing_in_control_sets)
 
     @property
     def present(self) -> bool:
@@ -380,10 +389,40 @@ def _driver_state(found: WindowsVolume, system: Hive, windows: WindowsFacts, nam
     )
     return DriverState(
         name=name, service_start=service.get("Start"), sys_file=found.path(rf"Windows\System32\drivers\{driver.inf}.sys").is_file(),
+        service_type=service.get("Type"), service_group=service.get("Group"),
+        image_file=_image_file_problem(found, service.get("ImagePath") or rf"System32\drivers\{driver.inf}.sys", windows.arch)
+        if service else None,
         boot_registered=registered, staged_version=staged, installed_versions=tuple(installed),
         service_present=bool(service) and driver.service != "", missing_in_control_sets=without_service if driver.boot else (),
         database_registered=_in_driver_database(system, driver.inf),
     )
+
+
+BOOT_GROUP = "scsi miniport"
+PE_MACHINES = {0x014C: "X86", 0x8664: "AMD64", 0xAA64: "ARM64"}
+
+
+def _image_file_problem(found: WindowsVolume, image_path: str, arch: str | None) -> str:
+    """Why a service's ImagePath would not load as a driver of this Windows ('' when it would): missing, not a
+    PE image (MZ, then PE\\0\\0 where e_lfanew points), or built for another architecture."""
+    relative = re.sub(r"^(\\SystemRoot\\|%SystemRoot%\\|\\\?\?\\C:\\Windows\\|C:\\Windows\\)", "", image_path.strip(), flags=re.IGNORECASE)
+    try:
+        path = found.path(rf"Windows\{relative}")
+    except BakeryError as exc:
+        return exc.one_line()
+    if path.is_symlink() or not path.is_file():
+        return f"{image_path}: no such file"
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head[:2] != b"MZ" or len(head) < 0x40:
+        return f"{image_path}: not a PE image (no MZ header)"
+    offset = struct.unpack_from("<I", head, 0x3C)[0]
+    if offset + 6 > len(head) or head[offset:offset + 4] != b"PE\0\0":
+        return f"{image_path}: not a PE image (no PE header)"
+    machine = PE_MACHINES.get(struct.unpack_from("<H", head, offset + 4)[0], "unknown")
+    if arch and machine != arch:
+        return f"{image_path}: a {machine} image on {arch} Windows"
+    return ""
 
 
 def _in_driver_database(system: Hive, inf: str) -> bool:
