@@ -16,7 +16,7 @@ import yaml
 from pipeline import chain
 from pipeline.build.vm import probe_accelerator
 from pipeline.canary import CanaryFailed
-from pipeline.common.errors import BakeryError, ManifestError
+from pipeline.common.errors import BakeryError, LintFailed, ManifestError
 from pipeline.common.report import Report
 from tests.conftest import processes_mentioning, project_images
 
@@ -24,7 +24,7 @@ SNAKEOIL_VARS = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"  # enrolls the key th
 
 
 def manifest(tmp_path: Path, disk: tuple[Path, str], *, properties: dict, canary: dict | None = None, bake=None,
-             name: str = "canary", release: str = "w10") -> Path:
+             name: str = "canary", release: str = "w10", suppress: dict | None = None) -> Path:
     path, sha = disk
     major = {"w10": "w10entx64", "w11": "w11entx64"}[release]
     document = {
@@ -38,6 +38,8 @@ def manifest(tmp_path: Path, disk: tuple[Path, str], *, properties: dict, canary
     }
     if bake:
         document["bake"] = {"virtio_win": {"path": str(bake[0]), "sha256": bake[1]}}
+    if suppress:
+        document["lint"] = {"suppress": suppress}
     target = tmp_path / f"{name}.yaml"
     target.write_text(yaml.safe_dump(document, sort_keys=False))
     return target
@@ -110,10 +112,17 @@ def test_a_disk_bus_the_image_cannot_boot_from_fails_and_publishes_nothing(boota
     assert good.image["properties"]["bakery_canary"].startswith("ok ")
     before = {image["id"]: image for image in project_images(target)}
 
+    # lint reads the image's registry and refuses it first; with that rule suppressed, the canary still catches it
+    with pytest.raises(LintFailed, match="device-needs-driver"):
+        chain.build_and_publish(chain.JobOptions(manifest(tmp_path, disk, name="bad", properties={"hw_disk_bus": "virtio"},
+                                                          canary={"ready": "serial-marker"}), release_date="2026-11-01"),
+                                Report("t"), target=target)
     report = Report("t")
     with pytest.raises(CanaryFailed) as failure:
         chain.build_and_publish(chain.JobOptions(manifest(tmp_path, disk, name="bad", properties={"hw_disk_bus": "virtio"},
-                                                          canary={"ready": "serial-marker"}), release_date="2026-11-01"),
+                                                          canary={"ready": "serial-marker"},
+                                                          suppress={"device-needs-driver": "the canary must catch it alone"}),
+                                                 release_date="2026-11-01"),
                                 report, target=target)
 
     message = failure.value.one_line()
@@ -162,6 +171,32 @@ def test_an_unknown_nova_release_is_a_manifest_error(bootable, target, tmp_path)
     path = manifest(tmp_path, bootable("w10"), properties={}, canary={"ready": "serial-marker", "nova": "zebra"})
     with pytest.raises(ManifestError, match=r"canary\.nova: expected a Nova release name"):
         publish(path, target, "2026-11-01")
+
+
+@pytest.mark.parametrize("marker", ["standin: hardware:", "SeaBIOS", "Booting from Hard Disk", "GRUB", "BdsDxe"])
+def test_a_marker_that_firmware_or_a_loader_prints_is_refused(bootable, target, tmp_path, marker):
+    path = manifest(tmp_path, bootable("w10"), properties={"hw_disk_bus": "sata"}, canary={"ready": "serial-marker", "marker": marker})
+    with pytest.raises(ManifestError, match=r"canary\.marker: .* firmware or a boot loader prints"):
+        publish(path, target, "2026-11-01")
+    assert project_images(target) == []
+
+
+def test_a_serial_marker_counts_only_with_this_boots_nonce(tmp_path):
+    """The nonce reaches the guest as an SMBIOS OEM string, which no firmware prints; the marker alone, or with
+    another boot's nonce, is not a ready guest."""
+    from pipeline.build.vm import Accelerator, Drive, VmSpec, _MarkerScan, qemu_command, ready_line
+
+    spec = VmSpec(disk=Drive(tmp_path / "d.qcow2", "qcow2"), disk_bus="sata", cdroms=(), role="canary", ready="serial-marker",
+                  ready_marker="BAKERY-READY", ready_nonce="0123abcd")
+    argv = qemu_command(spec, tmp_path, Accelerator("tcg", "test"), qmp_socket=tmp_path / "q.sock", tpm_socket=None)
+    assert argv[argv.index("-smbios") + 1] == "type=11,value=bakery-ready-nonce=0123abcd"
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"SeaBIOS\nstandin: BAKERY-READY\nstandin: BAKERY-READY ffffeeee\n")
+    scan = _MarkerScan(log, ready_line(spec).encode())
+    assert not scan.found()
+    with open(log, "ab") as more:
+        more.write(b"standin: BAKERY-READY 0123abcd hardware...\n")
+    assert scan.found()
 
 
 def test_plan_shows_the_machine_the_canary_would_boot_and_boots_nothing(bootable, target, tmp_path, isolated_state):

@@ -44,6 +44,7 @@ READY_POLL_S = 2.0
 AGENT_ANSWER_S = 2.0
 RESET_DEBOUNCE_S = 2.0  # one reboot can raise RESET twice (the guest's reset, then the firmware's own)
 PR_SET_PDEATHSIG = 1
+NONCE_OEM_PREFIX = "bakery-ready-nonce="  # the SMBIOS OEM string that carries a serial-marker boot's nonce
 
 
 class VmFailed(BakeryError):
@@ -98,6 +99,10 @@ class VmSpec:
     max_reboots: int | None = None  # more resets than this is a reboot loop
     ready: str = ""  # "" (wait for power-off) | serial-marker | guest-agent: the end of a canary boot
     ready_marker: str = "BAKERY-READY"
+    # serial-marker: a fresh nonce per boot, given to the guest as an SMBIOS OEM string (type 11, which no
+    # firmware or loader prints); the guest is ready when it writes "<marker> <nonce>" on COM1, which only an
+    # OS that has booted and read its SMBIOS table can do (Windows: Win32_ComputerSystem.OEMStringArray).
+    ready_nonce: str = ""
 
     @property
     def q35(self) -> bool:
@@ -180,6 +185,10 @@ def qemu_command(spec: VmSpec, workdir: Path, accel: Accelerator, *, qmp_socket:
     ]
     if spec.localtime:
         argv += ["-rtc", "base=localtime"]
+    if spec.ready_nonce:
+        if not spec.ready_nonce.isalnum():
+            raise BakeryError(f"{spec.role} VM: a ready nonce must be letters and digits")
+        argv += ["-smbios", f"type=11,value={NONCE_OEM_PREFIX}{spec.ready_nonce}"]
     if spec.network != "none":
         argv += ["-device", f"{spec.nic},netdev=net0", "-netdev", "user,id=net0" + (",restrict=on" if spec.network == "restricted" else "")]
     argv += _firmware(spec, workdir) + _tpm(spec, tpm_socket) + _agent_channel(agent_socket)
@@ -321,7 +330,7 @@ async def _watch(qmp: QMPClient, qemu: subprocess.Popen, spec: VmSpec, result: V
     with qmp.listener() as listener:
         next_status = started + 30
         next_ready_check = started
-        marker = _MarkerScan(result.serial_log, spec.ready_marker.encode()) if spec.ready == "serial-marker" else None
+        marker = _MarkerScan(result.serial_log, ready_line(spec).encode()) if spec.ready == "serial-marker" else None
         last_reset = float("-inf")
         while True:
             now = time.monotonic()
@@ -373,6 +382,11 @@ async def _is_ready(spec: VmSpec, marker: "_MarkerScan | None", agent_socket: Pa
     if spec.ready == "serial-marker":
         return marker is not None and marker.found()
     return agent_socket is not None and await _agent_answers(agent_socket)
+
+
+def ready_line(spec: VmSpec) -> str:
+    """What the guest writes on COM1 when it is ready: the marker, then this boot's nonce when there is one."""
+    return f"{spec.ready_marker} {spec.ready_nonce}" if spec.ready_nonce else spec.ready_marker
 
 
 @dataclass

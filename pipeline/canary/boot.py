@@ -9,6 +9,8 @@ loop fails the build in one line, with the screenshot and the serial log kept; n
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -50,6 +52,12 @@ class CanaryResult:
                 **({"vm": self.vm.to_dict(), "qemu_command": self.vm.command} if self.vm else {})}
 
 
+# What SeaBIOS, OVMF, GRUB, iPXE, Windows' boot manager and the tests' stand-in print on COM1 before the OS has
+# taken over its disk: a serial marker may not match any of it (the nonce alone already makes it unforgeable).
+FIRMWARE_TEXT = ("seabios", "booting from", "bdsdxe", "grub", "ipxe", "press any key", "windows boot manager", "standin:",
+                 "hardware:")
+
+
 def check(manifest: Manifest, properties: dict[str, str]) -> None:
     """What can be refused before the build: an unknown Nova release, a ready signal the properties give the guest
     no way to send, and hardware Nova or libvirt would refuse."""
@@ -60,6 +68,9 @@ def check(manifest: Manifest, properties: dict[str, str]) -> None:
         release_number(spec.nova)
     except BakeryError:
         raise manifest.error(("canary", "nova"), f"expected a Nova release name (as explain --nova), got {spec.nova!r}") from None
+    if spec.ready == "serial-marker" and any(spec.marker.lower() in text or text in spec.marker.lower() for text in FIRMWARE_TEXT):
+        raise manifest.error(("canary", "marker"), f"{spec.marker!r} is (or holds) text that firmware or a boot loader prints before "
+                             "Windows runs; choose a marker of your own (the guest writes it with this boot's nonce)")
     if spec.ready == "guest-agent" and not agent_channel(properties):
         raise manifest.error(("canary", "ready"), "guest-agent needs the property hw_qemu_guest_agent=yes: only then does Nova "
                              "give the guest the agent's channel; set it, or use ready: serial-marker")
@@ -84,7 +95,8 @@ def run_canary(manifest: Manifest, image: Path, hardware: Hardware, *, workdir: 
     """Boot a throw-away overlay (in `workdir`) of the raw `image` on `hardware`; raises CanaryFailed unless the
     guest became ready."""
     overlay = workdir / "canary-overlay.qcow2"
-    vm = replace(hardware.vm, disk=Drive(overlay, "qcow2"))
+    nonce = os.urandom(12).hex() if hardware.vm.ready == "serial-marker" else ""  # this boot's, unknown to any firmware
+    vm = replace(hardware.vm, disk=Drive(overlay, "qcow2"), ready_nonce=nonce)
     workdir.mkdir(parents=True, exist_ok=True)
     result = CanaryResult(False, hardware, logs)
     if hardware.not_applied:

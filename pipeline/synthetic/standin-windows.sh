@@ -48,22 +48,68 @@ hardware() {
     echo "disk_bus=$(disk_bus) nic=${nic:-none} machine=$machine video=$video $(firmware_facts) hyperv=$hyperv agent=$agent"
 }
 
-mount_windows() {  # the NTFS partition with a Windows directory, read-write through ntfs-3g
+mount_windows() {  # the NTFS partition with a Windows directory, read-write; names ignore case, as Windows'
     for part in "$DISK"[0-9]*; do
-        ntfs-3g "$part" /windows 2>/dev/null || continue
+        lowntfs-3g -o ignore_case "$part" /windows 2>/dev/null || ntfs-3g "$part" /windows 2>/dev/null || continue
         [ -d /windows/Windows/System32 ] && return 0
         umount /windows
     done
     return 1
 }
 
-boot_driver() {  # the driver file Windows loads at boot for the bus; in-box ones always exist
+# -- the boot driver, as Windows finds it: from the registry, not from a file's presence --------------------
+
+reg() {  # reg HIVE 'Key\Path' [Name]: the value (or, without a name, whether the key exists)
+    if [ -n "$3" ]; then printf 'cd \\%s\nlsval %s\n' "$2" "$3"; else printf 'cd \\%s\n' "$2"; fi > /tmp/reg.cmds
+    hivexsh -f /tmp/reg.cmds "$1" 2>/dev/null
+}
+
+boot_service() {  # the service Windows loads for the disk's controller; in-box ones always exist
     case "$1" in
-        virtio-blk) echo viostor.sys ;;
-        virtio-scsi) echo vioscsi.sys ;;
+        virtio-blk) echo viostor ;;
+        virtio-scsi) echo vioscsi ;;
         sata|ide) echo in-box ;;  # storahci, atapi
-        *) echo "$1.sys" ;;  # no Windows this bakery makes has one (LSI 53C895A has had none since Windows 7)
+        *) echo "$1" ;;  # no Windows this bakery makes has one (LSI 53C895A has had none since Windows 7)
     esac
+}
+
+controller_id() {  # the boot disk's controller as a PnP hardware id: PCI\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00
+    device=$(readlink -f "/sys/block/${DISK##*/}/device")
+    while [ "$device" != / ] && [ ! -f "$device/vendor" ]; do device=${device%/*}; done
+    [ -f "$device/vendor" ] || return 1
+    hex() { tr -d '\n' < "$device/$1" | sed 's/^0x//' | tr a-f A-F; }
+    printf 'PCI\\VEN_%s&DEV_%s&SUBSYS_%s%s&REV_%s' "$(hex vendor)" "$(hex device)" "$(hex subsystem_device)" \
+        "$(hex subsystem_vendor)" "$(hex revision)"
+}
+
+pe_machine() {  # the COFF machine of a PE image (8664 amd64, 14C x86), or nothing when it is no PE image
+    [ "$(dd if="$1" bs=1 count=2 2>/dev/null)" = MZ ] || return 0
+    offset=$(od -An -tu4 -j60 -N4 "$1" | tr -d ' ')
+    [ "$(dd if="$1" bs=1 skip="$offset" count=2 2>/dev/null)" = PE ] || return 0
+    od -An -tx2 -j$((offset + 4)) -N2 "$1" | tr -d ' ' | tr a-f A-F | sed 's/^0*//'
+}
+
+boot_driver_problem() {  # $1 service: why Windows would not load it for its boot disk (nothing when it would)
+    system=/windows/Windows/System32/config/SYSTEM
+    software=/windows/Windows/System32/config/SOFTWARE
+    set=$(printf 'ControlSet%03d' "$(reg "$system" Select Default)")
+    key="$set\\Services\\$1"
+    [ "$(reg "$system" "$key" Start)" = 0 ] || { echo "service $1 is not a boot-start service in $set"; return; }
+    [ "$(reg "$system" "$key" Type)" = 1 ] || { echo "service $1 is not a kernel driver"; return; }
+    [ "$(reg "$system" "$key" Group | tr A-Z a-z)" = "scsi miniport" ] || { echo "service $1 is not in the SCSI miniport group"; return; }
+    image=$(reg "$system" "$key" ImagePath | tr '\\' / | sed -e 's#^/SystemRoot/##I' -e 's#^%SystemRoot%/##I')
+    [ -n "$image" ] || image="System32/drivers/$1.sys"
+    [ -f "/windows/Windows/$image" ] || { echo "its ImagePath $image is missing"; return; }
+    arch=$(reg "$system" "$set\\Control\\Session Manager\\Environment" PROCESSOR_ARCHITECTURE)
+    machine=$(pe_machine "/windows/Windows/$image")
+    case "$arch:$machine" in AMD64:8664|X86:14C|ARM64:AA64) ;; *) echo "$image is not a $arch driver (PE machine '${machine:-none}')"; return ;; esac
+    hwid=$(controller_id) || { echo "the disk's controller has no PCI id"; return; }
+    if [ "$(reg "$software" 'Microsoft\Windows NT\CurrentVersion' CurrentVersion)" = 6.1 ]; then  # Windows 7 / 2008 R2
+        cdd=$(echo "$hwid" | tr A-Z a-z | sed 's#\\#\##g')
+        [ "$(reg "$system" "$set\\Control\\CriticalDeviceDatabase\\$cdd" Service)" = "$1" ] || { echo "no CriticalDeviceDatabase entry for $hwid"; return; }
+    else
+        reg "$system" "DriverDatabase\\DeviceIds\\$hwid" > /dev/null || { echo "no DriverDatabase entry for $hwid"; return; }
+    fi
 }
 
 find_disk || stop_error "0x0000007B INACCESSIBLE_BOOT_DEVICE (no disk)"
@@ -71,9 +117,10 @@ HARDWARE=$(hardware)
 say "hardware: $HARDWARE"
 mount_windows || stop_error "0x0000007B INACCESSIBLE_BOOT_DEVICE (no Windows volume on $DISK)"
 BUS=$(disk_bus)
-DRIVER=$(boot_driver "$BUS")
-if [ "$DRIVER" != in-box ] && [ ! -f "/windows/Windows/System32/drivers/$DRIVER" ]; then
-    stop_error "0x0000007B INACCESSIBLE_BOOT_DEVICE (no boot driver for $BUS: Windows\\System32\\drivers\\$DRIVER missing)"
+SERVICE=$(boot_service "$BUS")
+if [ "$SERVICE" != in-box ]; then
+    PROBLEM=$(boot_driver_problem "$SERVICE")
+    [ -z "$PROBLEM" ] || stop_error "0x0000007B INACCESSIBLE_BOOT_DEVICE (no boot driver for $BUS: $PROBLEM)"
 fi
 
 find_provisioning() {
@@ -166,7 +213,14 @@ guest_agent() {  # guest-sync and guest-ping, as qemu-ga answers them
     done
 }
 
+ready_nonce() {  # this boot's nonce: the SMBIOS OEM string (type 11) the host gave, which no firmware prints
+    for entry in /sys/firmware/dmi/entries/11-*/raw; do
+        [ -f "$entry" ] && tr '\000' '\n' < "$entry" | sed -n 's/.*bakery-ready-nonce=\([0-9a-fA-F]*\).*/\1/p'
+    done | head -n 1
+}
+
 PORT=$(agent_port) && guest_agent "$PORT" &
 umount /windows
-say "BAKERY-READY $HARDWARE"
+NONCE=$(ready_nonce)
+say "BAKERY-READY${NONCE:+ $NONCE} $HARDWARE"
 while true; do sleep 3600; done

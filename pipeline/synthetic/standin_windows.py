@@ -10,7 +10,9 @@ firmware needs to start the stand-in from the disk itself, over whatever bus the
   enrolled (OVMF_VARS_4M.snakeoil.fd).
 
 The guest's /init (standin-windows.sh) plays a booted Windows: it stops with 0x7B when no boot driver fits
-the disk's controller, reports the virtual hardware it found, runs the provisioning runner's steps from
+the disk's controller, judged from the registry as Windows judges it (the control set Select\\Default names, a
+boot-start kernel service in "SCSI miniport" whose ImagePath is a PE image of the right architecture, and the
+controller's PCI id mapped to it), reports the virtual hardware it found, runs the provisioning runner's steps from
 the config media, and, booted as an instance, answers the guest agent and writes a ready marker.
 """
 
@@ -30,6 +32,10 @@ INIT_SCRIPT = Path(__file__).with_name("standin-windows.sh")
 GRUB_DIR = Path("/usr/lib/grub/i386-pc")
 BOOT_DIR = "bakery-standin"  # on the System Reserved partition (BIOS)
 NTFS_3G = Path("/usr/bin/ntfs-3g")
+# Windows' namespace ignores case (lowntfs-3g -o ignore_case), and Windows finds its boot drivers in the
+# registry (hivexsh reads SYSTEM): the stand-in decides 0x7B from the same facts Windows does.
+LOWNTFS_3G = Path("/usr/bin/lowntfs-3g")
+HIVEXSH = Path("/usr/bin/hivexsh")
 # disk buses and controllers, NICs, the guest agent's virtio-serial port, FUSE for ntfs-3g, efivarfs
 MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci", "ata_piix", "sr_mod", "isofs", "pvpanic_mmio",
            "pvpanic_pci", "efivarfs", "virtio_net", "e1000", "e1000e", "8139cp", "8139too", "ne2k_pci", "virtio_console",
@@ -50,7 +56,7 @@ def make_bootable(disk: Path, *, cache: Path) -> Path:
         scratch = Path(scratch)
         kernel_root = standin.kernel_tree(cache)
         vmlinuz = next((kernel_root / "boot").glob("vmlinuz-*"))
-        initrd = standin.initramfs(kernel_root, scratch, init=INIT_SCRIPT, modules=MODULES, programs=(NTFS_3G,))
+        initrd = standin.initramfs(kernel_root, scratch, init=INIT_SCRIPT, modules=MODULES, programs=(NTFS_3G, LOWNTFS_3G, HIVEXSH))
         if layout.label == "gpt":
             _esp_boot(disk, layout, standin.signed_uki(vmlinuz, initrd, scratch, KERNEL_CMDLINE), scratch)
         else:
