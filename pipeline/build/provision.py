@@ -150,12 +150,15 @@ def _software_hive(found: WindowsVolume, workdir: Path) -> Iterator[Hive]:
     shutil.copyfile(copy, found.software_hive)
 
 
+LAUNCHER_TEXT = "\r\n".join([
+    "@echo off", "rem Written by the image bakery: run the provisioning runner when its media is in a drive.",
+    "for %%d in (D E F G H I J K L M N O P Q R S T U V W X Y Z) do if exist %%d:\\bakery\\runner.ps1 "
+    "powershell.exe -NoProfile -ExecutionPolicy Bypass -File %%d:\\bakery\\runner.ps1 -Media %%d:\\bakery", ""])
+
+
 def _plant_launcher(work: Path, workdir: Path) -> str:
     """The startup script that starts the runner from whichever drive holds the media; returns the firmware."""
-    launcher = "\r\n".join([
-        "@echo off", "rem Written by the image bakery: run the provisioning runner when its media is in a drive.",
-        "for %%d in (D E F G H I J K L M N O P Q R S T U V W X Y Z) do if exist %%d:\\bakery\\runner.ps1 "
-        "powershell.exe -NoProfile -ExecutionPolicy Bypass -File %%d:\\bakery\\runner.ps1 -Media %%d:\\bakery", ""])
+    launcher = LAUNCHER_TEXT
     with windows_volume(work, "qcow2", workdir / "volume", writable=True, label=str(work)) as found:
         path = found.path(LAUNCHER)
         path.parent.mkdir(parents=True, exist_ok=True)
