@@ -232,3 +232,25 @@ def test_transient_503s_on_safe_calls_are_retried(glance_server, project, releas
     assert proxy.injected == 3
     assert direct.glance.images.get(second)["recommended"] == "true"
     assert direct.glance.images.get(first)["superseded_by"] == second
+
+
+def test_a_sigkilled_idle_master_leaves_no_deaf_glance_behind(own_server):
+    """The master dies at a quiet moment; its orphaned worker would keep the port until its own timeout. The
+    next glance-up knows that worker by the state directory, stops it and serves again at once."""
+    import os
+    import time
+
+    from pipeline.glance.server import alive
+
+    master = own_server.status().pid
+    workers = [pid for pid in own_server.orphans() if pid != master]
+    assert workers, "gunicorn should have a worker besides its master"
+    os.kill(master, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(master) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(master) and any(alive(pid) for pid in workers), "the worker outlives its master (the case at hand)"
+    restarted = own_server.up(timeout=60)
+    assert restarted.healthy and restarted.pid != master
+    assert not any(alive(pid) for pid in workers)
+    assert set(own_server.orphans()) >= {restarted.pid}

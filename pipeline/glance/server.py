@@ -120,6 +120,7 @@ class LoopbackServer:
             return self._wait_healthy(current.pid, timeout)
         if current.pid is not None:
             self.pid_file.unlink(missing_ok=True)  # stale: the process is gone
+        self._stop_orphans()
         self._check_port_free()
         self.root.mkdir(parents=True, exist_ok=True)
         self.prepare()
@@ -145,8 +146,35 @@ class LoopbackServer:
                 time.sleep(0.1)
             if alive(pid):
                 signal_group(pid, signal.SIGKILL)
+        self._stop_orphans()
         self.pid_file.unlink(missing_ok=True)
         return ServerStatus(self.url, False, False, None, f"local {self.name} stopped (data kept in {self.root})")
+
+    def orphans(self) -> list[int]:
+        """Processes of this server left without their master (a SIGKILLed master leaves its workers holding the
+        port until their own timeout): known by their working directory, this server's state directory, which
+        every process of it inherits and nothing else uses; not by a process name."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if Path(os.readlink(entry / "cwd")) == self.root:
+                    found.append(int(entry.name))
+            except OSError:  # gone, or not ours to read
+                continue
+        return found
+
+    def _stop_orphans(self, grace_s: float = 5.0) -> None:
+        orphans = self.orphans()
+        for pid in orphans:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while any(alive(pid) for pid in orphans) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in orphans:
+            if alive(pid):
+                _signal(pid, signal.SIGKILL)
 
     def _wait_healthy(self, pid: int, timeout: float, proc: subprocess.Popen | None = None) -> ServerStatus:
         deadline = time.monotonic() + timeout
@@ -213,6 +241,13 @@ def alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def signal_group(pid: int, sig: int) -> None:
