@@ -34,7 +34,7 @@ from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.glance.connect import connect
 from pipeline.glance.local import LocalGlance
-from pipeline.glance.localcloud import DEFAULT_CONSUMER_PORTS, LocalCloud
+from pipeline.glance.localcloud import LocalCloud, consumer_ports
 from pipeline.properties import explain as explain_stage
 from pipeline.properties import image_lint
 from pipeline.publish import audit as audit_stage
@@ -249,11 +249,16 @@ def glance_status(c, json=None):
 
 
 @task(help={"token_lifetime": "Keystone's token lifetime in seconds (default 3600)", **_help("json"),
-            "consumers": "also run the Nova and Cinder APIs (ports 18774, 18776), for the lifecycle's in-use checks"})
-def cloud_up(c, token_lifetime=3600, json=None, consumers=False):
+            "consumers": "also run the Nova and Cinder APIs, for the lifecycle's in-use checks",
+            "nova-port": "Nova's API port with --consumers (default: BAKERY_CLOUD_NOVA_PORT, else 18774)",
+            "cinder-port": "Cinder's API port with --consumers (default: BAKERY_CLOUD_CINDER_PORT, else 18776)"})
+def cloud_up(c, token_lifetime=3600, json=None, consumers=False, nova_port=None, cinder_port=None):
     """Start a real Keystone + Keystone-authenticated Glance on 127.0.0.1 and write its clouds.yaml."""
-    cloud = LocalCloud(token_lifetime=int(token_lifetime), consumer_ports=DEFAULT_CONSUMER_PORTS if consumers else None)
-    execute("cloud-up", json, lambda report: _glance_report(report, cloud.up()), summary=False)
+    def up(report):
+        ports = consumer_ports(nova_port, cinder_port) if consumers else None
+        return _glance_report(report, LocalCloud(token_lifetime=int(token_lifetime), consumer_ports=ports).up())
+
+    execute("cloud-up", json, up, summary=False)
 
 
 @task(help=_help("json"))

@@ -354,3 +354,15 @@ def connect_with(clouds: Path, name: str):
             os.environ.pop("OS_CLIENT_CONFIG_FILE", None)
         else:
             os.environ["OS_CLIENT_CONFIG_FILE"] = previous
+
+
+def test_the_consumer_api_ports_come_from_options_or_the_environment(monkeypatch):
+    from pipeline.common.errors import BakeryError
+    from pipeline.glance.localcloud import DEFAULT_CONSUMER_PORTS, consumer_ports
+
+    assert consumer_ports() == DEFAULT_CONSUMER_PORTS
+    monkeypatch.setenv("BAKERY_CLOUD_NOVA_PORT", "28774")
+    assert consumer_ports(None, "28776") == (28774, 28776)
+    for nova, cinder in (("x", None), (0, None), (70000, None), (28000, 28000)):
+        with pytest.raises(BakeryError):
+            consumer_ports(nova, cinder)

@@ -193,6 +193,21 @@ def test_bad_lifecycle_and_scs_settings_are_one_line_errors(glance_server, tmp_p
     one_line_error(proc, fragment, str(manifest))
 
 
+def test_an_unquoted_yaml_date_is_the_date_meant(tmp_path):
+    """The README's `provided_until: 2029-01-09`, unquoted, is a YAML date: it means that day."""
+    import yaml
+
+    from pipeline.manifest import load_manifest
+    from tests.conftest import MiB, make_image, write_manifest
+
+    image = tmp_path / "x.raw"
+    path = write_manifest(tmp_path, image, make_image(image, MiB), scs={**SCS, "provided_until": "PLACEHOLDER", "uuid_validity": "PLACE2"})
+    path.write_text(path.read_text().replace("PLACEHOLDER", "2029-01-09").replace("PLACE2", "2030-01-01"))
+    assert isinstance(yaml.safe_load(path.read_text())["scs"]["provided_until"], __import__("datetime").date)
+    manifest = load_manifest(path, release_date="2026-11-01")
+    assert (manifest.scs.provided_until, manifest.scs.uuid_validity) == ("2029-01-09", "2030-01-01")
+
+
 def test_one_visible_image_per_family_under_its_plain_name():
     from pipeline.properties.scs import check_catalog
 

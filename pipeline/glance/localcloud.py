@@ -27,6 +27,7 @@ import yaml
 from keystoneauth1 import session as ksa_session
 from keystoneauth1.identity import v3
 
+from pipeline.common.errors import BakeryError
 from pipeline.common.paths import state_dir
 from pipeline.glance.image_consumers import LocalCinder, LocalNova
 from pipeline.glance.keystone import REGION, LocalKeystone
@@ -36,6 +37,25 @@ from pipeline.glance.server import ServerStatus, ServiceUser
 DEFAULT_KEYSTONE_PORT = 15000
 DEFAULT_GLANCE_PORT = 19293
 DEFAULT_CONSUMER_PORTS = (18774, 18776)  # Nova's and Cinder's usual ports, moved out of the way
+
+
+def consumer_ports(nova: int | str | None = None, cinder: int | str | None = None) -> tuple[int, int]:
+    """(Nova's, Cinder's) API ports: given, else BAKERY_CLOUD_NOVA_PORT / BAKERY_CLOUD_CINDER_PORT, else the defaults."""
+    ports = []
+    for given, variable, default in ((nova, "BAKERY_CLOUD_NOVA_PORT", DEFAULT_CONSUMER_PORTS[0]),
+                                     (cinder, "BAKERY_CLOUD_CINDER_PORT", DEFAULT_CONSUMER_PORTS[1])):
+        value = given if given is not None else os.environ.get(variable, default)
+        try:
+            port = int(value)
+        except (TypeError, ValueError):
+            port = 0
+        if not 1 <= port <= 65535:
+            raise BakeryError(f"{variable.removeprefix('BAKERY_CLOUD_').lower().replace('_', '-')}: expected a TCP port "
+                              f"from 1 to 65535, got {value!r}")
+        ports.append(port)
+    if ports[0] == ports[1]:
+        raise BakeryError(f"Nova and Cinder cannot share port {ports[0]}")
+    return ports[0], ports[1]
 PROJECT = "windows-images"
 OTHER_PROJECT = "other-team"
 FLAVOR = {"id": "bakery-windows", "name": "bakery.windows", "ram": 4096, "vcpus": 2, "disk": 40}

@@ -343,11 +343,14 @@ def _scs(fields: _Fields) -> ScsProfile:
     known = ("replace_frequency", "provided_until", "uuid_validity", "image_source", "image_description",
              "image_original_user", "os_purpose", "hotfix_hours", "patchlevel")
     _known_keys(fields, section, known)
+    promises = {}
     for key, pattern, what in (("uuid_validity", UUID_VALIDITY, "none, notice, forever, last-N or a YYYY-MM-DD date"),
                                ("provided_until", PROVIDED_UNTIL, "none, notice or a YYYY-MM-DD date")):
-        value = fields.get(*section, key)
+        value = fields.get(*section, key, kind=(str, dt.date))  # an unquoted 2029-01-09 is a YAML date: the date meant
+        value = value.isoformat() if isinstance(value, dt.date) else value
         if not pattern.fullmatch(value) or (value[:1].isdigit() and not _is_date(value)):
             raise fields.error((*section, key), f"expected {what}, got {value!r}")
+        promises[key] = value
     source = fields.get(*section, "image_source")
     if source != "private" and not re.fullmatch(r"(https?|ftps?)://\S+", source):
         raise fields.error((*section, "image_source"), f"expected a URL or private, got {source!r}")
@@ -355,7 +358,7 @@ def _scs(fields: _Fields) -> ScsProfile:
     return ScsProfile(
         replace_frequency=fields.choice(*section, "replace_frequency", choices=REPLACE_FREQUENCIES,
                                         default=fields.get(*section, "replace_frequency")),
-        provided_until=fields.get(*section, "provided_until"), uuid_validity=fields.get(*section, "uuid_validity"),
+        provided_until=promises["provided_until"], uuid_validity=promises["uuid_validity"],
         image_source=source, image_description=fields.get(*section, "image_description"),
         image_original_user=fields.get(*section, "image_original_user"),
         os_purpose=fields.choice(*section, "os_purpose", choices=OS_PURPOSES, default="generic"),
