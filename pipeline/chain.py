@@ -642,18 +642,37 @@ def _inspect_glance_image(image_id: str, cloud: str | None, workdir: Path) -> Im
         return inspect_image(Path(local.name), workdir=workdir)
 
 
+def _lint_catalog(entries: list, options: gitlab.Options) -> None:
+    """The lint the pipeline's lint job runs, run now: a catalog that would fail it is not generated. One line per
+    failing manifest, then the error."""
+    failing = []
+    for entry in entries:
+        try:
+            lint_manifest(JobOptions(entry.path, variables=options.variables), Report("lint"))
+        except BakeryError as exc:
+            failing.append(entry.path.name)
+            say(f"{entry.path}: {exc.one_line()}")
+    if failing:
+        raise BakeryError(f"{len(failing)} of {len(entries)} manifests fail lint ({', '.join(failing)}): the pipeline's lint job "
+                          "would fail; nothing was generated")
+
+
 def generate_ci(report: Report, *, engine: str, catalog: Path, clouds: tuple[str, ...], options: gitlab.Options,
                 out: Path | None) -> str:
     """`invoke ci`: the catalog's pipeline for a CI engine, validated manifests only."""
     if engine != "gitlab":
         raise BakeryError(f"--engine {engine}: unknown; expected gitlab")
-    entries = ci_catalog.read(catalog, base=out.parent if out else Path.cwd(), clouds=clouds,
-                              variables=parse_variables(list(options.variables)))
+    entries, skipped = ci_catalog.read(catalog, base=out.parent if out else Path.cwd(), clouds=clouds,
+                                       variables=parse_variables(list(options.variables)))
+    for entry in skipped:
+        say(f"{entry.path}: skipped: {entry.reason}")
+    _lint_catalog(entries, options)
     document = gitlab.pipeline(entries, options)
     text = gitlab.render(document)
     if out:
         write_atomically(out, text)
     report.details["ci"] = {"engine": engine, "out": str(out) if out else None, "text": text,
+                            "skipped": [{"manifest": str(s.path), "reason": s.reason} for s in skipped],
                             "jobs": [name for name in document if ":" in name or name == "lint"],
                             "families": sorted({"/".join(e.family) for e in entries})}
     report.ok = True

@@ -223,3 +223,28 @@ def test_options_with_line_breaks_are_refused_at_generation(tmp_path, args, expe
     write_manifest(folder, image, make_image(image, MiB, seed="options"), name="w10.yaml")
     proc = run_invoke("ci", "--catalog", str(folder), *args, state=tmp_path / "state")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and expect in proc.stderr, proc.stderr
+
+
+def test_the_shipped_catalog_generates_and_says_what_it_skipped(tmp_path):
+    proc = run_invoke("ci", "--catalog", str(PROJECT_ROOT / "manifests"), "--json", str(tmp_path / "ci.json"), state=tmp_path / "state")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "ci.json").read_text())["details"]["ci"]
+    assert [Path(s["manifest"]).name for s in report["skipped"]] == ["demo-w10entx64.yaml"]
+    assert "base_image" in report["skipped"][0]["reason"] and "demo-w10entx64.yaml: skipped" in proc.stderr
+    assert "bake:w10entx64" in report["jobs"] and "bake:demo-w10entx64" not in report["jobs"]
+
+
+def test_a_manifest_that_fails_lint_fails_the_generation_with_a_line_naming_it(project, tmp_path):
+    manifest = project / "manifests" / "w10b.yaml"
+    manifest.write_text(manifest.read_text().replace("os_distro_major: w10glb", "os_distro_major: w11glb")
+                        .replace("version: '10'", "version: '11'"))
+    proc = run_invoke("ci", "--catalog", str(project / "manifests"), "--out", str(project / ".gitlab-ci.yml"), state=tmp_path / "state")
+    assert proc.returncode == 1 and not (project / ".gitlab-ci.yml").exists(), proc.stderr
+    assert any("w10b.yaml" in line and "windows11-requirements" in line for line in proc.stderr.splitlines()), proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 4 manifests fail lint (w10b.yaml)")
+
+
+def test_within_a_family_releases_publish_in_release_order_base_name_first(project, tmp_path):
+    pipeline = yaml.safe_load(generate(project, tmp_path / "state").read_text())
+    assert {"job": "publish:w10a", "artifacts": False} in pipeline["publish:w10a-hotfix"]["needs"]
+    assert all(need["job"] != "publish:w10a-hotfix" for need in pipeline["publish:w10a"]["needs"])

@@ -39,6 +39,14 @@ class ManifestError(BakeryError):
         self.file, self.field, self.line = file, field, line
 
 
+class MissingVariable(ManifestError):
+    """The manifest names a variable nobody gave (--set NAME=VALUE): known only at run time."""
+
+    def __init__(self, file: str, name: str, expected: str, *, line: int | None = None):
+        super().__init__(file, None, expected, line=line)
+        self.name = name
+
+
 class LintFailed(BakeryError):
     """The rendered property set has errors; nothing was published."""
 

@@ -15,7 +15,7 @@ from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pipeline.common.deadline import DeadlineExpired, deadline
-from pipeline.common.errors import ManifestError
+from pipeline.common.errors import ManifestError, MissingVariable
 
 MAX_INCLUDE_DEPTH = 4
 MAX_DOCUMENT_BYTES = 1024 * 1024  # a manifest is a page of YAML; a 10 MB name is an attack, not a release
@@ -87,8 +87,9 @@ def render_text(path: Path, context: dict[str, str], *, root: Path | None = None
         raise ManifestError(str(path), None, f"template syntax error: {exc.message}", line=exc.lineno) from None
     except jinja2.UndefinedError as exc:
         line = _template_line(exc, path)
-        raise ManifestError(
-            str(path), None, f"{exc.message}; known variables: {', '.join(sorted(context))} (add --set NAME=VALUE)", line=line
+        name = exc.message.split("'")[1] if exc.message and exc.message.count("'") >= 2 else ""
+        raise MissingVariable(
+            str(path), name, f"{exc.message}; known variables: {', '.join(sorted(context))} (add --set NAME=VALUE)", line=line
         ) from None
     except jinja2.TemplateError as exc:
         raise ManifestError(str(path), None, f"template error: {exc}", line=_template_line(exc, path)) from None
