@@ -173,7 +173,10 @@ def explain(c, manifest=None, image=None, cloud=None, nova="master", release_dat
     report = execute("explain", json, action, summary=False)
     shown = report.details["explain"]
     print(shown["xml"])
-    say(f"Nova {shown['nova']}: Hyper-V enlightenments: {', '.join(shown['enlightenments']) or 'NONE (os_type is not exactly windows)'}")
+    say(f"Nova {shown['nova']} ({shown['version']}): Hyper-V enlightenments: "
+        f"{', '.join(shown['enlightenments']) or 'NONE (os_type is not exactly windows)'}")
+    for limitation in shown["limitations"]:
+        say(f"known limitation: {limitation}")
     for key, value in shown["recommended_additions"].items():
         say(f"a recommended Windows set would add: {key}={value}")
 

@@ -45,8 +45,17 @@ def test_without_os_type_no_enlightenments_and_utc():
 @pytest.mark.parametrize("nova,expected", [
     ("juno", ["relaxed", "vapic", "spinlocks"]),
     ("yoga", ["relaxed", "vapic", "spinlocks"]),
-    ("zed", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "reenlightenment", "tlbflush", "ipi", "evmcs"]),
-    ("2023.2", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "reenlightenment", "tlbflush", "ipi"]),
+    ("26.0.0", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "reenlightenment", "tlbflush", "ipi",
+                "evmcs"]),
+    ("26.2.9", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "reenlightenment", "tlbflush", "ipi",
+                "evmcs"]),
+    ("zed", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "tlbflush", "ipi"]),  # 26.3.0 on
+    ("27.2.0", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "reenlightenment", "tlbflush", "ipi",
+                "evmcs"]),
+    ("2023.1", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "tlbflush", "ipi"]),  # 27.5.1
+    ("28.0.0", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "reenlightenment", "tlbflush", "ipi",
+                "evmcs"]),
+    ("2023.2", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "tlbflush", "ipi"]),  # 28.3.1
     ("caracal", ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "reset", "frequencies", "tlbflush", "ipi"]),
 ])
 def test_enlightenments_per_era(nova, expected):
@@ -94,3 +103,36 @@ def test_a_manifest_with_lint_errors_is_still_explained(tmp_path):
     explanation = explain_manifest(JobOptions(manifest, release_date="2026-11-01"), report, nova="pike")
     assert explanation.enlightenments == ()
     assert "os-type-windows" in {f["rule"] for f in report.lint}
+
+
+@pytest.mark.parametrize("nova, firmware", [("2023.1", "pflash"), ("2025.2", "pflash"), ("33.0.2", "auto"), ("2026.2", "auto")])
+def test_uefi_before_and_after_firmware_auto_selection(nova, firmware):
+    root = domain(WIN11, nova)
+    os_el, features = root.find("os"), [child.tag for child in root.find("features")]
+    if firmware == "auto":
+        assert os_el.get("firmware") == "efi" and os_el.find("firmware/feature").get("enabled") == "yes"
+        assert "smm" not in features and os_el.find("nvram") is None
+    else:  # Nova names the OVMF file and its variables template, and turns SMM on first of all
+        assert os_el.get("firmware") is None and os_el.find("loader").text.endswith("OVMF_CODE.secboot.fd")
+        assert os_el.find("nvram").get("template").endswith("OVMF_VARS.ms.fd") and features[0] == "smm"
+
+
+@pytest.mark.parametrize("value, present", [("true", "yes"), ("yes", "yes"), ("1", "yes"), ("on", "yes"), ("no", "no"), ("enabled", "no")])
+def test_hpet_is_read_as_nova_reads_booleans(value, present):
+    assert domain({**WINDOWS, "hw_time_hpet": value}, "2024.1").find("clock/timer[@name='hpet']").get("present") == present
+
+
+def test_a_version_is_taken_as_well_as_a_series_and_limitations_are_said():
+    assert explain(WINDOWS, nova="27.5.1").version == "27.5.1" and explain(WINDOWS, nova="bobcat").version == "28.3.1"
+    assert explain(WINDOWS, nova="2026.2").limitations == ()
+    assert any("not compared" in note for note in explain(WINDOWS, nova="yoga").limitations)
+    assert any("encryption" in note for note in explain(WIN11, nova="2026.2").limitations)
+    with pytest.raises(BakeryError, match="not of a series"):
+        explain(WINDOWS, nova="99.1.0")
+
+
+def test_hiding_the_hypervisor_adds_the_vendor_id_and_kvm_hidden():
+    root = domain({**WINDOWS, "img_hide_hypervisor_id": "yes"}, "2026.2")
+    assert [c.tag for c in root.find("features/hyperv")][3] == "vendor_id"
+    assert root.find("features/hyperv/vendor_id").get("value") == "1234567890ab"
+    assert root.find("features/kvm/hidden").get("state") == "on"

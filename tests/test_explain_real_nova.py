@@ -25,6 +25,13 @@ CASES = {
     "windows-hpet-video": {"os_type": "windows", "hw_time_hpet": "true", "hw_video_model": "vga"},
     "guest-agent": {"os_type": "windows", "hw_qemu_guest_agent": "yes", "hw_disk_bus": "sata"},
     "guest-agent-off": {"os_type": "windows", "hw_qemu_guest_agent": "no"},
+    "guest-agent-true": {"os_type": "windows", "hw_qemu_guest_agent": "true"},
+    "hpet-yes": {"os_type": "windows", "hw_time_hpet": "yes"},
+    "hide-hypervisor-id": {"os_type": "windows", "img_hide_hypervisor_id": "yes"},
+    "uefi-without-secure-boot": {"os_type": "windows", "hw_firmware_type": "uefi", "hw_machine_type": "q35"},
+    "video-qxl": {"os_type": "windows", "hw_video_model": "qxl"},
+    "input-virtio": {"os_type": "windows", "hw_input_bus": "virtio"},
+    "machine-pc": {"os_type": "windows", "hw_machine_type": "pc", "hw_disk_bus": "sata"},
 }
 
 
@@ -40,7 +47,9 @@ def decided(xml: str) -> dict:
         "firmware": os_el.get("firmware"), "machine": os_el.find("type").get("machine"),
         "loader_secure": loader.get("secure") if loader is not None else None,
         "secure_boot_feature": secure_boot.get("enabled") if secure_boot is not None else None,
-        "hyperv": [(child.tag, child.get("retries")) for child in features.find("hyperv") or []],
+        "hyperv": [(child.tag, child.get("retries"), child.get("value")) for child in features.find("hyperv") or []],
+        "kvm_hidden": [h.get("state") for h in features.findall("kvm/hidden")],
+        "inputs": [(i.get("type"), i.get("bus")) for i in devices.findall("input")],
         "features": sorted(child.tag for child in features if child.tag != "hyperv"),
         "clock": domain.find("clock").get("offset"),
         "timers": {t.get("name"): t.get("present") for t in domain.findall("clock/timer")},

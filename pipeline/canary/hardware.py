@@ -57,9 +57,9 @@ def derive(properties: dict[str, str], *, nova: str, accel: Accelerator, base: V
     os_el, devices = domain.find("os"), domain.find("devices")
     machine = machine_type(label, os_el.find("type").get("machine"))  # lands in -machine: whatever lint said, checked here
     q35 = is_q35(machine)
-    uefi = os_el.get("firmware") == "efi"
-    feature = os_el.find("firmware/feature[@name='secure-boot']")
     loader = os_el.find("loader")
+    uefi = os_el.get("firmware") == "efi" or loader is not None  # auto-selected, or a pflash loader Nova names
+    feature = os_el.find("firmware/feature[@name='secure-boot']")
     secure = (feature is not None and feature.get("enabled") == "yes") or (loader is not None and loader.get("secure") == "yes")
     if secure and not q35:
         raise BakeryError(f"{label}: os_secure_boot=required needs hw_machine_type=q35 (SMM): libvirt refuses it on {machine}")

@@ -1,20 +1,27 @@
-"""What Nova's libvirt driver would put in the domain XML for a property set, per Nova release.
+"""What Nova's libvirt driver would put in the domain XML for a property set, per Nova version.
 
-The enlightenment set changed over time (nova/virt/libvirt/driver.py history): relaxed, vapic and
-spinlocks from the start of Windows support; hypervclock from Kilo (bug 1400315); vpindex, runtime,
-synic, reset, frequencies, tlbflush, ipi, evmcs and reenlightenment in Zed; evmcs dropped again in
-2023.2 (bug 2009280, broke AMD hosts) and reenlightenment in 2024.1 (bug 2046549, broke live migration).
+`--nova` takes a series (2024.1, caracal, zed: its newest point release known here) or a version (27.5.1).
+Each behaviour is modelled from the version that introduced or removed it, with the source beside it:
 
-For 2026.2 the whole output is compared with what the real driver (nova 34 from PyPI, run with the fake
-libvirt of its own unit tests) generates for the same properties (tests/test_explain_real_nova.py): besides
-the enlightenments, the vmcoreinfo feature, firmware auto-selection for UEFI (no pflash path, Secure Boot
-as a firmware feature, no <smm> of Nova's own), virtio video by default, and a SCSI controller only when
-hw_scsi_model names one. Earlier releases keep what their history says; what is marked "verified from" was
-seen in 2026.2 and is not claimed for releases that were not run here.
+- relaxed, vapic and spinlocks from the start of Windows support; hypervclock from Kilo (bug 1400315);
+  vpindex, runtime, synic, reset, frequencies, tlbflush, ipi, evmcs and reenlightenment in Zed (26.0.0);
+  evmcs (bug 2009280, broke AMD hosts) and reenlightenment (bug 2046549, broke live migration) removed again
+  and backported: absent from 26.3.0, 27.3.0 and 28.1.0, and from 29.0.0 on.
+- Measured against the real driver of 27.5.1, 28.3.1, 29.4.0, 31.3.1, 32.2.1, 33.0.2 and 34.0.0 (the issue
+  that asked for this, #23) and compared here with nova 34 itself (tests/test_explain_real_nova.py):
+  <vmcoreinfo/> in every one of them; hw_time_hpet read with oslo's bool_from_string; img_hide_hypervisor_id
+  adds <hyperv><vendor_id state="on" value="1234567890ab"/> and <kvm><hidden state="on"/></kvm>; a USB tablet
+  (hw_input_bus=virtio: a virtio tablet and keyboard); firmware auto-selection for UEFI (no pflash path,
+  Secure Boot as a firmware feature, no <smm> of Nova's own) from 33.0.x; before it a pflash loader naming
+  the OVMF file with an nvram template, and <smm state="on"/> first among the features for Secure Boot.
+- Not modelled: the vTPM's <encryption secret=.../> (Nova creates that secret at spawn), the CPU topology
+  (it follows the flavor, which an image does not name), and anything before 2023.1 that was not measured:
+  explain says so on its output (Explanation.limitations).
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -30,11 +37,22 @@ RELEASES = {
     "zed": 26, "2023.1": 27, "2023.2": 28, "2024.1": 29, "2024.2": 30, "2025.1": 31, "2025.2": 32, "2026.1": 33,
     "2026.2": 34,
 }
-VERIFIED_FROM = 34  # the release run here (nova 34): firmware auto-selection and vmcoreinfo are claimed from it on
 ALIASES = {"antelope": "2023.1", "bobcat": "2023.2", "caracal": "2024.1", "dalmatian": "2024.2", "epoxy": "2025.1",
            "flamingo": "2025.2", "gazpacho": "2026.1", "hibiscus": "2026.2", "2017": "pike", "master": "2026.2"}
+# A series means its newest point release: the ones the real driver was measured at, else "every fix in".
+NEWEST_POINT = {26: (26, 3, 0), 27: (27, 5, 1), 28: (28, 3, 1), 29: (29, 4, 0), 31: (31, 3, 1), 32: (32, 2, 1), 33: (33, 0, 2),
+                34: (34, 0, 0)}
+MEASURED = {(27, 5, 1), (28, 3, 1), (29, 4, 0), (31, 3, 1), (32, 2, 1), (33, 0, 2), (34, 0, 0)}
+COMPARED_HERE = (34, 0, 0)  # the version tests/test_explain_real_nova.py runs
+MEASURED_FROM = 27  # the oldest series the real driver was run at
+AUTOSELECT_FROM = 33  # libvirt picks the firmware (os firmware="efi" + features) from 2026.1
+# evmcs and reenlightenment: added in Zed, removed by these point releases (and absent from 29.0.0 on)
+HYPERV_REMOVED_IN = {26: (26, 3, 0), 27: (27, 3, 0), 28: (28, 1, 0)}
+HIDDEN_VENDOR_ID = "1234567890ab"  # nova/virt/libvirt/driver.py: the vendor id a hidden hypervisor reports
+OVMF = "/usr/share/OVMF"
 RECOMMENDED_WINDOWS = {"os_type": "windows", "hw_machine_type": "q35", "hw_firmware_type": "uefi", "hw_disk_bus": "virtio",
                        "hw_vif_model": "virtio", "hw_video_model": "virtio", "hw_qemu_guest_agent": "yes"}
+VERSION = re.compile(r"(\d{2})\.(\d{1,2})\.(\d{1,2})")
 
 
 @dataclass(frozen=True)
@@ -43,68 +61,117 @@ class Explanation:
     xml: str
     enlightenments: tuple[str, ...]
     recommended_additions: dict[str, str]
+    version: str = ""
+    limitations: tuple[str, ...] = ()
+
+
+def nova_version(name: str) -> tuple[int, int, int]:
+    """A series name (its newest point release), an alias, or a version such as 27.5.1."""
+    if VERSION.fullmatch(name):
+        version = tuple(int(part) for part in name.split("."))
+        if version[0] not in RELEASES.values():
+            raise BakeryError(f"--nova: version {name} is not of a series explain knows ({min(RELEASES.values())}.x to "
+                              f"{max(RELEASES.values())}.x)")
+        return version
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in RELEASES:
+        raise BakeryError(f"--nova: unknown release {name!r}; expected a version such as 27.5.1, or one of "
+                          f"{', '.join(list(RELEASES) + list(ALIASES))}")
+    major = RELEASES[key]
+    return NEWEST_POINT.get(major, (major, 99, 99))
 
 
 def release_number(name: str) -> int:
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in RELEASES:
-        raise BakeryError(f"--nova: unknown release {name!r}; expected one of {', '.join(list(RELEASES) + list(ALIASES))}")
-    return RELEASES[key]
+    return nova_version(name)[0]
 
 
-def hyperv_features(number: int) -> list[tuple[str, dict]]:
+def hyperv_features(version: tuple[int, int, int]) -> list[tuple[str, dict]]:
+    major = version[0]
     features = [("relaxed", {}), ("vapic", {}), ("spinlocks", {"retries": "8191"})]
-    if number >= RELEASES["zed"]:
+    if major >= RELEASES["zed"]:
         features += [("vpindex", {}), ("runtime", {}), ("synic", {}), ("reset", {}), ("frequencies", {}),
                      ("reenlightenment", {}), ("tlbflush", {}), ("ipi", {}), ("evmcs", {})]
-    if number >= RELEASES["2023.2"]:
-        features = [f for f in features if f[0] != "evmcs"]
-    if number >= RELEASES["2024.1"]:
-        features = [f for f in features if f[0] != "reenlightenment"]
+        removed = major >= RELEASES["2024.1"] or (major in HYPERV_REMOVED_IN and version >= HYPERV_REMOVED_IN[major])
+        if removed:
+            features = [f for f in features if f[0] not in ("evmcs", "reenlightenment")]
     return features
 
 
 def explain(props: dict, *, nova: str = "master", virt_type: str = "kvm") -> Explanation:
-    number = release_number(nova)
+    version = nova_version(nova)
+    number = version[0]
     windows = props.get("os_type") == "windows"  # the raw string, as Nova compares it
+    autoselect = number >= AUTOSELECT_FROM
+    uefi = props.get("hw_firmware_type") == "uefi"
+    secure = props.get("os_secure_boot") == "required"
+    hidden = number >= MEASURED_FROM and strutils.bool_from_string(props.get("img_hide_hypervisor_id"))
     domain = ET.Element("domain", type=virt_type)
-    _os(domain, props, autoselect=number >= VERIFIED_FROM)
+    _os(domain, props, autoselect=autoselect)
     features = ET.SubElement(domain, "features")
+    if uefi and secure and not autoselect:  # with a pflash loader, Nova turned SMM on itself, first of all
+        ET.SubElement(features, "smm", state="on")
     ET.SubElement(features, "acpi")
     ET.SubElement(features, "apic")
     enlightenments: list[str] = []
     if windows and virt_type in ("kvm", "qemu"):
         hyperv = ET.SubElement(features, "hyperv")
-        for name, extra in hyperv_features(number):
+        for name, extra in hyperv_features(version):
             ET.SubElement(hyperv, name, state="on", **extra)
             enlightenments.append(name)
-    if number >= VERIFIED_FROM and virt_type in ("kvm", "qemu"):
+            if name == "spinlocks" and hidden:
+                ET.SubElement(hyperv, "vendor_id", state="on", value=HIDDEN_VENDOR_ID)
+    if number >= MEASURED_FROM and virt_type in ("kvm", "qemu"):
         ET.SubElement(features, "vmcoreinfo")
-    elif props.get("os_secure_boot") == "required":  # with a pflash loader, Nova turned SMM on itself
-        ET.SubElement(features, "smm", state="on")
+    if hidden:
+        ET.SubElement(ET.SubElement(features, "kvm"), "hidden", state="on")
     clock = ET.SubElement(domain, "clock", offset="localtime" if windows else "utc")
     if virt_type == "kvm":
         ET.SubElement(clock, "timer", name="pit", tickpolicy="delay")
         ET.SubElement(clock, "timer", name="rtc", tickpolicy="catchup")
-        ET.SubElement(clock, "timer", name="hpet", present="yes" if props.get("hw_time_hpet") == "true" else "no")
+        hpet = strutils.bool_from_string(props.get("hw_time_hpet"))  # as Nova reads it: yes, 1, on, true ...
+        ET.SubElement(clock, "timer", name="hpet", present="yes" if hpet else "no")
         if windows and number >= RELEASES["kilo"]:
             ET.SubElement(clock, "timer", name="hypervclock", present="yes")
             enlightenments.append("hypervclock")
     _devices(domain, props, number)
     ET.indent(domain)
     missing = {k: v for k, v in RECOMMENDED_WINDOWS.items() if props.get(k) != v}
-    return Explanation(nova, ET.tostring(domain, encoding="unicode"), tuple(enlightenments), missing)
+    return Explanation(nova, ET.tostring(domain, encoding="unicode"), tuple(enlightenments), missing,
+                       ".".join(str(part) for part in version), _limitations(props, version))
+
+
+def _limitations(props: dict, version: tuple[int, int, int]) -> tuple[str, ...]:
+    """What this output does not show as the real Nova would, said on the output itself."""
+    shown = ".".join(str(part) for part in version) if version[1] != 99 else f"{version[0]}.x"
+    notes = []
+    if version[0] < MEASURED_FROM:
+        notes.append(f"Nova {shown} was not compared with its real driver: the enlightenments follow its history, the "
+                     "rest is the 2023.1 model")
+    elif version != COMPARED_HERE and version not in MEASURED:
+        notes.append(f"Nova {shown} itself was not measured; it is modelled from the point releases around it")
+    if props.get("hw_tpm_version"):
+        notes.append("the vTPM's <encryption secret=...> is not shown: Nova creates that secret when the server is spawned")
+    if any(key.startswith("hw_cpu_") for key in props):
+        notes.append("the CPU topology is not shown: it follows the flavor's vCPUs, which an image does not name")
+    if props.get("hw_firmware_type") == "uefi" and AUTOSELECT_FROM > version[0] >= MEASURED_FROM:
+        notes.append("the OVMF file names in <loader> and <nvram> are the host's firmware descriptors' choice; the usual "
+                     f"Debian/Ubuntu names are shown ({OVMF})")
+    return tuple(notes)
 
 
 def _os(domain: ET.Element, props: dict, *, autoselect: bool) -> None:
     uefi = props.get("hw_firmware_type") == "uefi"
-    secure = "yes" if props.get("os_secure_boot") == "required" else "no"
-    os_el = ET.SubElement(domain, "os", **({"firmware": "efi"} if uefi else {}))
+    secure = props.get("os_secure_boot") == "required"
+    os_el = ET.SubElement(domain, "os", **({"firmware": "efi"} if uefi and autoselect else {}))
     if uefi and autoselect:  # libvirt picks the firmware image that has the features asked for
-        ET.SubElement(ET.SubElement(os_el, "firmware"), "feature", name="secure-boot", enabled=secure)
+        ET.SubElement(ET.SubElement(os_el, "firmware"), "feature", name="secure-boot", enabled="yes" if secure else "no")
     ET.SubElement(os_el, "type", machine=props.get("hw_machine_type", "pc")).text = "hvm"
-    if uefi:
-        ET.SubElement(os_el, "loader", secure=secure, **({} if autoselect else {"readonly": "yes", "type": "pflash"}))
+    if uefi and autoselect:
+        ET.SubElement(os_el, "loader", secure="yes" if secure else "no")
+    elif uefi:  # Nova names the firmware file and its variables template itself
+        code = "OVMF_CODE.secboot.fd" if secure else "OVMF_CODE.fd"
+        ET.SubElement(os_el, "loader", readonly="yes", type="pflash", secure="yes" if secure else "no").text = f"{OVMF}/{code}"
+        ET.SubElement(os_el, "nvram", template=f"{OVMF}/{'OVMF_VARS.ms.fd' if secure else 'OVMF_VARS.fd'}")
 
 
 def _devices(domain: ET.Element, props: dict, number: int) -> None:
@@ -121,6 +188,11 @@ def _devices(domain: ET.Element, props: dict, number: int) -> None:
         ET.SubElement(tpm, "backend", type="emulator", version=props["hw_tpm_version"])
     video = ET.SubElement(devices, "video")
     ET.SubElement(video, "model", type=props.get("hw_video_model") or _default_video(props, number))
+    if number >= MEASURED_FROM:  # with graphics on and pointer_model=usbtablet, Nova's defaults
+        input_bus = props.get("hw_input_bus") or "usb"
+        ET.SubElement(devices, "input", type="tablet", bus=input_bus)
+        if props.get("hw_input_bus"):
+            ET.SubElement(devices, "input", type="keyboard", bus=input_bus)
     if agent_channel(props):
         channel = ET.SubElement(devices, "channel", type="unix")
         ET.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
@@ -148,8 +220,9 @@ def explain_image(target, image_id: str, report, *, nova: str) -> Explanation:
 
 
 def record(report, explanation: Explanation) -> Explanation:
-    report.details["explain"] = {"nova": explanation.release, "xml": explanation.xml,
+    report.details["explain"] = {"nova": explanation.release, "version": explanation.version, "xml": explanation.xml,
                                  "enlightenments": list(explanation.enlightenments),
-                                 "recommended_additions": explanation.recommended_additions}
+                                 "recommended_additions": explanation.recommended_additions,
+                                 "limitations": list(explanation.limitations)}
     report.ok = True
     return explanation
