@@ -211,3 +211,65 @@ def test_the_lock_pins_every_step_and_the_runner(tmp_path, bootable):
     assert found["provision.steps.0.msi"] == steps[0]["msi"]["sha256"]
     assert found["provision.cloudbase_init.config"] == cloudbase["config"]["sha256"]
     assert found["templates/provision/runner.ps1"] == hashlib.sha256(Path("templates/provision/runner.ps1").read_bytes()).hexdigest()
+
+
+SECRET_PRINTED = "LICENSE-KEY-7f3c9e21-PRINTED-BY-A-STEP"
+GPO = r"Microsoft\Windows\CurrentVersion\Group Policy"
+
+
+def policy_state(image: Path) -> dict:
+    """The local policy as an independent reader (dissect.ntfs, regipy) sees it."""
+    windows = OfflineWindows(image)
+    try:
+        files = {name: windows.read(name) if windows.exists(name) else None
+                 for name in ("Windows/System32/GroupPolicy/gpt.ini", "Windows/System32/GroupPolicy/Machine/Scripts/scripts.ini")}
+        software = windows.hive("SOFTWARE")
+        keys = {key: software.has(key) for key in (rf"{GPO}\Scripts", rf"{GPO}\Scripts\Startup", rf"{GPO}\State\Machine\Scripts")}
+        folders = {name: windows.exists(name) for name in ("ProgramData/bakery", "Windows/Setup/Scripts", "Windows/System32/GroupPolicy")}
+        return {"files": files, "keys": keys, "folders": folders}
+    finally:
+        windows.close()
+
+
+def undeletable(image: Path, tmp_path: Path) -> str:
+    """What ntfsundelete (ntfs-3g's own forensic tool) lists on the Windows partition of a raw image."""
+    import shutil
+    import subprocess
+
+    from tests.windows_reader import partitions
+
+    if shutil.which("ntfsundelete") is None:
+        pytest.skip("ntfsundelete (ntfs-3g) is missing")
+    outputs = []
+    for start, size in partitions(image)[1]:
+        part = tmp_path / f"part-{start}.ntfs"
+        with open(image, "rb") as source, open(part, "wb") as target:
+            source.seek(start)
+            target.write(source.read(size))
+        if part.read_bytes()[3:11] == b"NTFS    ":
+            outputs.append(subprocess.run(["ntfsundelete", "--scan", "--percentage", "1", part], capture_output=True, text=True).stdout)
+        part.unlink()
+    return "\n".join(outputs)
+
+
+@pytest.mark.slow
+def test_provisioning_leaves_nothing_a_forensic_reader_finds(bootable, tmp_path):
+    """What a step printed, the runner's files and its policy entries: not in the image, not recoverable, not in
+    free registry cells; the local policy is the source's, byte for byte."""
+    disk = bootable("w10")
+    before = policy_state(disk[0])
+    steps = [{"name": "print-key", "powershell": pinned(tmp_path / "key.ps1", f"echo {SECRET_PRINTED}\n")},
+             {"name": "second", "cmd": pinned(tmp_path / "second.cmd", "echo second step\n"), "reboot": True}]
+    path = manifest(tmp_path, disk, steps)
+
+    chain.bake(chain.JobOptions(path, release_date="2026-11-01"), Report("t"), out=tmp_path / "artifact")
+
+    image = tmp_path / "artifact" / "image.raw"
+    assert policy_state(image) == before
+    data = image.read_bytes()
+    for needle in (SECRET_PRINTED, "bakery-provision.cmd", "01-print-key", "02-second", "runner.ps1 -Media"):
+        for encoded in (needle.encode(), needle.encode("utf-16-le")):
+            assert encoded not in data, f"{needle!r} ({'utf-16' if len(encoded) > len(needle) else 'ascii'}) is still in the image"
+    listed = undeletable(image, tmp_path)
+    assert "potentially recoverable content: 0" in listed, listed
+    assert not any(name in listed for name in ("print-key", "second", "finished", "sysprep.log", "bakery-provision")), listed

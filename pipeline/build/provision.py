@@ -28,8 +28,8 @@ from pipeline.common.run import run
 from pipeline.diskimage.safety import CheckedImage, qemu_img_input
 from pipeline.manifest import Manifest, ProvisionSpec
 from pipeline.windows import startup_scripts
-from pipeline.windows.inspection import WindowsVolume, windows_volume
-from pipeline.windows.registry import Hive
+from pipeline.windows.inspection import WindowsVolume, wipe_unused_space, windows_volume
+from pipeline.windows.registry import Hive, zero_free_cells
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "provision"
 RUNNER = TEMPLATES / "runner.ps1"
@@ -80,18 +80,19 @@ def provision(manifest: Manifest, disk: CheckedImage, files: dict[str, Path], wo
     result = ProvisionResult(logs)
     run(["qemu-img", "convert", "-q", *qemu_img_input(disk), "-O", "qcow2", work], timeout=6 * 3600)
     try:
-        firmware = _plant_launcher(work, workdir)
+        planted = _plant_launcher(work, workdir)
         media = write_iso(workdir / "provision.iso", _media(manifest, files), label="BAKERY_PROVISION")
-        vm = _machine(spec, work, media, firmware)
-        say(f"provision {manifest.name}: {len(spec.steps)} step(s), at most {spec.max_reboots} reboot(s), {firmware}, {spec.disk_bus}")
+        vm = _machine(spec, work, media, planted.firmware)
+        say(f"provision {manifest.name}: {len(spec.steps)} step(s), at most {spec.max_reboots} reboot(s), {planted.firmware}, "
+            f"{spec.disk_bus}")
         try:
             result.vm = run_vm(vm, logs, on_status=lambda line: say(f"provision: {line}"))
         except VmFailed as failure:
             result.vm = failure.result
-            _collect(work, workdir, manifest, result, clean=False)
+            _collect(work, workdir, manifest, result, planted, clean=False)
             raise BakeryError(f"{manifest.path}: provision: {_running(result)}{failure.reason}",
                               hint=failure.hint) from None
-        _collect(work, workdir, manifest, result, clean=True)
+        _collect(work, workdir, manifest, result, planted, clean=True)
         say(f"provision: {len(result.steps)} step(s) done, sysprep ran; {result.vm.reboots} reboot(s), {result.vm.elapsed_s:.0f} s")
         return work
     except BaseException:
@@ -147,6 +148,7 @@ def _software_hive(found: WindowsVolume, workdir: Path) -> Iterator[Hive]:
     shutil.copyfile(found.software_hive, copy)
     with Hive(copy, write=True) as software:
         yield software
+    zero_free_cells(copy)  # hivex keeps old copies of what it changed in free cells: nothing of ours stays readable
     shutil.copyfile(copy, found.software_hive)
 
 
@@ -156,36 +158,59 @@ LAUNCHER_TEXT = "\r\n".join([
     "powershell.exe -NoProfile -ExecutionPolicy Bypass -File %%d:\\bakery\\runner.ps1 -Media %%d:\\bakery", ""])
 
 
-def _plant_launcher(work: Path, workdir: Path) -> str:
-    """The startup script that starts the runner from whichever drive holds the media; returns the firmware."""
-    launcher = LAUNCHER_TEXT
+@dataclass
+class Planted:
+    """What the source had before the runner's launcher was planted, so that removing it gives that state back."""
+
+    firmware: str
+    policy: startup_scripts.PolicySnapshot
+    had: dict[str, bool]  # the folders the launcher and the results live in
+
+
+OWN_FOLDERS = (r"Windows\Setup", r"Windows\Setup\Scripts", "ProgramData/bakery")
+
+
+def _plant_launcher(work: Path, workdir: Path) -> Planted:
+    """The startup script that starts the runner from whichever drive holds the media."""
     with windows_volume(work, "qcow2", workdir / "volume", writable=True, label=str(work)) as found:
+        had = {folder: found.path(folder).is_dir() for folder in OWN_FOLDERS}
         path = found.path(LAUNCHER)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(launcher.encode("ascii"))
+        path.write_bytes(LAUNCHER_TEXT.encode("ascii"))
         with _software_hive(found, workdir) as software:
+            policy = startup_scripts.PolicySnapshot.take(found.path, software)
             startup_scripts.register(found.path, software, startup_scripts.StartupScript(_launcher_script(software)))
-        return found.layout.firmware
+            policy.after_planting(found.path)
+        return Planted(found.layout.firmware, policy, had)
 
 
-def _collect(work: Path, workdir: Path, manifest: Manifest, result: ProvisionResult, *, clean: bool) -> None:
+def _collect(work: Path, workdir: Path, manifest: Manifest, result: ProvisionResult, planted: Planted, *, clean: bool) -> None:
     """Read what the runner wrote on C: (copied into the logs directory). With `clean`, in the same mount: a
-    failed step or a missing sysprep fails here, else the runner's traces are removed."""
+    failed step or a missing sysprep fails here, else the runner's traces are removed, and then the volume's
+    unused space is wiped."""
     with windows_volume(work, "qcow2", workdir / "volume", writable=clean, label=str(work)) as found:
         _read_results(found, manifest, result)
-        if clean:
-            _raise_for_failed_step(manifest, result)
-            _remove_runner_traces(found, workdir)
+        if not clean:
+            return
+        _raise_for_failed_step(manifest, result)
+        _remove_runner_traces(found, workdir, planted)
+        partition = found.partition
+    wipe_unused_space(work, "qcow2", partition, workdir / "wipe", label=str(work))
 
 
-def _remove_runner_traces(found: WindowsVolume, workdir: Path) -> None:
-    """The images made from this disk carry neither the launcher (file and policy entries) nor the step logs
-    (a script may have printed what it should not have; the logs directory has them)."""
+def _remove_runner_traces(found: WindowsVolume, workdir: Path, planted: Planted) -> None:
+    """The images made from this disk carry neither the launcher (file and policy entries, the local policy as
+    the source had it) nor the step logs (a script may have printed what it should not have; the logs
+    directory has them), nor folders the source did not have."""
     found.path(LAUNCHER).unlink(missing_ok=True)
     shutil.rmtree(found.path(RESULTS), ignore_errors=True)
+    for folder in reversed(OWN_FOLDERS):
+        path = found.path(folder)
+        if not planted.had[folder] and path.is_dir() and (folder == "ProgramData/bakery" or not any(path.iterdir())):
+            shutil.rmtree(path)
     with _software_hive(found, workdir) as software:
         script = _launcher_script(software)
-        startup_scripts.unregister(found.path, software, script)
+        planted.policy.restore(found.path, software, script)
         left = [s for s in startup_scripts.registered(found.path, software) if s.lower() == script.lower()]
     if left:
         raise BakeryError(f"{found.label}: provision: the launcher {script} is still registered after removing it")

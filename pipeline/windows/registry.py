@@ -336,3 +336,33 @@ def pin_timestamps(path: Path, *, before: dict[int, int], to: int) -> int:
         struct.pack_into("<I", data, 0x1FC, checksum)
         Path(path).write_bytes(bytes(data))
     return changed
+
+
+def zero_free_cells(path: Path) -> int:
+    """Zero what hivex leaves readable in a hive: the bodies of free cells (deleted keys and values, old copies
+    of changed ones) and the bytes after the last hive bin. Allocated cells, cell sizes, bin headers and the
+    base block (and its checksum) are untouched, so the hive means exactly what it meant. Returns the bytes
+    zeroed."""
+    data = bytearray(path.read_bytes())
+    if data[:4] != b"regf" or len(data) < 4096:
+        raise BakeryError(f"{path}: not a registry hive (no regf base block)")
+    end = min(4096 + struct.unpack_from("<I", data, 0x28)[0], len(data))
+    zeroed, offset = 0, 4096
+    while offset + 32 <= end and data[offset:offset + 4] == b"hbin":
+        size = struct.unpack_from("<I", data, offset + 8)[0]
+        if size < 32 or offset + size > end:
+            break
+        cell = offset + 32
+        while cell + 4 <= offset + size:
+            cell_size = struct.unpack_from("<i", data, cell)[0]
+            if cell_size == 0 or cell + abs(cell_size) > offset + size:
+                break
+            if cell_size > 0:  # free
+                zeroed += sum(1 for b in data[cell + 4:cell + cell_size] if b)
+                data[cell + 4:cell + cell_size] = bytes(cell_size - 4)
+            cell += abs(cell_size)
+        offset += size
+    zeroed += sum(1 for b in data[end:] if b)
+    data[end:] = bytes(len(data) - end)
+    path.write_bytes(data)
+    return zeroed

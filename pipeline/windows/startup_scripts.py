@@ -186,3 +186,69 @@ def _record(software: Hive, key: str, machine: str, startup: StartupScript) -> N
         "Script": (startup.script, REG_SZ), "Parameters": (startup.parameters, REG_SZ),
         "IsPowershell": (0, REG_DWORD), "ExecTime": (0, REG_QWORD),
     })
+
+
+# -- leaving the local policy exactly as it was ------------------------------------------------------------------
+
+POLICY_FILES = (r"Windows\System32\GroupPolicy\gpt.ini", r"Windows\System32\GroupPolicy\Machine\Scripts\scripts.ini")
+POLICY_DIRS = (r"Windows\System32\GroupPolicy", r"Windows\System32\GroupPolicy\Machine", r"Windows\System32\GroupPolicy\Machine\Scripts")
+
+
+@dataclass
+class PolicySnapshot:
+    """The local policy as it was before a temporary startup script was planted (files, folders, registry keys),
+    and as the planting left it, so that removing the script can give back the exact source state: a policy
+    version raised twice, an empty scripts.ini or empty Startup keys are traces a careful reader finds."""
+
+    files: dict[str, bytes | None]
+    dirs: dict[str, bool]
+    keys: dict[str, bool]
+    gpos: dict[str, list[str]]  # the GPO subkeys each startup key had
+    planted: dict[str, bytes | None] | None = None
+
+    @classmethod
+    def take(cls, windows_path: Callable[[str], Path], software: Hive) -> "PolicySnapshot":
+        return cls(files=_files(windows_path), dirs={d: windows_path(d).is_dir() for d in POLICY_DIRS},
+                   keys={key: software.has(key) for key in _policy_keys()},
+                   gpos={key: software.subkeys(key) for key in STARTUP_KEYS})
+
+    def after_planting(self, windows_path: Callable[[str], Path]) -> None:
+        self.planted = _files(windows_path)
+
+    def restore(self, windows_path: Callable[[str], Path], software: Hive, script: str) -> None:
+        """Remove `script` again; where nothing else changed the policy since it was planted, put back the very
+        files, folders and keys the source had (or had not)."""
+        untouched = self.planted is not None and _files(windows_path) == self.planted
+        unregister(windows_path, software, script)
+        if not untouched:
+            return  # a step changed the local policy itself: only our script is taken out
+        for name, data in self.files.items():
+            path = windows_path(name)
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(data)
+        for name in reversed(POLICY_DIRS):
+            path = windows_path(name)
+            if not self.dirs[name] and path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        for key in STARTUP_KEYS:  # a Local GPO record we added, now without scripts
+            for gpo in software.subkeys(key):
+                if gpo not in self.gpos[key] and not software.subkeys(rf"{key}\{gpo}"):
+                    software.delete(rf"{key}\{gpo}")
+        for key in sorted(self.keys, key=len):  # the shallowest key we created takes the rest with it
+            if not self.keys[key] and software.has(key):
+                software.delete(key)
+
+
+def _files(windows_path: Callable[[str], Path]) -> dict[str, bytes | None]:
+    return {name: windows_path(name).read_bytes() if windows_path(name).is_file() else None for name in POLICY_FILES}
+
+
+def _policy_keys() -> list[str]:
+    """Every key on the way to the startup-script keys, below Group Policy (which Windows always has)."""
+    keys = []
+    for full in STARTUP_KEYS:
+        parts = full.removeprefix(GROUP_POLICY + "\\").split("\\")
+        keys += [GROUP_POLICY + "\\" + "\\".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    return list(dict.fromkeys(keys))
