@@ -49,6 +49,7 @@ bench: deps
 	$(PYTHON) benchmarks/bench_bake.py
 	$(PYTHON) benchmarks/bench_cache.py
 	$(PYTHON) benchmarks/bench_import.py
+	$(PYTHON) benchmarks/bench_wipe.py
 
 deps: apt venv node
 

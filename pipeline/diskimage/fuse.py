@@ -37,16 +37,19 @@ def exposed(image: Path, fmt: str, *, mountpoint: Path, window: Window | None = 
     mountpoint.parent.mkdir(parents=True, exist_ok=True)
     mountpoint.touch()
     read_only = "off" if writable else "on"
-    nodes = [f"driver=file,node-name=file0,filename={qemu_path(image)},read-only={read_only}"]
+    # Written zeros become holes (a wiped free cluster costs nothing in a raw or a qcow2), and discards reach the file.
+    sparse = ",discard=unmap,detect-zeroes=unmap" if writable else ""
+    nodes = [f"driver=file,node-name=file0,filename={qemu_path(image)},read-only={read_only}{sparse}"]
     top = "file0"
     if fmt != "raw":
         # "backing": null (JSON only: the key=value syntax has no null): whatever the header names, no other
         # file is opened (the gate refused such images anyway)
         nodes.append(json.dumps({"driver": fmt, "node-name": "fmt0", "file": "file0", "read-only": not writable,
+                                 **({"discard": "unmap", "detect-zeroes": "unmap"} if writable else {}),
                                  **({"backing": None} if fmt == "qcow2" else {})}))
         top = "fmt0"
     if window is not None:
-        nodes.append(f"driver=raw,node-name=win0,file={top},offset={window.start},size={window.size},read-only={read_only}")
+        nodes.append(f"driver=raw,node-name=win0,file={top},offset={window.start},size={window.size},read-only={read_only}{sparse}")
         top = "win0"
     argv = ["qemu-storage-daemon"]
     for node in nodes:
