@@ -184,7 +184,8 @@ def _firstboot_summary(facts: dict) -> str:
         return "none"
     hooks = ", ".join(facts.get("firstboot_hooks") or []) or "no hook found"
     when = "runs at boot without a logon" if facts.get("firstboot_at_boot") else "needs sysprep or a logon"
-    return f"by {facts.get('firstboot_by') or 'unknown'} via {hooks} ({when})"
+    by = ", ".join(facts.get("firstboot_mechanisms") or []) or facts.get("firstboot_by") or "unknown"
+    return f"by {by} via {hooks} ({when})"
 
 
 def print_cache(report: Report) -> None:

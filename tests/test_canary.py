@@ -199,9 +199,9 @@ def test_a_serial_marker_counts_only_with_this_boots_nonce(tmp_path):
     assert scan.found()
 
 
-def test_plan_shows_the_machine_the_canary_would_boot_and_boots_nothing(bootable, target, tmp_path, isolated_state):
+def test_plan_shows_the_machine_the_canary_would_boot_and_boots_nothing(bootable, media, target, tmp_path, isolated_state):
     props = {"hw_disk_bus": "scsi", "hw_scsi_model": "virtio-scsi", "hw_vif_model": "e1000e", "hw_qemu_guest_agent": "yes"}
-    path = manifest(tmp_path, bootable("w10"), properties=props)
+    path = manifest(tmp_path, bootable("w10"), properties=props, bake=media.iso("0.1.240"))  # the bake brings vioscsi
     report = chain.plan(chain.JobOptions(path, release_date="2026-11-01"), Report("t"), target=target)
     planned = report.plan["canary"]
     assert (planned["disk_bus"], planned["nic"], planned["machine"], planned["guest_agent"]) == ("virtio-scsi", "e1000e", "pc", True)

@@ -24,6 +24,7 @@ from pipeline.windows.drivers import DRIVERS, SCSI_ADAPTER_CLASS
 from pipeline.windows.inspection import inspect_image, windows_volume
 from pipeline.windows.registry import (
     REG_DWORD,
+    REG_EXPAND_SZ,
     REG_SZ,
     Hive,
     boot_control_set,
@@ -407,10 +408,17 @@ def test_an_image_refreshed_by_virt_v2v_reads_as_what_it_is(media, tmp_path):
         shutil.copyfile(flat / "viostor.sys", found.root / "Windows/System32/drivers/viostor.sys")
         firstboot = found.root / "Program Files/Guestfs/Firstboot"
         firstboot.mkdir(parents=True)
-        (firstboot / "qemu-ga-x86_64.msi").write_bytes(b"msi")
-        with Hive(found.system_hive, write=True) as system:
-            system.set_many(r"ControlSet001\Services\viostor", {"Start": (0, REG_DWORD), "Type": (1, REG_DWORD)})
-            system.set_many(r"ControlSet001\Services\rhsrvany", {"Start": (2, REG_DWORD), "Type": (0x10, REG_DWORD)})
+        (firstboot / "rhsrvany.exe").write_bytes(b"MZ service wrapper")
+        (found.root / "qemu-ga-x86_64.msi").write_bytes(b"msi")  # virt-v2v copies the agent's MSI to C:\
+        with Hive(found.system_hive, write=True) as system:  # the values virt-v2v writes (convert/windows_virtio.ml, windows.ml)
+            system.set_many(r"ControlSet001\Services\viostor", {
+                "Type": (1, REG_DWORD), "Start": (0, REG_DWORD), "Group": ("SCSI miniport", REG_SZ), "ErrorControl": (1, REG_DWORD),
+                "ImagePath": (r"system32\drivers\viostor.sys", REG_EXPAND_SZ)})
+            system.set_many(r"ControlSet001\Services\firstboot", {
+                "Type": (0x10, REG_DWORD), "Start": (2, REG_DWORD), "ErrorControl": (1, REG_DWORD),
+                "ImagePath": (r"C:\Program Files\Guestfs\Firstboot\rhsrvany.exe -s firstboot", REG_SZ),
+                "DisplayName": ("Virt tools firstboot service", REG_SZ), "ObjectName": ("LocalSystem", REG_SZ)})
+            system.set_many(r"ControlSet001\Services\cloudbase-init", {"Type": (0x10, REG_DWORD), "Start": (2, REG_DWORD)})
             package = "viostor.inf_amd64_0123456789abcdef"
             for hwid in DRIVERS["viostor"].hardware_ids:
                 system.set(rf"DriverDatabase\DeviceIds\{hwid}", "oem1.inf", bytes([1, 0xFF, 0, 0]), 3)
@@ -419,6 +427,7 @@ def test_an_image_refreshed_by_virt_v2v_reads_as_what_it_is(media, tmp_path):
     assert facts.drivers["viostor"].bootable
     assert facts.drivers["NetKVM"].present and facts.drivers["NetKVM"].staged_version == release.driver_version
     assert facts.firstboot_by == "virt-v2v" and facts.firstboot_at_boot and "service" in facts.firstboot_hooks
+    assert facts.firstboot_mechanisms == ("virt-v2v", "cloudbase-init")
     assert facts.guest_agent["staged"]
     findings = lint.lint({"hw_disk_bus": "virtio", "hw_vif_model": "virtio", "hw_qemu_guest_agent": "yes"}, facts.lint_facts())
     assert not [f for f in findings if f.rule in ("device-needs-driver", "guest-agent-missing")]

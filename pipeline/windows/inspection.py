@@ -29,6 +29,10 @@ FIRSTBOOT_SCRIPT = STAGING_DIR + r"\install-virtio-drivers.cmd"
 # from a service (rhsrvany, or pnp_wait in newer releases) under this folder.
 OTHER_FIRSTBOOT = (r"Program Files\Guestfs\Firstboot", r"Program Files\Red Hat\Firstboot")
 FIRSTBOOT_SERVICES = ("rhsrvany", "RHSrvAny", "pnp_wait")
+# virt-v2v's first boot: a service named "firstboot" (Start=2, auto) that rhsrvany or pvvxsvc runs
+# (convert/windows.ml: "Virt tools firstboot service"); cloudbase-init: its own service, installed by its MSI.
+V2V_FIRSTBOOT_SERVICE = "firstboot"
+CLOUDBASE_INIT_SERVICE = "cloudbase-init"
 ARCHITECTURES = {"AMD64": "x86_64", "X86": "i686", "ARM64": "aarch64"}  # registry -> Glance/Nova architecture
 
 
@@ -136,6 +140,7 @@ class ImageFacts:
     firstboot: bool = False
     firstboot_by: str | None = None  # bakery | virt-v2v
     firstboot_hooks: tuple[str, ...] = ()  # how it starts: startup-script, service, setupcomplete, runonce
+    firstboot_mechanisms: tuple[str, ...] = ()  # every one found: bakery, virt-v2v, cloudbase-init
     hives: dict = field(default_factory=dict)  # SYSTEM / SOFTWARE: clean or not (registry.HiveState)
 
     @property
@@ -149,7 +154,7 @@ class ImageFacts:
             "windows": self.windows.to_dict(), "drivers": {k: v.to_dict() for k, v in self.drivers.items()},
             "guest_agent": self.guest_agent, "device_path": self.device_path, "firstboot": self.firstboot,
             "firstboot_by": self.firstboot_by, "firstboot_hooks": list(self.firstboot_hooks),
-            "firstboot_at_boot": self.firstboot_at_boot, "hives": self.hives,
+            "firstboot_at_boot": self.firstboot_at_boot, "firstboot_mechanisms": list(self.firstboot_mechanisms), "hives": self.hives,
         }
 
     @property
@@ -309,17 +314,20 @@ def read_facts(found: WindowsVolume, *, image: str, fmt: str, virtual_size: int)
         agent = {
             "service": system.has(rf"{windows.control_set}\Services\{GUEST_AGENT_SERVICE}"),
             "staged": found.path(STAGING_DIR + r"\guest-agent").is_dir() or any(
-                _files(found, folder, "**/qemu-ga*.msi") for folder in (STAGING_DIR, *OTHER_FIRSTBOOT)),
+                _files(found, folder, "**/qemu-ga*.msi") for folder in (STAGING_DIR, *OTHER_FIRSTBOOT))
+            or bool(_files(found, ".", "qemu-ga*.msi")),  # virt-v2v copies the agent's MSI to the drive's root
             "installed": found.path(r"Program Files\Qemu-ga\qemu-ga.exe").is_file(),
         }
         device_path = software.get(r"Microsoft\Windows\CurrentVersion", "DevicePath", "")
         hooks = _firstboot_hooks(found, system, software, windows)
-        firstboot_by = _firstboot_by(found, hooks)
+        mechanisms = _firstboot_mechanisms(found, system, windows, hooks)
+        firstboot_by = mechanisms[0] if mechanisms else None
         hooks = hooks if firstboot_by else ()
     return ImageFacts(
         image=image, format=fmt, virtual_size=virtual_size, layout=found.layout, windows_partition=found.partition.number,
         windows=windows, drivers=drivers, guest_agent=agent, device_path=device_path,
-        firstboot=firstboot_by is not None, firstboot_by=firstboot_by, firstboot_hooks=hooks, hives={k: v.to_dict() for k, v in states.items()},
+        firstboot=firstboot_by is not None, firstboot_by=firstboot_by, firstboot_hooks=hooks, firstboot_mechanisms=mechanisms,
+        hives={k: v.to_dict() for k, v in states.items()},
     )
 
 
@@ -328,12 +336,17 @@ def hive_states(found: WindowsVolume) -> dict[str, HiveState]:
             if path.is_file()}
 
 
-def _firstboot_by(found: WindowsVolume, hooks: tuple[str, ...]) -> str | None:
+def _firstboot_mechanisms(found: WindowsVolume, system: Hive, windows: WindowsFacts, hooks: tuple[str, ...]) -> tuple[str, ...]:
+    """Every first-boot mechanism the image carries, the bakery's first: the bakery's script, virt-v2v's
+    firstboot service (or its older rhsrvany/pnp_wait ones and Firstboot folder), cloudbase-init's service."""
+    found_ones = []
     if found.path(FIRSTBOOT_SCRIPT).is_file():
-        return "bakery"
+        found_ones.append("bakery")
     if "service" in hooks or any(found.path(folder).is_dir() for folder in OTHER_FIRSTBOOT):
-        return "virt-v2v"
-    return None
+        found_ones.append("virt-v2v")
+    if system.has(rf"{windows.control_set}\Services\{CLOUDBASE_INIT_SERVICE}"):
+        found_ones.append("cloudbase-init")
+    return tuple(found_ones)
 
 
 def _firstboot_hooks(found: WindowsVolume, system: Hive, software: Hive, windows: WindowsFacts) -> tuple[str, ...]:
@@ -341,7 +354,7 @@ def _firstboot_hooks(found: WindowsVolume, system: Hive, software: Hive, windows
     hooks = []
     if any(script in s.lower() for s in startup_scripts.registered(found.path, software)):
         hooks.append("startup-script")
-    if any(system.has(rf"{windows.control_set}\Services\{s}") for s in FIRSTBOOT_SERVICES):
+    if any(system.has(rf"{windows.control_set}\Services\{s}") for s in FIRSTBOOT_SERVICES) or _v2v_service(system, windows):
         hooks.append("service")
     setup_complete = found.path(r"Windows\Setup\Scripts\SetupComplete.cmd")
     if setup_complete.is_file() and script in setup_complete.read_bytes().decode("latin-1").lower():
@@ -349,6 +362,14 @@ def _firstboot_hooks(found: WindowsVolume, system: Hive, software: Hive, windows
     if any(script in str(v).lower() for v in software.values(r"Microsoft\Windows\CurrentVersion\RunOnce").values()):
         hooks.append("runonce")
     return tuple(hooks)
+
+
+def _v2v_service(system: Hive, windows: WindowsFacts) -> bool:
+    """virt-v2v's firstboot service: started automatically, by a service wrapper (rhsrvany or pvvxsvc)."""
+    key = rf"{windows.control_set}\Services\{V2V_FIRSTBOOT_SERVICE}"
+    image_path = str(system.get(key, "ImagePath", "")).lower()
+    return system.get(key, "Start") == 2 and ("srvany" in image_path or "pvvxsvc" in image_path
+                                               or system.get(key, "DisplayName") == "Virt tools firstboot service")
 
 
 def _files(found: WindowsVolume, folder: str, pattern: str) -> list[Path]:
