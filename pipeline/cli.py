@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -17,6 +18,22 @@ from pipeline.glance import errors as client_errors
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a job that was terminated
+
+
+class Cancelled(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, or past its timeout): unwound like Ctrl-C, so every stage's clean-up runs
+    (mounts, daemons, VMs, partial images, work directories)."""
+
+
+def _cancel_on_sigterm() -> None:
+    def cancel(signum, frame):
+        raise Cancelled(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, cancel)
+    except ValueError:  # not the main thread (a test calling execute): nothing to install
+        pass
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -45,6 +62,7 @@ def execute(
 ) -> Report:
     """Run one command; errors become one line on stderr (and in the report), never a traceback."""
     configure_logging()
+    _cancel_on_sigterm()
     report = Report(command)
     code = 0
     try:
@@ -52,6 +70,9 @@ def execute(
     except BakeryError as exc:
         report.error = exc.one_line()
         code = EXIT_ERROR
+    except Cancelled:
+        report.error = f"{command} cancelled (SIGTERM): its mounts, processes and work files were cleaned up; nothing was released"
+        code = EXIT_TERMINATED
     except KeyboardInterrupt:
         report.error = "interrupted"
         code = EXIT_INTERRUPTED

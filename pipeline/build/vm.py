@@ -521,6 +521,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
+    if callable(signal.getsignal(signal.SIGTERM)):  # the CLI already turns SIGTERM into a cancellation
+        yield
+        return
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
     except ValueError:  # not the main thread: nothing to install
