@@ -77,11 +77,13 @@ def build_and_publish(c, manifest, cloud=None, release_date=None, set=None, json
 
 @task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json"), "out": "a new or empty directory for the artifact",
                               "no-cache": "build every stage again, without reading or filling the stage cache",
-                              "lock": "the lock file to verify against (default: the manifest's .lock, when it exists)"})
-def bake(c, manifest, out, release_date=None, set=None, json=None, no_cache=False, lock=None):
+                              "lock": "the lock file to verify against (default: the manifest's .lock, when it exists)",
+                              "handoff": "artifact (the image in --out) or cache (the image stays in the shared stage cache "
+                                         "BAKERY_CACHE_DIR, --out holds only its record: what CI jobs pass on)"})
+def bake(c, manifest, out, release_date=None, set=None, json=None, no_cache=False, lock=None, handoff="artifact"):
     """Build and measure a manifest's image and write it with its record as an artifact (no Glance): a CI bake job."""
     options = _options(manifest, None, release_date, set, no_cache=no_cache, lock=lock)
-    execute("bake", json, lambda report: chain.bake(options, report, out=Path(out)))
+    execute("bake", json, lambda report: chain.bake(options, report, out=Path(out), handoff=handoff))
 
 
 @task(iterable=["cloud"], help={"artifact": "the directory `invoke bake --out` wrote", **_help("json", "allow-older"),
@@ -92,18 +94,24 @@ def publish(c, artifact, cloud=None, json=None, allow_older=False):
     execute("publish", json, lambda report: chain.publish_artifact(options, report, artifact_dir=Path(artifact)))
 
 
-@task(iterable=["cloud", "tag", "set", "setup"], help={"engine": "gitlab", "catalog": "the folder of manifests (default: manifests/)",
-                                              "set": "a manifest variable KEY=VALUE for every manifest and job (repeatable)",
-                                              "setup": "a command every job runs first (repeatable; default: make deps)",
-                                       "cloud": "publish to this cloud (repeatable; default: each manifest's targets)",
-                                       "tag": "a runner tag for every job (repeatable)", "cache-dir": "BAKERY_CACHE_DIR on the runners",
-                                       "invoke": "how jobs run the bakery (default: .venv/bin/invoke)",
-                                       "out": "write the pipeline here (default: print it)", **_help("json")})
+@task(iterable=["cloud", "tag", "set", "setup", "fuse_tag", "kvm_tag"],
+      help={"engine": "gitlab", "catalog": "the folder of manifests (default: manifests/)",
+            "set": "a manifest variable KEY=VALUE for every manifest and job (repeatable)",
+            "setup": "a command every job runs first (repeatable; default: make deps, which needs root; `make venv` needs none "
+                     "where the runner image has the Debian packages)",
+            "cloud": "publish to this cloud (repeatable; default: each manifest's targets)",
+            "tag": "a runner tag for every job (repeatable)", "fuse-tag": "a tag of runners that may mount FUSE: bake jobs (repeatable)",
+            "kvm-tag": "a tag of runners with /dev/kvm: bake jobs that boot a VM (repeatable; none: TCG, which must fit the limit)",
+            "max-job-minutes": "the longest job timeout the runners allow (default 60)",
+            "cache-dir": "BAKERY_CACHE_DIR on the runners: the shared stage cache bake jobs leave images in (required)",
+            "invoke": "how jobs run the bakery (default: .venv/bin/invoke)",
+            "out": "write the pipeline here (default: print it)", **_help("json")})
 def ci(c, engine="gitlab", catalog="manifests", cloud=None, tag=None, set=None, setup=None, cache_dir=None, invoke=".venv/bin/invoke",
-       out=None, json=None):
+       out=None, json=None, fuse_tag=None, kvm_tag=None, max_job_minutes=60):
     """Generate the CI pipeline of a catalog: lint, a bake job per manifest, a publish job per manifest and cloud."""
     def options() -> gitlab.Options:  # checked inside execute: a refused option is one line, like any error
         return gitlab.Options(invoke=invoke, tags=tuple(tag or ()), cache_dir=cache_dir, variables=tuple(set or ()),
+                              fuse_tags=tuple(fuse_tag or ()), kvm_tags=tuple(kvm_tag or ()), max_job_minutes=int(max_job_minutes),
                               **({"setup": tuple(setup)} if setup else {}))
 
     report = execute("ci", json, lambda report: chain.generate_ci(report, engine=engine, catalog=Path(catalog), clouds=tuple(cloud or ()),

@@ -202,10 +202,17 @@ def build_and_publish(options: JobOptions, report: Report, *, target: Target | N
         discard(prepared[0].image)
 
 
-def bake(options: JobOptions, report: Report, *, out: Path) -> Report:
-    """`invoke bake`: the chain up to the measured image and its property set, written as an artifact; no Glance."""
+def bake(options: JobOptions, report: Report, *, out: Path, handoff: str = "artifact") -> Report:
+    """`invoke bake`: the chain up to the measured image and its property set, written as an artifact; no Glance.
+    handoff "cache": the image stays in the (shared) stage cache and the artifact holds only its record."""
+    if handoff not in ("artifact", "cache"):
+        raise BakeryError(f"--handoff {handoff}: expected artifact or cache")
+    if handoff == "cache" and not options.use_cache:
+        raise BakeryError("--handoff cache needs the stage cache; drop --no-cache")
     prepared = _prepare(options, report, convert=True)
     try:
+        if handoff == "cache":
+            prepared = dataclasses.replace(prepared, image=runner.in_cache(prepared.cache, prepared.stages, prepared.image))
         known = _recorded_measurement(prepared.cache, prepared.stages) if prepared.image.cache_entry else None
         lock = report.details.get("lock")
         with report.stage("artifact"), progress(f"artifact {prepared.image.path.name}", prepared.image.path.stat().st_size) as advance:
@@ -216,7 +223,8 @@ def bake(options: JobOptions, report: Report, *, out: Path) -> Report:
                                      provenance={"lock_sha256": lock["sha256"] if lock else None,
                                                  "manifest_commit": git_commit(prepared.manifest.path)},
                                      facts=prepared.image.facts, virtio_win_version=prepared.image.virtio_win_version,
-                                     source_sha256=prepared.image.source_sha256, move=prepared.image.temporary, on_read=advance)
+                                     source_sha256=prepared.image.source_sha256, move=prepared.image.temporary, on_read=advance,
+                                     cache_entry=prepared.image.cache_entry if handoff == "cache" else None)
         if known is None:
             _remember_measurement(prepared, written.measurement)
     finally:

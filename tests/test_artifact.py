@@ -93,3 +93,32 @@ def test_bytes_changed_in_place_are_caught_by_the_upload_and_nothing_is_released
     line = one_line_error(proc)
     assert "sha512" in line or "md5" in line or "checksum" in line, line
     assert {i["id"] for i in project_images(target)} == before  # nothing half-published
+
+
+def test_the_cache_handoff_passes_a_record_and_publishes_the_cached_bytes(tmp_path, glance_server):
+    """What CI jobs pass on with the shared stage cache: kilobytes; the image stays in the cache both jobs mount."""
+    from pipeline.glance.connect import connect_local
+
+    image = tmp_path / "base.raw"
+    manifest = write_manifest(tmp_path, image, make_image(image, 6 * MiB, seed="handoff", sparse_tail=26 * MiB),
+                              family={"os_distro_major": "w10handoff"})
+    out, cache = tmp_path / "artifact", tmp_path / "shared-cache"
+    proc = run_invoke("bake", "--manifest", str(manifest), "--out", str(out), "--handoff", "cache", "--release-date", "2026-11-01",
+                      state=tmp_path / "bake-state", env={"BAKERY_CACHE_DIR": str(cache), "BAKERY_GLANCE_PORT": str(free_port())})
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "image.raw").exists() and sum(f.stat().st_size for f in out.iterdir()) < 64 * 1024
+    record = json.loads((out / "record.json").read_text())
+    assert record["image"]["file"] is None and record["image"]["cache_entry"] == f"build/{record['stages']['build']}"
+    cached = cache / "build" / record["stages"]["build"] / "image.raw"
+    assert cached.stat().st_size == 32 * MiB and cached.stat().st_blocks * 512 < 16 * MiB  # sparse in the cache
+
+    elsewhere = run_invoke("publish", "--artifact", str(out), state=glance_server.root.parent,
+                           env={"BAKERY_GLANCE_PORT": str(glance_server.port), "BAKERY_CACHE_DIR": str(tmp_path / "other-cache")})
+    one_line_error(elsewhere, "record.json", "is not in this runner's stage cache")
+    report = tmp_path / "publish.json"
+    proc = run_invoke("publish", "--artifact", str(out), "--json", str(report), state=glance_server.root.parent,
+                      env={"BAKERY_GLANCE_PORT": str(glance_server.port), "BAKERY_CACHE_DIR": str(cache)})
+    assert proc.returncode == 0, proc.stderr
+    published = json.loads(report.read_text())["image"]
+    stored = connect_local(glance_server, start=False).glance.images.get(published["id"])
+    assert stored["os_hash_value"] == record["image"]["sha512"] and stored["size"] == 32 * MiB

@@ -45,7 +45,8 @@ def project(tmp_path):
 def generate(project: Path, state: Path) -> Path:
     invoke = f"{PROJECT_ROOT}/.venv/bin/invoke --search-root {PROJECT_ROOT}"
     proc = subprocess.run([*invoke.split(), "ci", "--engine", "gitlab", "--catalog", "manifests", "--invoke", invoke,
-                           "--setup", "echo bakery job", "--tag", "kvm", "--out", ".gitlab-ci.yml"],
+                           "--setup", "echo bakery job", "--tag", "kvm", "--cache-dir", str(state / "shared-cache"),
+                           "--out", ".gitlab-ci.yml"],
                           cwd=project, capture_output=True, text=True, env={**_env(), "BAKERY_STATE_DIR": str(state)}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return project / ".gitlab-ci.yml"
@@ -98,6 +99,14 @@ def test_gitlab_ci_local_runs_the_catalog_bakes_in_parallel_and_publishes_one_fa
                          cwd=project, capture_output=True, text=True, env=_env(), timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "json schema validated" in run.stdout + run.stderr
+    # what GitLab's artifact store would carry: kilobytes per job, never an image's bytes
+    stored = project / ".gitlab-ci-local" / "artifacts"
+    jobs = [job for job in stored.iterdir() if job.is_dir()]
+    assert len(jobs) >= 1 + 2 * len(CATALOG), [job.name for job in jobs]
+    for job in jobs:
+        files = [f for f in job.rglob("*") if f.is_file()]
+        assert sum(f.stat().st_size for f in files) < MiB, (job.name, [(f.name, f.stat().st_size) for f in files])
+        assert not [f for f in files if f.suffix in (".raw", ".qcow2")], job.name
 
     reports = project / "reports"
     bakes = [_interval(reports / f"bake-{name}.json") for name, _, _ in CATALOG]
@@ -122,7 +131,7 @@ def _interval(report: Path) -> tuple[dt.datetime, dt.datetime]:
 def test_a_broken_manifest_fails_the_generation_not_the_pipeline(project, tmp_path):
     manifest = project / "manifests" / "w10b.yaml"
     manifest.write_text(manifest.read_text().replace("visibility: private", "visibility: secret"))
-    proc = run_invoke("ci", "--catalog", str(project / "manifests"), state=tmp_path / "state")
+    proc = run_invoke("ci", "--catalog", str(project / "manifests"), "--cache-dir", str(tmp_path / "cache"), state=tmp_path / "state")
     assert proc.returncode == 1 and "w10b.yaml" in proc.stderr and not (project / ".gitlab-ci.yml").exists(), proc.stderr
 
 
@@ -158,7 +167,7 @@ def hostile_catalog(tmp_path):
 def generate_with(root: Path, state: Path, *args: str, invoke: str) -> subprocess.CompletedProcess:
     runner = f"{PROJECT_ROOT}/.venv/bin/invoke --search-root {PROJECT_ROOT}"
     return subprocess.run([*runner.split(), "ci", "--catalog", HOSTILE_FOLDER, "--invoke", invoke, "--setup", "true",
-                           "--out", ".gitlab-ci.yml", *args], cwd=root, capture_output=True, text=True,
+                           "--cache-dir", str(state / "shared-cache"), "--out", ".gitlab-ci.yml", *args], cwd=root, capture_output=True, text=True,
                           env={**_env(), "BAKERY_STATE_DIR": str(state)}, timeout=120)
 
 
@@ -208,7 +217,7 @@ def test_names_a_runner_treats_specially_are_refused_at_generation(tmp_path, nam
     folder.mkdir()
     image = tmp_path / "images" / "w10.raw"
     write_manifest(folder, image, make_image(image, MiB, seed="special"), name=name)
-    proc = run_invoke("ci", "--catalog", str(folder), state=tmp_path / "state")
+    proc = run_invoke("ci", "--catalog", str(folder), "--cache-dir", str(tmp_path / "cache"), state=tmp_path / "state")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert expect in proc.stderr and "catalog" in proc.stderr
 
@@ -221,12 +230,13 @@ def test_options_with_line_breaks_are_refused_at_generation(tmp_path, args, expe
     folder.mkdir()
     image = tmp_path / "images" / "w10.raw"
     write_manifest(folder, image, make_image(image, MiB, seed="options"), name="w10.yaml")
-    proc = run_invoke("ci", "--catalog", str(folder), *args, state=tmp_path / "state")
+    proc = run_invoke("ci", "--catalog", str(folder), "--cache-dir", str(tmp_path / "cache"), *args, state=tmp_path / "state")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and expect in proc.stderr, proc.stderr
 
 
 def test_the_shipped_catalog_generates_and_says_what_it_skipped(tmp_path):
-    proc = run_invoke("ci", "--catalog", str(PROJECT_ROOT / "manifests"), "--json", str(tmp_path / "ci.json"), state=tmp_path / "state")
+    proc = run_invoke("ci", "--catalog", str(PROJECT_ROOT / "manifests"), "--cache-dir", "/srv/bakery-cache", "--kvm-tag", "kvm",
+                      "--max-job-minutes", "360", "--json", str(tmp_path / "ci.json"), state=tmp_path / "state")
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "ci.json").read_text())["details"]["ci"]
     assert [Path(s["manifest"]).name for s in report["skipped"]] == ["demo-w10entx64.yaml"]
@@ -238,7 +248,8 @@ def test_a_manifest_that_fails_lint_fails_the_generation_with_a_line_naming_it(p
     manifest = project / "manifests" / "w10b.yaml"
     manifest.write_text(manifest.read_text().replace("os_distro_major: w10glb", "os_distro_major: w11glb")
                         .replace("version: '10'", "version: '11'"))
-    proc = run_invoke("ci", "--catalog", str(project / "manifests"), "--out", str(project / ".gitlab-ci.yml"), state=tmp_path / "state")
+    proc = run_invoke("ci", "--catalog", str(project / "manifests"), "--cache-dir", str(tmp_path / "cache"), "--out",
+                      str(project / ".gitlab-ci.yml"), state=tmp_path / "state")
     assert proc.returncode == 1 and not (project / ".gitlab-ci.yml").exists(), proc.stderr
     assert any("w10b.yaml" in line and "windows11-requirements" in line for line in proc.stderr.splitlines()), proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 4 manifests fail lint (w10b.yaml)")
@@ -248,3 +259,46 @@ def test_within_a_family_releases_publish_in_release_order_base_name_first(proje
     pipeline = yaml.safe_load(generate(project, tmp_path / "state").read_text())
     assert {"job": "publish:w10a", "artifacts": False} in pipeline["publish:w10a-hotfix"]["needs"]
     assert all(need["job"] != "publish:w10a-hotfix" for need in pipeline["publish:w10a"]["needs"])
+
+
+def canary_catalog(tmp_path: Path, canary: dict) -> Path:
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    image = tmp_path / "images" / "w10.raw"
+    write_manifest(folder, image, make_image(image, MiB, seed="runner"), name="w10.yaml", properties={"hw_disk_bus": "sata"})
+    write_manifest(folder, image, make_image(image, MiB, seed="runner"), name="w10c.yaml", family={"os_distro_major": "w10c"},
+                   properties={"hw_disk_bus": "sata"}, canary={"ready": "serial-marker", **canary})
+    return folder
+
+
+def test_jobs_carry_the_runner_contract(tmp_path):
+    folder = canary_catalog(tmp_path, {"timeout_minutes": 10})
+    report = tmp_path / "ci.json"
+    proc = run_invoke("ci", "--catalog", str(folder), "--cache-dir", "/srv/cache", "--tag", "bakery", "--fuse-tag", "fuse", "--kvm-tag",
+                      "kvm", "--json", str(report), state=tmp_path / "state")
+    assert proc.returncode == 0, proc.stderr
+    pipeline = yaml.safe_load(json.loads(report.read_text())["details"]["ci"]["text"])
+    assert pipeline["bake:w10c"]["tags"] == ["bakery", "fuse", "kvm"] and pipeline["bake:w10"]["tags"] == ["bakery", "fuse"]
+    assert pipeline["bake:w10c"]["timeout"] == "40 minutes" and pipeline["bake:w10"]["timeout"] == "30 minutes"
+    assert pipeline["default"]["retry"]["when"] and "script_failure" not in pipeline["default"]["retry"]["when"]
+    assert pipeline["bake:w10"]["interruptible"] is True and "interruptible" not in pipeline["publish:w10"]
+    assert "--handoff" in pipeline["bake:w10"]["script"][-1] and pipeline["variables"]["BAKERY_CACHE_DIR"] == "/srv/cache"
+    assert any("BAKERY_CLOUDS_YAML" in line for line in pipeline["publish:w10"]["script"])
+
+
+@pytest.mark.parametrize("canary, kvm, ok", [({"timeout_minutes": 15}, False, False), ({"timeout_minutes": 15}, True, True),
+                                             ({"timeout_minutes": 1, "tcg_timeout_factor": 5}, False, True)],
+                         ids=["tcg-too-long", "kvm", "tcg-fits"])
+def test_a_vm_job_no_runner_could_finish_is_refused_at_generation(tmp_path, canary, kvm, ok):
+    folder = canary_catalog(tmp_path, canary)
+    proc = run_invoke("ci", "--catalog", str(folder), "--cache-dir", "/srv/cache", *(("--kvm-tag", "kvm") if kvm else ()),
+                      state=tmp_path / "state")
+    assert (proc.returncode == 0) == ok, proc.stderr
+    if not ok:
+        assert "w10c.yaml" in proc.stderr and "under TCG" in proc.stderr and "--max-job-minutes 60" in proc.stderr
+
+
+def test_the_cache_dir_is_required(tmp_path):
+    folder = canary_catalog(tmp_path, {})
+    proc = run_invoke("ci", "--catalog", str(folder), state=tmp_path / "state")
+    assert proc.returncode == 1 and "--cache-dir: required" in proc.stderr.strip().splitlines()[-1], proc.stderr

@@ -20,6 +20,11 @@ class Entry:
     family: tuple[str, ...]  # the release family's values: what a publish must be serialized on
     clouds: tuple[str, ...]  # () = the job's default target
     release_date: str = ""
+    vm_minutes: tuple[float, float] = (0.0, 0.0)  # what its VMs (install, provisioning, canary) may take: with KVM, under TCG
+
+    @property
+    def boots_vms(self) -> bool:
+        return self.vm_minutes != (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ def read(folder: Path, *, base: Path, clouds: tuple[str, ...] = (), variables: d
         entries.append(Entry(path, script_word(f"catalog {path.parent}", _relative(path, base)), slug,
                              tuple(manifest.family_filter.values()),
                              clouds or tuple(script_word(f"{path}: targets", target.cloud) for target in manifest.targets),
-                             manifest.release_date))
+                             manifest.release_date, _vm_minutes(manifest)))
     if not entries:
         raise BakeryError(f"{folder}: no manifest could be generated: " + "; ".join(f"{s.path.name} {s.reason}" for s in skipped))
     return sorted(entries, key=lambda e: (e.release_date, e.path.stem)), skipped
@@ -67,3 +72,9 @@ def _relative(path: Path, base: Path) -> str:
         return path.resolve().relative_to(base.resolve()).as_posix()
     except ValueError:
         return str(path.resolve())
+
+
+def _vm_minutes(manifest) -> tuple[float, float]:
+    """The longest its VMs may run, from the manifest's own limits: (with KVM, under TCG)."""
+    specs = [spec for spec in (manifest.install, manifest.provision, manifest.canary) if spec is not None]
+    return (sum(spec.timeout_minutes for spec in specs), sum(spec.timeout_minutes * spec.tcg_timeout_factor for spec in specs))

@@ -1,6 +1,8 @@
 """The artifact between a bake job and its publish jobs: a directory a CI engine passes from one job to the next.
 
-    DIR/image.raw      the built image
+    DIR/image.raw      the built image; or, with the cache handoff, nothing: the image stays in the stage cache
+                       (on storage every bake and publish runner mounts) and the record names its entry, so
+                       a CI engine passes kilobytes between jobs, never the image's gigabytes
     DIR/record.json    what publishing needs and what the image must be: build id, stage ids, size, md5,
                        sha512, virtual size, the rendered property set, the rendered manifest, the facts
                        inspection read from the image, provenance
@@ -51,7 +53,8 @@ class Artifact:
 
     @property
     def image_path(self) -> Path:
-        return self.root / IMAGE
+        entry = self.record["image"].get("cache_entry")
+        return _cached_image(self.root, entry) if entry else self.root / IMAGE
 
     @property
     def build_id(self) -> str:
@@ -97,7 +100,7 @@ class Artifact:
 
 def write(out: Path, *, image: Path, manifest: Manifest, build_id: str, stages: StageIds, measured: Measurement | None,
           virtual_size: int | None, propset: PropertySet, provenance: dict, lock_file: Path | None, facts=None,
-          virtio_win_version: str | None = None, source_sha256: str, move: bool = False,
+          virtio_win_version: str | None = None, source_sha256: str, move: bool = False, cache_entry: str | None = None,
           on_read: Callable[[int], None] | None = None) -> Artifact:
     """Write DIR (which must be new or empty): the image (moved when it is a work file of ours, else copied
     sparse), then the record, then its address. An image not `measured` yet is measured on its one read."""
@@ -106,10 +109,15 @@ def write(out: Path, *, image: Path, manifest: Manifest, build_id: str, stages: 
         raise BakeryError(f"{out}: not empty; an artifact is written into a new or empty directory",
                           hint="remove it, or give --out another directory")
     out.mkdir(parents=True, exist_ok=True)
-    measured = _place(image, out / IMAGE, move=move, measured=measured, on_read=on_read)
+    if cache_entry:  # the handoff through the shared stage cache: the image is read (measured) at most, never copied
+        measured = measured or measure_file(image, on_read=on_read)
+        where = {"file": None, "cache_entry": cache_entry}
+    else:
+        measured = _place(image, out / IMAGE, move=move, measured=measured, on_read=on_read)
+        where = {"file": IMAGE}
     record = {
         "format": FORMAT, "build_id": build_id, "stages": stages.to_dict(),
-        "image": {"file": IMAGE, "size": measured.size, "md5": measured.md5, "sha512": measured.sha512, "virtual_size": virtual_size},
+        "image": {**where, "size": measured.size, "md5": measured.md5, "sha512": measured.sha512, "virtual_size": virtual_size},
         "properties": propset.properties, "core": propset.core,
         "manifest": {"path": project_relative(manifest.path), "document": json.loads(manifest.rendered),
                      "release_date": manifest.release_date, "variables": manifest.variables},
@@ -161,13 +169,27 @@ def load(root: Path) -> Artifact:
                           "the record was changed after the bake", hint="bake again; an artifact is never edited")
     record = json.loads(data)
     check_record(root / RECORD, record)
-    image = root / IMAGE
+    entry = record["image"].get("cache_entry")
+    image = _cached_image(root, entry) if entry else root / IMAGE
     if not image.is_file() or image.is_symlink():
         raise BakeryError(f"{image}: missing (or not a regular file)", hint="the CI engine did not pass the whole artifact")
     if image.stat().st_size != record["image"]["size"]:
         raise BakeryError(f"{image}: {image.stat().st_size:,} bytes, the record says {record['image']['size']:,}",
                           hint="the image was changed or truncated after the bake; bake again")
     return Artifact(root, actual, record)
+
+
+def _cached_image(root: Path, cache_entry: str) -> Path:
+    """The image a cache-handoff artifact names, in this runner's stage cache (BAKERY_CACHE_DIR)."""
+    from pipeline.repro.cache import StageCache
+
+    stage, stage_id = cache_entry.split("/", 1)
+    found = StageCache().get(stage, stage_id)
+    if found is None:
+        raise BakeryError(f"{root / RECORD}: its image (stage cache entry {cache_entry[:18]}...) is not in this runner's stage cache "
+                          f"({StageCache().root})", hint="mount the shared stage cache the bake job wrote (BAKERY_CACHE_DIR), "
+                          "or bake again if it was evicted")
+    return found.file(IMAGE)
 
 
 HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$"), "sha512": re.compile(r"^[0-9a-f]{128}$")}
@@ -194,7 +216,11 @@ def check_record(path: Path, record: object) -> None:
     need("stages.build", stages["build"], stages["build"] is not None, "64 hex digits")
     image = record.get("image")
     need("image", image, isinstance(image, dict), "a JSON object")
-    need("image.file", image.get("file"), image.get("file") == IMAGE, repr(IMAGE))
+    if image.get("file") is None:  # the cache handoff: the entry of the build stage, and no other
+        need("image.cache_entry", image.get("cache_entry"), image.get("cache_entry") == f"build/{stages['build']}",
+             f"build/{stages['build']}")
+    else:
+        need("image.file", image.get("file"), image.get("file") == IMAGE, repr(IMAGE))
     for field in ("size", "virtual_size"):
         value = image.get(field)
         need(f"image.{field}", value, type(value) is int and 0 < value < 2**63, "a positive integer")

@@ -21,6 +21,7 @@ from pipeline.common.digests import DigestMemo
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.common.report import Report
+from pipeline.common.run import run
 from pipeline.diskimage.info import GiB
 from pipeline.diskimage.safety import UnsafeImage, check_image
 from pipeline.manifest import Manifest
@@ -93,6 +94,18 @@ def _check_inputs_beside_cache(manifest: Manifest, entry: Entry) -> list[str]:
         if virtio is None or not virtio.exists():
             absent.append(f"{inputs.source_label(manifest, manifest.bake.virtio_win)} is not at hand")
     return absent
+
+
+def in_cache(cache: StageCache, stages: StageIds, image: BuiltImage) -> BuiltImage:
+    """The built image as an entry of the stage cache (for the cache handoff): as it is when it already is one;
+    else a work file of ours is moved in, and a source published as it is copied in (sparse)."""
+    if image.cache_entry:
+        return image
+    if not image.temporary:
+        workdir = _private_dir(state_dir() / "work", f"{stages.build[:16]}-handoff-")
+        run(["cp", "--sparse=always", "--reflink=auto", str(image.path), str(workdir / "image.raw")], timeout=None)
+        image = dataclasses.replace(image, path=workdir / "image.raw", temporary=True)
+    return _to_cache(cache, stages.build, image)
 
 
 def _to_cache(cache: StageCache, stage_id: str, image: BuiltImage) -> BuiltImage:
