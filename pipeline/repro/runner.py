@@ -6,9 +6,11 @@ A stage whose id is in the cache is not run again; its output is taken from the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline import canary
@@ -201,7 +203,7 @@ def _provisioned(manifest: Manifest, disk: Path, pinned: dict[str, Path], stages
         report.details["provision"] = {**entry.record.get("result", {}), "cached": True}
         return entry.file("provisioned.qcow2"), checked.format
     workdir = _private_dir(state_dir() / "work", f"{stages.provision[:16]}-provision-")
-    with report.stage("provision"):
+    with report.stage("provision"), _removed_on_failure(workdir):
         provisioned = provision_stage.provision(manifest, checked, pinned, workdir, logs=_private_dir(state_dir() / "logs", f"provision-{stages.provision[:16]}-"),
                                                 record=lambda result: report.details.__setitem__("provision", result.to_dict()))
     if not cache:
@@ -224,9 +226,9 @@ def _installed(manifest: Manifest, pinned: dict[str, Path], stages: StageIds, ca
         say(f"cache: the install stage's output {stages.install[:12]} is cached: not installing again")
         report.details["cache"]["install"] = "hit"
         return entry.file("installed.qcow2"), entry.record.get("virtio_win_version")
-    with report.stage("install"):
-        installed = windows_setup.install(manifest, pinned["media"], pinned["install_drivers"],
-                                          state_dir() / "work" / f"{stages.install}-install", build_id=stages.install,
+    workdir = state_dir() / "work" / f"{stages.install}-install"
+    with report.stage("install"), _removed_on_failure(workdir):
+        installed = windows_setup.install(manifest, pinned["media"], pinned["install_drivers"], workdir, build_id=stages.install,
                                           record=lambda result: report.details.__setitem__("install", result.to_dict()))
     if not cache:
         return installed.disk, installed.virtio_win_version
@@ -260,6 +262,17 @@ def canaried(manifest: Manifest, stages: StageIds, image: BuiltImage, properties
     if cache:
         cache.put("canary", stage_id, {}, {"property": result.property_value, "result": result.to_dict()})
     return {"bakery_canary": result.property_value}
+
+
+@contextlib.contextmanager
+def _removed_on_failure(workdir: Path) -> Iterator[None]:
+    """A stage's work directory goes when the stage fails or is cancelled (SIGTERM, Ctrl-C); on success the
+    caller keeps what it made there until it is in the cache."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
 
 
 def _private_dir(parent: Path, prefix: str) -> Path:
