@@ -28,7 +28,7 @@ from pipeline.common.run import run
 from pipeline.diskimage.safety import CheckedImage, qemu_img_input
 from pipeline.manifest import Manifest, ProvisionSpec
 from pipeline.windows import startup_scripts
-from pipeline.windows.inspection import WindowsVolume, wipe_unused_space, windows_volume
+from pipeline.windows.inspection import WindowsVolume, windows_volume, wipe_unused_space
 from pipeline.windows.registry import Hive, zero_free_cells
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "provision"

@@ -10,7 +10,6 @@ loop fails the build in one line, with the screenshot and the serial log kept; n
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 

@@ -1,0 +1,32 @@
+"""`invoke inspect`: the facts of a disk image file or of a Glance image."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pipeline.common.progress import progress
+from pipeline.common.report import Report
+from pipeline.glance.connect import connect
+from pipeline.glance.images import download, fetch_image
+from pipeline.windows.inspection import ImageFacts, inspect_image
+
+
+def inspect_reference(reference: str, report: Report, *, cloud: str | None = None, workdir: Path) -> ImageFacts:
+    """`invoke inspect`: a local image file, or a Glance image id (downloaded to a temporary file first)."""
+    path = Path(reference)
+    facts = inspect_image(path, workdir=workdir) if path.exists() else _inspect_glance_image(reference, cloud, workdir)
+    report.details["facts"] = facts.to_dict()
+    report.ok = True
+    return facts
+
+
+def _inspect_glance_image(image_id: str, cloud: str | None, workdir: Path) -> ImageFacts:
+    target = connect(cloud)
+    image = fetch_image(target, image_id)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(prefix=f"inspect-{image_id}-", suffix=".img", dir=workdir) as local:
+        with progress(f"download {image_id}", int(image.get("size") or 0)) as advance:
+            download(target, image_id, local, on_read=advance)
+        local.flush()
+        return inspect_image(Path(local.name), workdir=workdir)

@@ -1,0 +1,47 @@
+"""`invoke lint` and `invoke explain` of a manifest: its property set, without Glance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.build import stage as build_stage
+from pipeline.build.image import BuiltImage, origin_sha256
+from pipeline.chain.options import JobOptions
+from pipeline.chain.prepare import load
+from pipeline.common.report import Report
+from pipeline.properties import explain as explain_stage
+from pipeline.properties import lint
+from pipeline.properties import render as properties
+from pipeline.repro.stages import build_id as release_build_id
+from pipeline.repro.stages import stage_ids
+
+
+def lint_manifest(options: JobOptions, report: Report, *, enforce: bool = True) -> Report:
+    """Render the property set of a manifest and report the findings, without touching Glance.
+
+    The source image is not needed: when it is not at hand, the checks that need its facts
+    (virtual size) are skipped and the report says so. With enforce, error findings raise LintFailed.
+    """
+    manifest = load(options, report)
+    source = manifest.source
+    if source and not source.is_url and Path(source.location).is_file():
+        image = build_stage.preview(manifest, Path(source.location))
+    else:
+        image = BuiltImage(None, None, None, origin_sha256(manifest), temporary=False)
+        missing = f"source {source.location} is not at hand" if source else "the disk is installed from media"
+        report.details["skipped"] = f"{missing}: image facts (virtual size) not checked"
+    stages = stage_ids(manifest)
+    build_id = release_build_id(manifest, template_sha256=properties.template_sha256(), stages=stages)
+    propset = properties.render(manifest, image, build_id=build_id, enforce=False, provenance={"build_stage": stages.build})
+    report.lint = [f.to_dict() for f in propset.findings]
+    report.details["properties"] = propset.all()
+    if enforce and lint.errors(list(propset.findings)):
+        raise properties.lint_failed(manifest, propset.findings)
+    report.ok = True
+    return report
+
+
+def explain_manifest(options: JobOptions, report: Report, *, nova: str) -> explain_stage.Explanation:
+    """The libvirt XML Nova would generate for a manifest's property set (even one that fails lint)."""
+    lint_manifest(options, report, enforce=False)  # a bad set is exactly what explain must show
+    return explain_stage.explain_properties(report.details["properties"], report, nova=nova)
