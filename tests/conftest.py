@@ -88,10 +88,12 @@ def make_image(path: Path, size: int, *, seed: str = "", sparse_tail: int = 0) -
     return digest.hexdigest()
 
 
-def write_manifest(directory: Path, image_path: Path, sha256: str, *, name: str = "manifest.yaml", **overrides) -> Path:
-    """A valid manifest of the test family, with sections replaced or extended by `overrides`."""
+def write_manifest(directory: Path, image_path: Path, sha256: str, *, name: str = "manifest.yaml", image_name: str | None = None,
+                   **overrides) -> Path:
+    """A valid manifest of the test family, with sections replaced or extended by `overrides`; `name` is the file's,
+    `image_name` the image's (with an scs: profile the plain family name, without a date)."""
     document = {
-        "name": "Windows 10 - With Apps [{{ release_date }}]",
+        "name": image_name or ("Windows 10 - With Apps" if "scs" in overrides else "Windows 10 - With Apps [{{ release_date }}]"),
         "family": {"os_distro": "windows", "os_distro_major": "w10entx64", "os_edition": "DESKTOP", "architecture": "x86_64"},
         "os": {"type": "windows", "version": "10"},
         "source": {"path": str(image_path), "sha256": sha256},

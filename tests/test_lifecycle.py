@@ -160,18 +160,21 @@ def test_a_failure_half_way_leaves_a_consistent_family_and_a_rerun_finishes(acco
 
 
 def test_the_scs_profile_is_published_and_audit_flags_what_does_not_conform(account):
-    plain = publish(account, "2026-09-01", scs=None)
-    manifest = account.manifest("scs.yaml", scs=SCS, release={"previous": "hide"})  # one visible image per distro/version/arch
-    conforming = ok(*account.run("build-and-publish", "--manifest", str(manifest), "--release-date", "2026-10-01",
+    """The checker judges public and community images; a member publishes community ones."""
+    plain = ok(*account.run("build-and-publish", "--manifest", str(account.manifest("plain.yaml", visibility="community")),
+                            "--release-date", "2026-09-01", json_name="plain.json"))["image"]
+    manifest = account.manifest("scs.yaml", scs=SCS, visibility="community")
+    today = dt.date.today().isoformat()  # a monthly image of two months ago is outdated: the checker would fail it
+    conforming = ok(*account.run("build-and-publish", "--manifest", str(manifest), "--release-date", today,
                                  json_name="scs.json"))["image"]
     stored = account.target("bakery-member").glance.images.get(conforming["id"])
-    assert {k: stored[k] for k in SCS} == SCS and stored["image_build_date"] == "2026-10-01" and stored["os_purpose"] == "generic"
+    assert {k: stored[k] for k in SCS} == SCS and stored["image_build_date"] == today and stored["os_purpose"] == "generic"
     proc, report = account.run("audit", "--standard", "scs-0102", json_name="audit.json")
     one_line_error(proc, "SCS-0102", "do not conform")
     findings = report["details"]["standard"]["findings"]
     errors = {(f["image"], f["message"]) for f in findings if f["level"] == "error"}
     assert not [m for i, m in errors if i == conforming["id"]], errors
-    assert (plain["id"], "mandatory property uuid_validity is missing") in errors
+    assert (plain["id"], "mandatory property provided_until is missing") in errors
     assert plain["id"] in proc.stdout
 
 
@@ -215,7 +218,7 @@ def test_one_visible_image_per_family_under_its_plain_name():
     base = {**SCS, "owner": "p1", "os_distro": "windows", "os_version": "10", "architecture": "x86_64", "os_distro_major": "w10",
             "os_edition": "DESKTOP", "hypervisor_type": "qemu", "hw_disk_bus": "virtio", "image_build_date": "2026-10-01",
             "created_at": "2026-10-02T00:00:00Z", "status": "active", "os_hash_algo": "sha512", "min_ram": 2048, "min_disk": 40,
-            "size": 10 * 2**30, "name": "windows 10"}
+            "size": 10 * 2**30, "name": "windows 10", "visibility": "public", "os_purpose": "generic"}
 
     def rule(images):
         return {f.image_id for f in check_catalog(images, now) if "visible images" in f.message}
@@ -226,3 +229,21 @@ def test_one_visible_image_per_family_under_its_plain_name():
     assert rule([{**base, "id": "a"}, {**base, "id": "b", "os_edition": "SERVER"}]) == set()  # another product
     assert rule([{**base, "id": "a"}, {**base, "id": "b", "owner": "p2"}]) == set()  # another provider's catalog
     assert not [f for f in check_catalog([{**base, "id": "a"}], now) if f.level == "error"]  # a conforming image
+
+
+def test_an_scs_release_keeps_the_plain_name_and_the_superseded_one_gets_its_date(account):
+    """What the SCS checker needs to find an outdated image's replacement: the current one under the plain name."""
+    first = publish(account, "2026-10-01")
+    second = publish(account, "2026-11-01")
+    target = account.target("bakery-member")
+    assert target.glance.images.get(second["id"])["name"] == "Windows 10 - With Apps"
+    assert target.glance.images.get(first["id"])["name"] == "Windows 10 - With Apps 20261001"
+
+
+def test_an_scs_image_the_standard_would_fail_is_refused_before_anything_is_built(account):
+    manifest = account.manifest("sata.yaml", scs=SCS, properties={"hw_disk_bus": "sata"})
+    proc, _ = account.run("plan", "--manifest", str(manifest), json_name="sata.json")
+    one_line_error(proc, "scs-0102", "hw_disk_bus", "sata")
+    dated = account.manifest("dated.yaml", scs=SCS, image_name="Windows 10 [{{ release_date }}]")
+    proc, _ = account.run("plan", "--manifest", str(dated), json_name="dated.json")
+    one_line_error(proc, "name", "plain name")

@@ -13,6 +13,10 @@ BASE = {"os_distro": "windows", "os_type": "windows", "release_date": "2026-11-0
 WIN11_OK = {**BASE, "os_version": "11", "os_distro_major": "w11entx64", "hw_firmware_type": "uefi", "hw_machine_type": "q35",
             "os_secure_boot": "required", "hw_tpm_version": "2.0", "hw_tpm_model": "tpm-crb"}
 
+SCS_OK = {**BASE, "architecture": "x86_64", "hypervisor_type": "qemu", "hw_disk_bus": "virtio", "os_purpose": "generic", "min_ram": "2048",
+          "image_build_date": "2026-11-01", "image_original_user": "Administrator", "image_source": "private",
+          "image_description": "https://example.org/w10", "replace_frequency": "monthly", "provided_until": "2029-01-09",
+          "uuid_validity": "last-3"}
 W10 = {"os_version": "10", "build": 19045, "server": False, "product_name": "Windows 10 Enterprise"}
 S2019 = {"os_version": "2019", "build": 17763, "server": True, "product_name": "Windows Server 2019 Standard"}
 NO_DRIVERS = {"drivers": {}, "guest_agent": False, "firmware": "bios", "windows": W10}
@@ -44,6 +48,8 @@ CASES = [
      {**BASE, "os_distro_major": "w7entx86", "architecture": "i686"}, {}),
     ("family-name-architecture", {**BASE, "os_distro_major": "w11entarm64", "architecture": "x86_64"},
      {**BASE, "os_distro_major": "w11entx64", "architecture": "amd64"}, {}),
+    ("scs-0102", {**SCS_OK, "hw_disk_bus": "sata"}, SCS_OK, {}),
+    ("scs-0102", {k: v for k, v in SCS_OK.items() if k != "os_purpose"}, SCS_OK, {}),
     ("tpm-model-version", {**BASE, "hw_tpm_model": "tpm-crb", "hw_tpm_version": "1.2"},
      {**BASE, "hw_tpm_model": "tpm-crb", "hw_tpm_version": "2.0"}, {}),
     ("windows11-requirements", {**WIN11_OK, "hw_firmware_type": "bios"}, WIN11_OK, {}),

@@ -355,6 +355,12 @@ def _scs(fields: _Fields) -> ScsProfile:
     if source != "private" and not re.fullmatch(r"(https?|ftps?)://\S+", source):
         raise fields.error((*section, "image_source"), f"expected a URL or private, got {source!r}")
     hotfix_hours = _integers_in_range(fields, section, (("hotfix_hours", None, 0, 24 * 366),))["hotfix_hours"]
+    name = fields.get("name")
+    last = name.rsplit(" ", 1)[-1] if " " in name.strip() else ""
+    if last.lower() in ("old", "prev") or re.fullmatch(r"[\[(]?\d{4}-?\d{2}-?\d{2}[\])]?", last):
+        raise fields.error(("name",), f"{name!r} ends in {last!r}: with scs:, the current release carries the family's plain name "
+                           "(SCS-0102's checker finds an outdated image's replacement by its name without the last word); the "
+                           "bakery renames superseded releases with their date")
     return ScsProfile(
         replace_frequency=fields.choice(*section, "replace_frequency", choices=REPLACE_FREQUENCIES,
                                         default=fields.get(*section, "replace_frequency")),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from pipeline.common.sinks import MACHINE_TYPE
-from pipeline.properties import metadefs
+from pipeline.properties import metadefs, scs
 
 GiB = 1024**3
 MAX_PROPERTIES = 128
@@ -332,6 +332,25 @@ def _release_date(props: dict, facts: dict):
             raise ValueError
     except ValueError:
         yield "release_date", f"{value!r} is not an ISO date YYYY-MM-DD"
+
+
+@rule(
+    "scs-0102",
+    "error",
+    "An image published with an scs: profile promises SCS-0102's metadata; the standard's own checker fails the "
+    "cloud for an image whose properties break it (hw_disk_bus=sata, a missing os_purpose, no min_ram, ...). "
+    "The per-image test cases the checker runs on properties alone are run here, before anything is built; "
+    "suppress the rule to publish such an image anyway.",
+    "SovereignCloudStack/standards Tests/iaas/scs_0102_image_metadata/image_metadata.py (compute_scs_0102_prop_*)",
+)
+def _scs_0102(props: dict, facts: dict):
+    if "replace_frequency" not in props:  # no scs: profile: the standard is not promised
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    for finding in scs.check_properties({key: value for key, value in props.items() if value not in (None, "")}, now):
+        if finding.level == "error":
+            prop = finding.check.removeprefix("scs-0102-prop-")
+            yield (prop if prop in props or prop in scs.PROPERTY_CHECKS else None), f"{finding.check}: {finding.message}"
 
 
 # -- rules that need facts read from the image itself (pipeline/windows/inspection.py) ---------------------------

@@ -49,11 +49,13 @@ def audit(target: Target, report: Report, *, repair: bool = False, standard: str
 
 
 def _conformance(everything: dict[str, dict], report: Report) -> None:
-    """SCS-0102 over every image the account sees (as the standard's checker does with --private)."""
-    images = [i for i in everything.values() if i.get(STATE_KEY) is None]
+    """SCS-0102 over the images the standard's checker judges (public and community ones, as offered)."""
+    images = [i for i in everything.values() if i.get(STATE_KEY) is None and scs.in_scope(i)]
     findings = scs.check_catalog(images, dt.datetime.now(dt.timezone.utc))
     failing = sorted({f.image_id for f in findings if f.level == "error"})
     report.details["standard"] = {"name": "scs-0102", "images": len(images), "conforming": len(images) - len(failing),
+                                  "scope": "public and community images, not hidden, active (the checker's)",
+                                  "failing_checks": sorted({f.check for f in findings if f.level == "error"}),
                                   "findings": [f.to_dict() for f in findings]}
     if failing:
         report.ok = False

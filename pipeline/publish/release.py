@@ -30,6 +30,7 @@ from pipeline.common.progress import say
 from pipeline.glance.connect import Target
 from pipeline.glance.images import STATE_KEY, list_including_hidden
 from pipeline.manifest import Manifest
+from pipeline.properties.scs import marked_outdated, renamed_for_hiding
 
 WITHDRAWN_KEY = "bakery_withdrawn_by"  # set on a newer release when an older one is published with --allow-older
 MAX_ROUNDS = 8
@@ -118,7 +119,7 @@ def withdraw_newer(target: Target, manifest: Manifest, new_id: str) -> list[Rele
     return withdrawn
 
 
-def converge(target: Target, family: dict[str, str], *, policy: str = "demote") -> Convergence:
+def converge(target: Target, family: dict[str, str], *, policy: str = "demote", rename: bool = False) -> Convergence:
     """Write what differs from the one right state of the family until nothing differs (module docstring)."""
     result = Convergence(None)
     for result.rounds in range(1, MAX_ROUNDS + 1):
@@ -128,7 +129,7 @@ def converge(target: Target, family: dict[str, str], *, policy: str = "demote") 
             return result
         winner = max(candidates, key=lambda m: m.order)
         result.winner = winner
-        changes = _changes(current, winner, policy)
+        changes = _changes(current, winner, policy, rename=rename)
         if not changes:
             _record_supersedes(target, winner, result.demoted)
             return result
@@ -146,7 +147,9 @@ def converge(target: Target, family: dict[str, str], *, policy: str = "demote") 
                       f"(other runs keep changing it)", hint="run again, or `invoke audit --repair`, once the other runs finished")
 
 
-def _changes(current: list[Release], winner: Release, policy: str) -> list[tuple[Release, dict]]:
+def _changes(current: list[Release], winner: Release, policy: str, *, rename: bool = False) -> list[tuple[Release, dict]]:
+    """rename (an scs: family): superseded releases get their date appended to their name, as SCS-0102 names an
+    outdated image, so the standard's checker finds the current one under the plain name."""
     changes = []
     if winner.recommended != "true" or winner.superseded_by:
         update = {"recommended": "true"}
@@ -163,6 +166,8 @@ def _changes(current: list[Release], winner: Release, policy: str) -> list[tuple
             update["superseded_by"] = winner.id
         if policy == "hide" and not member.hidden:
             update["os_hidden"] = True
+        if rename and member.name == winner.name and not marked_outdated(member.name):
+            update["name"] = renamed_for_hiding(member.name, member.release_date)
         if update:
             changes.append((member, update))
     return changes
@@ -185,7 +190,7 @@ def release(target: Target, manifest: Manifest, new_id: str, *, allow_older: boo
         withdrawn = withdraw_newer(target, manifest, new_id)
         if withdrawn:
             say(f"rollback: withdrew {', '.join(r.name for r in withdrawn)} (newer than {manifest.release_date})")
-    result = converge(target, manifest.family_filter, policy=manifest.release.previous)
+    result = converge(target, manifest.family_filter, policy=manifest.release.previous, rename=manifest.scs is not None)
     if result.winner and result.winner.id != new_id:
         say(f"{new_id} is published but not recommended: the family's newest release is {result.winner.name} ({result.winner.id})")
     return result
