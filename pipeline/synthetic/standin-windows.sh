@@ -16,7 +16,7 @@ mount -t devtmpfs devtmpfs /dev
 stop_error() { say "STOP $*"; sync; exit 1; }  # init exiting panics the kernel: Windows' blue screen
 
 for module in $(cat /modules.order); do insmod "/modules/$module.ko" 2>/dev/null; done
-mkdir -p /media /windows
+mkdir -p /media /windows /tmp
 
 disk_bus() {  # what Windows would need a boot driver for
     case "$DISK" in /dev/vd*) echo virtio-blk; return ;; esac
@@ -75,8 +75,9 @@ boot_service() {  # the service Windows loads for the disk's controller; in-box 
 
 controller_id() {  # the boot disk's controller as a PnP hardware id: PCI\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00
     device=$(readlink -f "/sys/block/${DISK##*/}/device")
-    while [ "$device" != / ] && [ ! -f "$device/vendor" ]; do device=${device%/*}; done
-    [ -f "$device/vendor" ] || return 1
+    # up to the PCI function (a virtio device's own directory has a vendor too, but no subsystem ids)
+    while [ "$device" != / ] && [ -n "$device" ] && [ ! -f "$device/subsystem_vendor" ]; do device=${device%/*}; done
+    [ -f "$device/subsystem_vendor" ] || return 1
     hex() { tr -d '\n' < "$device/$1" | sed 's/^0x//' | tr a-f A-F; }
     printf 'PCI\\VEN_%s&DEV_%s&SUBSYS_%s%s&REV_%s' "$(hex vendor)" "$(hex device)" "$(hex subsystem_device)" \
         "$(hex subsystem_vendor)" "$(hex revision)"

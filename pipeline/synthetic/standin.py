@@ -121,9 +121,10 @@ def _load_order(names: tuple[str, ...], available: dict[str, Path]) -> list[str]
 
 
 def initramfs(kernel_root: Path, scratch: Path, *, init: Path, modules: tuple[str, ...],
-              programs: tuple[Path, ...] = ()) -> Path:
+              programs: tuple[Path, ...] = (), data: tuple[Path, ...] = ()) -> Path:
     """A gzip'd newc initramfs: busybox, `init` as /init, the modules (with what they depend on, in load
-    order) and dynamically linked `programs` with the libraries ldd names for them."""
+    order), dynamically linked `programs` with the libraries ldd names for them, and `data` files (what those
+    load at run time, such as iconv's modules) at their own paths."""
     root = scratch / "initramfs"
     for directory in ("bin", "dev", "proc", "sys", "modules", "mnt", "etc"):
         (root / directory).mkdir(parents=True)
@@ -135,6 +136,10 @@ def initramfs(kernel_root: Path, scratch: Path, *, init: Path, modules: tuple[st
     shutil.copy(INIT_LIBRARY, root / "lib" / "standin.sh")
     for program in programs:
         _copy_program(program, root)
+    for path in data:
+        target = root / str(path).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path.resolve(), target)
     available = _module_paths(kernel_root)
     order = _load_order(modules, available)
     for name in order:

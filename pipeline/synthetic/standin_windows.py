@@ -36,6 +36,9 @@ NTFS_3G = Path("/usr/bin/ntfs-3g")
 # registry (hivexsh reads SYSTEM): the stand-in decides 0x7B from the same facts Windows does.
 LOWNTFS_3G = Path("/usr/bin/lowntfs-3g")
 HIVEXSH = Path("/usr/bin/hivexsh")
+# hivex converts key and value names with iconv (latin-1 and UTF-16): glibc loads those converters at run time.
+GCONV = Path("/usr/lib/x86_64-linux-gnu/gconv")
+GCONV_FILES = tuple(GCONV / name for name in ("gconv-modules", "gconv-modules.cache", "ISO8859-1.so", "UTF-16.so"))
 # disk buses and controllers, NICs, the guest agent's virtio-serial port, FUSE for ntfs-3g, efivarfs
 MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci", "ata_piix", "sr_mod", "isofs", "pvpanic_mmio",
            "pvpanic_pci", "efivarfs", "virtio_net", "e1000", "e1000e", "8139cp", "8139too", "ne2k_pci", "virtio_console",
@@ -56,7 +59,8 @@ def make_bootable(disk: Path, *, cache: Path) -> Path:
         scratch = Path(scratch)
         kernel_root = standin.kernel_tree(cache)
         vmlinuz = next((kernel_root / "boot").glob("vmlinuz-*"))
-        initrd = standin.initramfs(kernel_root, scratch, init=INIT_SCRIPT, modules=MODULES, programs=(NTFS_3G, LOWNTFS_3G, HIVEXSH))
+        initrd = standin.initramfs(kernel_root, scratch, init=INIT_SCRIPT, modules=MODULES, programs=(NTFS_3G, LOWNTFS_3G, HIVEXSH),
+                                     data=tuple(path for path in GCONV_FILES if path.exists()))
         if layout.label == "gpt":
             _esp_boot(disk, layout, standin.signed_uki(vmlinuz, initrd, scratch, KERNEL_CMDLINE), scratch)
         else:
