@@ -50,6 +50,9 @@ def configure_logging(verbose: bool = False) -> None:
     # error into several lines: only the pipeline's warnings are shown, unless verbose.
     root.setLevel(logging.DEBUG if verbose else logging.ERROR)
     logging.getLogger("pipeline").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # qemu.qmp logs its own view of a connection cut short (a cancelled run) as CRITICAL, with a traceback:
+    # the run's one line already says what happened.
+    logging.getLogger("qemu.qmp").setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
 
 
 def execute(

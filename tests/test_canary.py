@@ -128,7 +128,7 @@ def test_a_disk_bus_the_image_cannot_boot_from_fails_and_publishes_nothing(boota
     message = failure.value.one_line()
     assert "\n" not in message and "bad.yaml: canary:" in message and "disk bus virtio-blk" in message and "panicked" in message
     serial = Path(report.details["canary"]["vm"]["serial_log"]).read_text(errors="replace")
-    assert "INACCESSIBLE_BOOT_DEVICE" in serial and "viostor.sys missing" in serial
+    assert "INACCESSIBLE_BOOT_DEVICE" in serial and "no boot driver for virtio-blk: service viostor" in serial  # read from SYSTEM
     assert report.details["canary"]["vm"]["screenshot"] and Path(report.details["canary"]["vm"]["screenshot"]).stat().st_size > 0
     after = {image["id"]: image for image in project_images(target)}
     assert after.keys() == before.keys(), "nothing may be created when the canary fails"

@@ -37,15 +37,16 @@ def exposed(image: Path, fmt: str, *, mountpoint: Path, window: Window | None = 
     mountpoint.parent.mkdir(parents=True, exist_ok=True)
     mountpoint.touch()
     read_only = "off" if writable else "on"
-    # Written zeros become holes (a wiped free cluster costs nothing in a raw or a qcow2), and discards reach the file.
+    # Written zeros become holes in a raw (a wiped free cluster costs nothing), zero clusters in a qcow2 (whose
+    # own file is left to qcow2: discards punched into it under a live qcow2 node damaged its refcounts).
     sparse = ",discard=unmap,detect-zeroes=unmap" if writable else ""
-    nodes = [f"driver=file,node-name=file0,filename={qemu_path(image)},read-only={read_only}{sparse}"]
+    nodes = [f"driver=file,node-name=file0,filename={qemu_path(image)},read-only={read_only}{sparse if fmt == 'raw' else ''}"]
     top = "file0"
     if fmt != "raw":
         # "backing": null (JSON only: the key=value syntax has no null): whatever the header names, no other
         # file is opened (the gate refused such images anyway)
         nodes.append(json.dumps({"driver": fmt, "node-name": "fmt0", "file": "file0", "read-only": not writable,
-                                 **({"discard": "unmap", "detect-zeroes": "unmap"} if writable else {}),
+                                 **({"detect-zeroes": "on"} if writable else {}),
                                  **({"backing": None} if fmt == "qcow2" else {})}))
         top = "fmt0"
     if window is not None:
