@@ -262,6 +262,9 @@ def test_driver_database_package_carries_what_pnputil_writes(media, tmp_path):
         packed = [int(p) for p in driver_version.split(".")]
         assert struct.unpack_from("<Q", version, 32)[0] == (packed[0] << 48) | (packed[1] << 32) | (packed[2] << 16) | packed[3]
         assert struct.unpack("<Q", bytes.fromhex(values["ImportDate"]))[0] == filetime(epoch)
+        # the synthetic catalogs are not PKCS#7: ranked as a real virtio-win Windows 10 package is
+        assert values["SignerScore"] == 0x0D000005 and "SignerName" not in values
+        assert values["OemPath"] == r"C:\Windows\Drivers\VirtIO\viostor"
         strings = system.values(rf"DriverDatabase\DriverPackages\{package}\Strings")
         assert strings and all(isinstance(v, str) for v in strings.values())
         configuration = system.values(rf"DriverDatabase\DriverPackages\{package}\Configurations\{DRIVERS['viostor'].configuration}")

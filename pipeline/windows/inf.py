@@ -11,6 +11,14 @@ Where each registered value comes from (DriverDatabase\\DriverPackages\\<package
 - ImportDate: a FILETIME; the bakery writes the build epoch so a bake stays reproducible.
 - SignerName: the subject of the catalog's signing certificate, when the catalog is a PKCS#7 file it can
   read; otherwise the value is left out rather than invented.
+- SignerScore: the signature part of Windows' driver rank (setupapi.h's SIGNERSCORE_* constants). Packages
+  in real SYSTEM hives whose catalogs Microsoft's Hardware Dev Center signed carry 0x0D000005 (WHQL).
+  virtio-win's Windows 10+ packages are attestation-signed through that same portal, so their catalog's
+  signer is "Microsoft Windows Hardware Compatibility Publisher" and they rank as WHQL; packages signed
+  only by their vendor (virtio-win's Windows 8/8.1 test or Red Hat signatures) rank as Authenticode
+  (0x0F000000). An unreadable catalog is taken for the WHQL case, since that is what a real virtio-win
+  release ships for every Windows that has a DriverDatabase to write into.
+- OemPath: the folder pnputil took the INF from; the bakery's copy in the staging folder.
 """
 
 from __future__ import annotations
@@ -99,6 +107,18 @@ def _packed(version: str | None) -> int:
     fields = [int(p) for p in (version or "").split(".") if p.isdigit()][:4]
     fields += [0] * (4 - len(fields))
     return (fields[0] << 48) | (fields[1] << 32) | (fields[2] << 16) | fields[3]
+
+
+SIGNERSCORE_WHQL = 0x0D000005
+SIGNERSCORE_AUTHENTICODE = 0x0F000000
+MICROSOFT_HARDWARE_SIGNERS = ("Microsoft Windows Hardware Compatibility Publisher", "Microsoft Windows")
+
+
+def signer_score(signer: str | None) -> int:
+    """SignerScore for a package whose catalog was signed by `signer` (None: not readable)."""
+    if signer is None or signer in MICROSOFT_HARDWARE_SIGNERS:
+        return SIGNERSCORE_WHQL
+    return SIGNERSCORE_AUTHENTICODE
 
 
 def signer_name(catalog: Path) -> str | None:
