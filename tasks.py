@@ -36,7 +36,6 @@ from pipeline.glance.connect import connect
 from pipeline.glance.local import LocalGlance
 from pipeline.glance.localcloud import LocalCloud, consumer_ports
 from pipeline.properties import explain as explain_stage
-from pipeline.properties import image_lint
 from pipeline.publish import audit as audit_stage
 from pipeline.publish import methods
 from pipeline.repro import cache as cache_stage
@@ -157,11 +156,14 @@ def plan(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_
     execute("plan", json, lambda report: chain.plan(options, report))
 
 
-@task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json", "cloud"), "image": "lint a Glance image by id instead"})
-def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, json=None):
-    """Check a manifest's rendered property set, or a Glance image's properties; exits 1 on errors."""
+@task(iterable=["set"], help={**_help("manifest", "release-date", "set", "json", "cloud"),
+                              "image": "lint a Glance image by id instead (its bytes are downloaded and inspected)",
+                              "properties_only": "with --image: check the properties only, do not download the image"})
+def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, json=None, properties_only=False):
+    """Check a manifest's rendered property set, or a Glance image's properties and bytes; exits 1 on errors."""
     if image:
-        action = lambda report: image_lint.lint_image(connect(cloud), image, report)  # noqa: E731
+        action = lambda report: chain.lint_glance(connect(cloud), image, report, inspect=not properties_only,  # noqa: E731
+                                                  workdir=state_dir() / "inspect")
     else:
         action = lambda report: chain.lint_manifest(_options(manifest, None, release_date, set), report)  # noqa: E731
     report = execute("lint", json, action, summary=False, on_error=print_findings)

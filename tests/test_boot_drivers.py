@@ -99,3 +99,26 @@ def test_the_same_image_on_sata_passes_lint(media, tmp_path):
     disk = edited(media, tmp_path, sys_bytes=b"MZ not a driver", service=None, mapped=False)
     proc = run_invoke("lint", "--manifest", str(manifest(tmp_path, disk, "sata")), "--release-date", "2026-11-01", state=tmp_path / "state")
     assert proc.returncode == 0, proc.stderr
+
+
+GLANCE_PROPERTIES = {"os_distro": "windows", "os_type": "windows", "os_distro_major": "w10entx64", "os_edition": "DESKTOP",
+                     "architecture": "x86_64", "release_date": "2026-11-01", "hw_disk_bus": "virtio"}
+
+
+def test_lint_image_reads_the_registry_of_an_image_someone_else_published(media, tmp_path, target):
+    """The report's case, published by someone else: the properties alone are a good set, the bytes are not."""
+    from pipeline.chain import lint_glance
+    from pipeline.common.errors import LintFailed
+    from pipeline.common.report import Report
+
+    disk = edited(media, tmp_path, sys_bytes=b"MZ not a driver", service=None, mapped=False)
+    image = target.glance.images.create(name="someone's w10", disk_format="raw", container_format="bare", visibility="private",
+                                        min_disk=1, **GLANCE_PROPERTIES)
+    with disk.open("rb") as data:
+        target.glance.images.upload(image["id"], data)
+    assert lint_glance(target, image["id"], Report("lint"), inspect=False, workdir=tmp_path / "inspect").ok
+    with pytest.raises(LintFailed) as caught:
+        lint_glance(target, image["id"], Report("lint"), inspect=True, workdir=tmp_path / "inspect")
+    assert [f.rule for f in caught.value.findings if f.severity == "error"] == ["device-needs-driver"]
+    assert "viostor" in caught.value.findings[0].message or any("viostor" in f.message for f in caught.value.findings)
+    assert not list((tmp_path / "inspect").iterdir())  # the downloaded copy went with the call

@@ -17,7 +17,7 @@ from pipeline.chain.build_and_publish import build_and_publish
 from pipeline.chain.ci import generate_ci
 from pipeline.chain.inspecting import inspect_reference
 from pipeline.chain.lifecycle import lifecycle
-from pipeline.chain.lint import explain_manifest, lint_manifest
+from pipeline.chain.lint import explain_manifest, lint_glance, lint_manifest
 from pipeline.chain.lock import write_lock
 from pipeline.chain.options import JobOptions
 from pipeline.chain.plan import plan
@@ -25,4 +25,4 @@ from pipeline.chain.publish_artifact import publish_artifact
 from pipeline.chain.targets import TargetResult
 
 __all__ = ["JobOptions", "TargetResult", "bake", "build_and_publish", "explain_manifest", "generate_ci", "inspect_reference",
-           "lifecycle", "lint_manifest", "plan", "publish_artifact", "write_lock"]
+           "lifecycle", "lint_glance", "lint_manifest", "plan", "publish_artifact", "write_lock"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.common.progress import progress
 from pipeline.common.report import Report
-from pipeline.glance.connect import connect
+from pipeline.glance.connect import Target, connect
 from pipeline.glance.images import download, fetch_image
 from pipeline.windows.inspection import ImageFacts, inspect_image
 
@@ -23,7 +23,12 @@ def inspect_reference(reference: str, report: Report, *, cloud: str | None = Non
 
 def _inspect_glance_image(image_id: str, cloud: str | None, workdir: Path) -> ImageFacts:
     target = connect(cloud)
-    image = fetch_image(target, image_id)
+    return inspect_glance_image(target, fetch_image(target, image_id), workdir)
+
+
+def inspect_glance_image(target: Target, image: dict, workdir: Path) -> ImageFacts:
+    """Download a Glance image into a sparse temporary file and read its facts; the file goes with the call."""
+    image_id = image["id"]
     workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(prefix=f"inspect-{image_id}-", suffix=".img", dir=workdir) as local:
         with progress(f"download {image_id}", int(image.get("size") or 0)) as advance:

@@ -1,4 +1,4 @@
-"""`invoke lint` and `invoke explain` of a manifest: its property set, without Glance."""
+"""`invoke lint` and `invoke explain` of a manifest (its property set, without Glance), and `invoke lint --image`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from pathlib import Path
 
 from pipeline.build import stage as build_stage
 from pipeline.build.image import BuiltImage, origin_sha256
+from pipeline.chain.inspecting import inspect_glance_image
 from pipeline.chain.options import JobOptions
 from pipeline.chain.prepare import load
 from pipeline.common.report import Report
+from pipeline.glance.connect import Target
+from pipeline.properties import image_lint
 from pipeline.properties import explain as explain_stage
 from pipeline.properties import lint
 from pipeline.properties import render as properties
@@ -45,3 +48,11 @@ def explain_manifest(options: JobOptions, report: Report, *, nova: str) -> expla
     """The libvirt XML Nova would generate for a manifest's property set (even one that fails lint)."""
     lint_manifest(options, report, enforce=False)  # a bad set is exactly what explain must show
     return explain_stage.explain_properties(report.details["properties"], report, nova=nova)
+
+
+def lint_glance(target: Target, image_id: str, report: Report, *, inspect: bool, workdir: Path) -> Report:
+    """`invoke lint --image`: a Glance image's properties, judged with the facts of its own bytes (downloaded
+    and inspected, as `invoke inspect` does) unless `inspect` is off: a property set that asks for a virtio
+    disk is only right when the image's registry has the boot driver."""
+    image_facts = (lambda image: inspect_glance_image(target, image, workdir).lint_facts()) if inspect else None
+    return image_lint.lint_image(target, image_id, report, image_facts=image_facts)

@@ -50,13 +50,14 @@ class MissingVariable(ManifestError):
 class LintFailed(BakeryError):
     """The rendered property set has errors; nothing was published."""
 
-    def __init__(self, findings, *, where: str | None = None):
-        """where: the file (and line and field) the first error comes from, as the user wrote it."""
+    def __init__(self, findings, *, where: str | None = None, outcome: str = "nothing was published"):
+        """where: the file (and line and field) the first error comes from, as the user wrote it;
+        outcome: what that means for the run (a lint of an image already in Glance changes nothing)."""
         self.findings = findings
         errors = [f for f in findings if f.severity == "error"]
         first = errors[0]
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(f"{where + ': ' if where else ''}lint: {first.one_line()}{more}; nothing was published")
+        super().__init__(f"{where + ': ' if where else ''}lint: {first.one_line()}{more}; {outcome}")
 
 
 class PublishError(BakeryError):
