@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.ci import gitlab
 from tests.conftest import PROJECT_ROOT, MiB, make_image, run_invoke, write_manifest
 
 GITLAB_CI_LOCAL = PROJECT_ROOT / ".venv/node/node_modules/.bin/gitlab-ci-local"
@@ -42,10 +43,10 @@ def project(tmp_path):
     return root
 
 
-def generate(project: Path, state: Path) -> Path:
+def generate(project: Path, state: Path, cache: Path | None = None) -> Path:
     invoke = f"{PROJECT_ROOT}/.venv/bin/invoke --search-root {PROJECT_ROOT}"
     proc = subprocess.run([*invoke.split(), "ci", "--engine", "gitlab", "--catalog", "manifests", "--invoke", invoke,
-                           "--setup", "echo bakery job", "--tag", "kvm", "--cache-dir", str(state / "shared-cache"),
+                           "--setup", "echo bakery job", "--tag", "kvm", "--cache-dir", str(cache or state / "shared-cache"),
                            "--out", ".gitlab-ci.yml"],
                           cwd=project, capture_output=True, text=True, env={**_env(), "BAKERY_STATE_DIR": str(state)}, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -121,6 +122,39 @@ def test_gitlab_ci_local_runs_the_catalog_bakes_in_parallel_and_publishes_one_fa
         family = [i for i in target.glance.images.list(filters={"os_distro_major": major})]
         assert [i["id"] for i in family if i.get("recommended") == "true"] == [
             max(family, key=lambda i: (i["release_date"], i["created_at"], i["id"]))["id"]], major
+
+
+def test_a_failed_release_does_not_silently_block_the_next_one_of_its_family(project, glance_server, tmp_path):
+    """The older release's bake fails for real (its source is gone after generation); its publish job fails with
+    one line saying so, and the newer release of the same family still publishes and is the recommended one."""
+    from pipeline.glance.connect import connect_local
+
+    for name in ("w10b", "w10u"):  # one family is enough here, its own, unseen by the other tests
+        (project / "manifests" / f"{name}.yaml").unlink()
+    for name in ("w10a", "w10a-hotfix"):
+        manifest = project / "manifests" / f"{name}.yaml"
+        manifest.write_text(manifest.read_text().replace("w10gla", "w10glf"))
+    state = glance_server.root.parent
+    # a cache of its own: the shared one may hold w10a's image from another test, and a cached bake needs no source
+    generated = yaml.safe_load(generate(project, state, cache=tmp_path / "cache").read_text())
+    assert generated["publish:w10a-hotfix"]["rules"] == [{"if": gitlab.PUBLISHING, "when": "always"}]
+    (project / "images" / "w10a.raw").unlink()
+    subprocess.run(["git", "init", "-q", "."], cwd=project, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org", "commit", "-qm", "catalog"], cwd=project, check=True)
+    run = subprocess.run([str(GITLAB_CI_LOCAL), "--variable", "CI_PIPELINE_SOURCE=schedule", "--ignore-predefined-vars", "CI_PIPELINE_SOURCE",
+                          "--variable", f"BAKERY_STATE_DIR={state}", "--variable", f"BAKERY_GLANCE_PORT={glance_server.port}"],
+                         cwd=project, capture_output=True, text=True, env=_env(), timeout=900)
+    assert run.returncode != 0  # the pipeline is red: the failure is seen
+    reports = project / "reports"
+    assert json.loads((reports / "bake-w10a.json").read_text())["ok"] is False
+    refused = json.loads((reports / "publish-w10a.json").read_text())  # it ran, and said why it published nothing
+    assert refused["ok"] is False and "no artifact here" in refused["error"], refused
+    assert (reports / "publish-w10a-hotfix.json").exists(), run.stdout[-1500:] + run.stderr[-1500:]
+    hotfix = json.loads((reports / "publish-w10a-hotfix.json").read_text())
+    assert hotfix["ok"], hotfix.get("error")
+    family = list(connect_local(glance_server, start=False).glance.images.list(filters={"os_distro_major": "w10glf"}))
+    assert [i["id"] for i in family if i.get("recommended") == "true"] == [hotfix["image"]["id"]]
 
 
 def _interval(report: Path) -> tuple[dt.datetime, dt.datetime]:

@@ -9,7 +9,10 @@
                   family and cloud, so that publishes of one family to one cloud never overlap (across
                   pipelines too) while other families and clouds proceed; within one pipeline, the publishes
                   of a group are also chained by `needs:` (in release order), which engines without resource
-                  groups honour as well
+                  groups honour as well. Publish jobs run `when: always`: a failed bake or publish of one
+                  release never skips the releases after it without a word (a skipped job would); each
+                  publish job either publishes or is red with one line saying why (its own bake left no
+                  artifact; the cloud refused), and the newest release that did publish is the recommended one
 
 The runner contract is in the file: every job carries the default tags, bake jobs the FUSE tags, and bake
 jobs that boot a VM (install, provisioning, canary) the KVM tags; each bake job's timeout comes from its
@@ -112,7 +115,7 @@ def pipeline(entries: list[Entry], options: Options) -> dict:
                        [report], options),
                 "needs": needs,
                 "resource_group": group,
-                "rules": [{"if": PUBLISHING}],
+                "rules": [{"if": PUBLISHING, "when": "always"}],  # whatever came before: see the module's note
                 "timeout": "3 hours",  # an upload of tens of GiB, then the cloud's import and verification
             }
     return document

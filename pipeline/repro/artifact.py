@@ -155,6 +155,9 @@ def _place(image: Path, destination: Path, *, move: bool, measured: Measurement 
 def load(root: Path) -> Artifact:
     """An artifact whose record is the one its address names and whose image has the recorded size."""
     root = Path(root)
+    if not (root / ADDRESS).exists() and not (root / RECORD).exists():
+        raise BakeryError(f"{root}: no artifact here: the bake that writes it did not finish (it failed, was cancelled "
+                          "or skipped), so there is nothing to publish", hint="see the bake job's own log; publish after a bake that succeeded")
     try:
         address = json.loads((root / ADDRESS).read_text())
         data = (root / RECORD).read_bytes()
