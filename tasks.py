@@ -221,12 +221,17 @@ def audit(c, cloud=None, json=None, repair=False, standard=None):
 
 @task(iterable=["set", "cloud"], help={**_help("manifest", "set", "json"), "cloud": PUBLISH_HELP["cloud"],
                                       "apply": "carry the plan out (without it, nothing is changed)",
-                                      "today": "the day ages are counted to (default: today, UTC)"})
-def lifecycle(c, manifest, cloud=None, set=None, json=None, apply=False, today=None):
+                                      "today": "the day ages are counted to (default: today, UTC)",
+                                      "family_owner": "the project that owns the family's images (default: yours); an admin "
+                                                      "retiring images a member published names the member's project",
+                                      "usage_cloud": "a second clouds.yaml entry used only to list servers and volumes "
+                                                     "(one that may see every project), so in-use is known for shared images"})
+def lifecycle(c, manifest, cloud=None, set=None, json=None, apply=False, today=None, family_owner=None, usage_cloud=None):
     """Plan (and with --apply, carry out) what the manifest's release.lifecycle asks for each past release."""
     options = _options(manifest, cloud, None, set)
-    report = execute("lifecycle", json, lambda report: chain.lifecycle(options, report, apply=apply, today=today), summary=False,
-                     on_error=print_lifecycle)
+    report = execute("lifecycle", json, lambda report: chain.lifecycle(options, report, apply=apply, today=today,
+                                                                       family_owner=family_owner, usage_cloud=usage_cloud),
+                     summary=False, on_error=print_lifecycle)
     print_lifecycle(report)
 
 

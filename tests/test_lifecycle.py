@@ -247,3 +247,48 @@ def test_an_scs_image_the_standard_would_fail_is_refused_before_anything_is_buil
     dated = account.manifest("dated.yaml", scs=SCS, image_name="Windows 10 [{{ release_date }}]")
     proc, _ = account.run("plan", "--manifest", str(dated), json_name="dated.json")
     one_line_error(proc, "name", "plain name")
+
+
+def test_community_releases_a_member_published_are_retired_with_a_usage_credential_and_a_family_owner(account, cloud):
+    """The member publishes `community` (public needs admin); another project boots one of its releases.
+    Alone, the member cannot tell who uses a community image; with a second credential that may list every
+    project's servers (here the admin's), the unused release goes and the booted one stays. An admin, naming
+    the member's project as the family's owner, sees and plans the same family."""
+    def community(date: str) -> dict:
+        manifest = account.manifest(f"c{date}.yaml", visibility="community")
+        return ok(*account.run("build-and-publish", "--manifest", str(manifest), "--release-date", date,
+                               json_name=f"publish-{date}.json"))["image"]
+
+    unused, booted, current = (community(d) for d in ("2026-01-01", "2026-02-01", "2026-10-01"))
+    server = nova(account.target("bakery-other"), "POST", "/servers", json={"server": {
+        "name": "other-project-on-february", "imageRef": booted["id"], "flavorRef": "bakery-windows", "networks": "none"}})["server"]
+    policy = {"delete_after_days": 30, "in_use_checks": ["servers", "volumes"]}
+
+    blind = decisions(ok(*lifecycle(account, policy, scs=None, json_name="blind.json")))
+    assert blind[unused["id"]]["action"] == blind[booted["id"]]["action"] == "keep"
+    assert "servers: cannot tell (the image is community" in blind[unused["id"]]["why"]
+
+    proc, _ = lifecycle(account, policy, "--usage-cloud", "bakery-other", scs=None, json_name="other.json")
+    other = decisions(ok(proc, _))  # a credential that sees only its own project cannot answer for the member's image
+    assert other[unused["id"]]["action"] == "keep" and "cannot tell" in other[unused["id"]]["why"]
+
+    applied = ok(*lifecycle(account, policy, "--apply", "--usage-cloud", "bakery-admin", scs=None, json_name="reader.json"))
+    why = decisions(applied)
+    assert why[unused["id"]]["action"] == "delete" and why[unused["id"]]["done"]
+    assert why[booted["id"]]["action"] == "keep" and f"server {server['id']} (other-project-on-february)" in why[booted["id"]]["why"]
+    assert applied["details"]["reach"]["usage"]["name"] == "bakery-admin"
+    assert {i["id"] for i in account.images()} == {booted["id"], current["id"]}
+
+    member_project = account.target("bakery-member").project_id
+    manifest = account.manifest("lifecycle.yaml", release={"lifecycle": {"hide_after_days": 14}})
+    as_admin = ok(*account.run("lifecycle", "--manifest", str(manifest), "--today", "2026-11-01", "--family-owner", member_project,
+                               cloud_name="bakery-admin", json_name="admin.json"))
+    planned = decisions(as_admin)
+    assert set(planned) == {booted["id"], current["id"]}
+    assert planned[current["id"]]["action"] == "keep" and planned[booted["id"]]["action"] == "hide"
+    mine = ok(*account.run("lifecycle", "--manifest", str(manifest), "--today", "2026-11-01", cloud_name="bakery-admin",
+                           json_name="admin-own.json"))
+    assert decisions(mine) == {}  # without --family-owner the admin's own project has no such family
+    proc, _ = account.run("lifecycle", "--manifest", str(manifest), "--family-owner", "x;rm -rf /", cloud_name="bakery-admin",
+                          json_name="bad.json")
+    one_line_error(proc, "--family-owner", "expected a project id")

@@ -11,9 +11,8 @@ from pipeline.chain.options import JobOptions
 from pipeline.chain.prepare import load
 from pipeline.common.report import Report
 from pipeline.glance.connect import Target
-from pipeline.properties import image_lint
 from pipeline.properties import explain as explain_stage
-from pipeline.properties import lint
+from pipeline.properties import image_lint, lint
 from pipeline.properties import render as properties
 from pipeline.repro.stages import build_id as release_build_id
 from pipeline.repro.stages import stage_ids

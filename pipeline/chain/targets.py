@@ -143,14 +143,15 @@ def _publish(destination: Destination, prepared: list, options: JobOptions, repo
         raise_if_failed(carried, target, manifest, released=True)
 
 
-def carry_out_lifecycle(target: Target, manifest: Manifest, *, today: str | None, apply: bool) -> lifecycle_stage.LifecyclePlan:
+def carry_out_lifecycle(target: Target, manifest: Manifest, *, today: str | None, apply: bool,
+                        reach: lifecycle_stage.Reach = lifecycle_stage.Reach()) -> lifecycle_stage.LifecyclePlan:
     try:
         day = dt.date.fromisoformat(parse_release_date(today))
     except BakeryError:
         raise BakeryError(f"--today: expected a date YYYY-MM-DD, got {today!r}") from None
     policy = manifest.release.lifecycle
-    planned = lifecycle_stage.plan(target, manifest.family_filter, policy, day, scs=manifest.scs is not None)
-    return lifecycle_stage.apply(target, planned, policy, scs=manifest.scs is not None) if apply else planned
+    planned = lifecycle_stage.plan(target, manifest.family_filter, policy, day, scs=manifest.scs is not None, reach=reach)
+    return lifecycle_stage.apply(target, planned, policy, scs=manifest.scs is not None, owner=reach.owner) if apply else planned
 
 
 def raise_if_failed(carried: lifecycle_stage.LifecyclePlan, target: Target, manifest: Manifest, *, released: bool) -> None:

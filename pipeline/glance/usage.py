@@ -110,9 +110,13 @@ def _where_to_look(target: Target, image: dict, check: str) -> tuple[str | None,
     """The service's endpoint, whether all projects can be seen, or why the check cannot be made."""
     endpoint, unknown = _endpoint(target, check)
     everywhere = ALL_PROJECTS_ROLE in target.roles
-    if not unknown and not everywhere and image.get("visibility") != "private":
-        unknown = (f"the image is {image.get('visibility')} and only an {ALL_PROJECTS_ROLE} may list other projects' "
-                   f"{check}")
+    if not unknown and not everywhere:
+        if image.get("visibility") != "private":
+            unknown = (f"the image is {image.get('visibility')} and only an {ALL_PROJECTS_ROLE} may list other projects' "
+                       f"{check}")
+        elif image.get("owner") and image["owner"] != target.project_id:
+            unknown = (f"the image belongs to project {image['owner']} and the credential asking sees only its own "
+                       f"project's {check}")
     return endpoint, everywhere, unknown
 
 

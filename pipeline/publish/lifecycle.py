@@ -69,10 +69,23 @@ class LifecyclePlan:
         return {"family": self.family, "today": self.today, "decisions": [d.to_dict() for d in self.decisions]}
 
 
-def plan(target: Target, family: dict[str, str], policy: LifecyclePolicy, today: dt.date, *, scs: bool = False) -> LifecyclePlan:
+@dataclass(frozen=True)
+class Reach:
+    """Whose family the plan is about and who answers "is it in use".
+
+    owner: the project that owns the family's images (the caller's by default; an admin retiring the images a
+    member published as `community` names the member's project). usage: the credential the Nova and Cinder
+    listings go through (the caller's by default; a second, read-only cloud entry that may list every
+    project's servers and volumes makes "in use" answerable for images other projects can boot)."""
+    owner: str | None = None
+    usage: Target | None = None
+
+
+def plan(target: Target, family: dict[str, str], policy: LifecyclePolicy, today: dt.date, *, scs: bool = False,
+         reach: Reach = Reach()) -> LifecyclePlan:
     """What the policy asks for each member of the family now, and why; changes nothing."""
     result = LifecyclePlan(dict(family), today.isoformat())
-    members = _members(target, family)
+    members = _members(target, family, reach.owner or target.project_id)
     competing = [m for m in members if not m.get(WITHDRAWN_KEY)]
     superseded = [m for m in competing if m.get("recommended") != "true"]
     newest = competing[0] if competing else None
@@ -82,20 +95,23 @@ def plan(target: Target, family: dict[str, str], policy: LifecyclePolicy, today:
         elif image.get(WITHDRAWN_KEY):
             result.decisions.append(Decision(image, "keep", f"withdrawn by a rollback to {image[WITHDRAWN_KEY]}: decide by hand"))
         else:
-            result.decisions.append(_decide(target, image, competing, superseded.index(image), policy, today, scs=scs))
+            result.decisions.append(_decide(reach.usage or target, image, competing, superseded.index(image), policy, today,
+                                            scs=scs))
     return result
 
 
-def _members(target: Target, family: dict[str, str]) -> list[dict]:
-    """The project's verified images of the family, active or deactivated, hidden or not, newest first."""
+def _members(target: Target, family: dict[str, str], owner: str) -> list[dict]:
+    """The owner's verified images of the family, active or deactivated, hidden or not, newest first."""
     found = {}
-    for image in list_including_hidden(target, family):
-        if image.get("owner") == target.project_id and image.get(STATE_KEY) is None and image.get("status") in STATUSES:
+    # Glance lists community images only to their owner unless asked for visibility=all
+    visibility = {} if owner == target.project_id else {"visibility": "all"}
+    for image in list_including_hidden(target, {**family, "owner": owner, **visibility}):
+        if image.get("owner") == owner and image.get(STATE_KEY) is None and image.get("status") in STATUSES:
             found[image["id"]] = image
     return sorted(found.values(), key=release_order, reverse=True)
 
 
-def _decide(target: Target, image: dict, competing: list[dict], position: int, policy: LifecyclePolicy, today: dt.date,
+def _decide(usage: Target, image: dict, competing: list[dict], position: int, policy: LifecyclePolicy, today: dt.date,
             *, scs: bool) -> Decision:
     """position: 0 for the newest superseded release."""
     since = _superseded_since(image, competing)
@@ -111,7 +127,7 @@ def _decide(target: Target, image: dict, competing: list[dict], position: int, p
     if promise:
         wanted, why = fallback, f"{why}, but {promise}"
     if wanted in ("deactivate", "delete"):
-        decision.usage = image_usage(target, image, policy.in_use_checks)
+        decision.usage = image_usage(usage, image, policy.in_use_checks)
         kept = decision.usage.why_kept()
         if kept:
             wanted, why = fallback, f"{why}, but {kept}"
@@ -194,11 +210,12 @@ def _renamed(image: dict) -> bool:
     return renamed_for_hiding(name, image.get("image_build_date") or image.get("release_date") or "") == name
 
 
-def apply(target: Target, planned: LifecyclePlan, policy: LifecyclePolicy, *, scs: bool = False) -> LifecyclePlan:
+def apply(target: Target, planned: LifecyclePlan, policy: LifecyclePolicy, *, scs: bool = False,
+          owner: str | None = None) -> LifecyclePlan:
     """Carry the plan out, one image at a time; a failure is recorded and the others still go ahead."""
     for decision in planned.changes:
         try:
-            _act(target, decision, policy, scs=scs)
+            _act(target, decision, policy, scs=scs, owner=owner or target.project_id)
             decision.done = True
             say(f"lifecycle: {decision.action} {decision.image.get('name')} ({decision.image['id']}): {decision.why}")
         except (glance_exc.BaseException, glance_exc.ClientException, ksa_exceptions.ClientException, BakeryError, OSError) as exc:
@@ -206,10 +223,10 @@ def apply(target: Target, planned: LifecyclePlan, policy: LifecyclePolicy, *, sc
     return planned
 
 
-def _act(target: Target, decision: Decision, policy: LifecyclePolicy, *, scs: bool) -> None:
+def _act(target: Target, decision: Decision, policy: LifecyclePolicy, *, scs: bool, owner: str) -> None:
     image_id = decision.image["id"]
     current = dict(target.glance.images.get(image_id))
-    if current.get("recommended") == "true" or current.get("owner") != target.project_id:
+    if current.get("recommended") == "true" or current.get("owner") != owner:
         raise BakeryError(f"{image_id} changed since the plan (now recommended, or owned by another project): left alone")
     if decision.action == "hide":
         update = {"visibility": "community"} if policy.hide_as == "community" else {"os_hidden": True}
