@@ -141,6 +141,10 @@ def print_audit(report: Report) -> None:
     repaired = report.details.get("repaired")
     if repaired:
         print(f"repaired: deleted {len(repaired['deleted_uploads'])} abandoned upload(s); converged {len(repaired['families'])} family(ies)")
+    strays = report.details.get("stray_files")
+    if strays and strays["files"]:
+        done = "removed" if strays["removed"] else "left (audit --repair removes them)"
+        print(f"local Glance store: {len(strays['files'])} file(s), {strays['bytes']:,} bytes, that no image accounts for: {done}")
     for family in report.details.get("families", []):
         health = "; ".join(family["problems"]) or "healthy"
         print(f"family {family['family']} (owner {family['owner']}): {family['images']} image(s): {health}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
+import sqlite3
 import threading
+import time
 
 import pytest
 from glanceclient import Client as GlanceClient
@@ -211,6 +214,40 @@ def test_the_local_glance_removes_stored_files_no_image_references(own_server, p
     own_server.up(timeout=120)
     assert not orphan.exists()
     data = b"".join(target.glance.images.data(kept["id"]))  # the referenced file stays, bytes intact
+    assert hashlib.md5(data).hexdigest() == kept["checksum"]
+
+
+def test_stray_files_are_reported_and_removed_while_the_local_glance_runs(own_server, project, releases):
+    """No restart needed: audit reports what killed uploads left and --repair removes it; the next run's
+    connection removes it too. A file still being written (an image in 'saving', or touched recently) stays."""
+    from pipeline.publish import audit
+
+    target = connect_local(own_server, project_id=project)
+    kept = publish(target, releases[0], "2026-10-01").image
+    stray = own_server.root / "images" / "5f0c2a9e-dead-4bad-8bad-000000000002"
+    stray.write_bytes(b"partial upload of a killed worker" * 1000)
+    fresh = own_server.root / "images" / "5f0c2a9e-dead-4bad-8bad-000000000003"
+    fresh.write_bytes(b"an upload whose record is not saved yet")
+    old = time.time() - 3600
+    os.utime(stray, (old, old))
+    saving = target.glance.images.create(name="receiving", disk_format="raw", container_format="bare")
+    with sqlite3.connect(own_server.root / "glance.sqlite") as db:  # what Glance records before it writes the data
+        db.execute("UPDATE images SET status = 'saving' WHERE id = ?", (saving["id"],))
+    receiving = own_server.root / "images" / saving["id"]
+    receiving.write_bytes(b"being received")
+    os.utime(receiving, (old, old))
+
+    seen = audit.audit(target, Report("audit")).details["stray_files"]
+    assert seen["files"] == [stray.name] and seen["bytes"] == stray.stat().st_size and not seen["removed"]
+    assert stray.exists()
+    repaired = audit.audit(target, Report("audit"), repair=True).details["stray_files"]
+    assert repaired["removed"] and not stray.exists()
+    assert fresh.exists() and receiving.exists()
+    stray.write_bytes(b"another killed upload")
+    os.utime(stray, (old, old))
+    connect_local(own_server, project_id=project)  # the next run cleans up on its way in
+    assert not stray.exists() and fresh.exists() and receiving.exists()
+    data = b"".join(target.glance.images.data(kept["id"]))
     assert hashlib.md5(data).hexdigest() == kept["checksum"]
 
 

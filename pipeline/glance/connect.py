@@ -47,6 +47,7 @@ class Target:
     # same cloud (Nova, Cinder) are asked through it. None for the trusted-headers local Glance, which has no catalog.
     session: Any = None
     endpoint_filter: dict = field(default_factory=dict)
+    local_server: Any = None  # the LocalGlance behind a local target: its file store can be checked for strays
 
     def __post_init__(self) -> None:
         self.uploader = self.uploader or self.glance
@@ -105,11 +106,12 @@ def connect_local(
     state = glance.up() if start else glance.status()
     if not state.healthy:
         raise BakeryError(state.message, hint="start it with `invoke glance-up`")
+    glance.remove_orphan_files(running=True)  # what killed uploads left, cleaned at the next run, not the next restart
     auth = TrustedHeaders(glance.url, project_id, LOCAL_USER, roles)
     sess = session.Session(auth=auth, timeout=DEFAULT_API_TIMEOUT_S)
     return Target(GlanceClient("2", session=sess, **RETRIES), f"local Glance {glance.url} (project {project_id})", project_id,
                   local=True, uploader=GlanceClient("2", session=sess), identity=_identity("local", glance.url, project_id),
-                  name="local", roles=roles)
+                  name="local", roles=roles, local_server=glance)
 
 
 def _connect_cloud(cloud: str | None) -> Target:

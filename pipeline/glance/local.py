@@ -11,9 +11,11 @@ Two ways to authenticate:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -26,6 +28,7 @@ DEFAULT_PORT = 19292  # not 9292, so a developer's own Glance is never mistaken 
 LOCAL_PROJECT = "bakery-local"
 LOCAL_USER = "bakery"
 GlanceStatus = ServerStatus
+STRAY_QUIET_S = 120.0  # a stored file written to this recently may belong to an upload whose record is not saved yet
 
 GLANCE_API_CONF = """\
 [DEFAULT]
@@ -159,27 +162,52 @@ class LocalGlance(LoopbackServer):
         if not (self.root / "glance.sqlite").exists():
             run([venv_tool("glance-manage"), "--config-file", conf_file, "db_sync"], timeout=300)
         else:
-            self.remove_orphan_files()
+            self.remove_orphan_files()  # the server is down: nothing is in flight whatever the records say
 
-    def remove_orphan_files(self) -> list[Path]:
-        """Files in the store that no image references: what a server killed mid-upload leaves behind.
+    def remove_orphan_files(self, *, running: bool = False) -> list[Path]:
+        """Remove the stored files no image accounts for (see stray_files); say how many went."""
+        strays = self.stray_files(running=running)
+        for stray in strays:
+            stray.unlink(missing_ok=True)
+        if strays:
+            say(f"local Glance: removed {len(strays)} stored file(s) no image references "
+                f"({sum(1 for p in strays if p.parent.name != 'staging')} in the stores)")
+        return strays
 
-        Glance writes the data file as it receives it; when its worker dies before the image record points
-        at it, the file stays forever (4 GB after six killed uploads). The server is not running here, so
-        its database is read directly."""
-        with sqlite3.connect(self.root / "glance.sqlite") as db:
-            rows = db.execute("SELECT value FROM image_locations WHERE deleted = 0").fetchall()
-            importing = {image_id for (image_id,) in db.execute("SELECT id FROM images WHERE status = 'uploading' AND deleted = 0")}
-        referenced = {Path(urllib.parse.unquote(urllib.parse.urlparse(value).path)).name for (value,) in rows}
+    def stray_files(self, *, running: bool = True) -> list[Path]:
+        """Files in the stores or the staging area that no image accounts for: what a worker killed mid-upload
+        leaves behind (Glance writes the data file as it receives it; when its worker dies before the image
+        record points at it, the file stays: 4 GB after six killed uploads).
+
+        Safe while the server runs: a file is kept while its image is receiving data (saving) or is staged
+        (uploading, importing), and so is any file written to in the last STRAY_QUIET_S seconds. With the
+        server down nothing is receiving data: only staged files waiting for their import call are kept.
+        The database is read directly (sqlite allows a reader next to the server's writer)."""
+        database = self.root / "glance.sqlite"
+        if not database.exists():
+            return []
+        statuses = "('saving', 'uploading', 'importing')" if running else "('uploading')"
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)) as db:
+                rows = db.execute("SELECT value FROM image_locations WHERE deleted = 0").fetchall()
+                in_flight = {image_id for (image_id,) in db.execute(
+                    f"SELECT id FROM images WHERE status IN {statuses} AND deleted = 0")}
+        except sqlite3.Error:
+            return []  # unreadable now (busy past the timeout, a schema being migrated): nothing is judged stray
+        referenced = {Path(urllib.parse.unquote(urllib.parse.urlparse(value).path)).name for (value,) in rows} | in_flight
         stores = [self.root / name for name in ("images", "images-cheap") if (self.root / name).is_dir()]
-        orphans = [p for store in stores for p in store.iterdir() if p.is_file() and p.name not in referenced]
-        orphans += [p for p in (self.root / "staging").iterdir() if p.is_file() and p.name not in importing]
-        for orphan in orphans:
-            orphan.unlink(missing_ok=True)
-        if orphans:
-            say(f"local Glance: removed {len(orphans)} stored file(s) no image references "
-                f"({sum(1 for p in orphans if p.parent.name != 'staging')} in the stores)")
-        return orphans
+        candidates = [p for store in stores for p in store.iterdir() if p.is_file() and p.name not in referenced]
+        staging = self.root / "staging"
+        candidates += [p for p in (staging.iterdir() if staging.is_dir() else ()) if p.is_file() and p.name not in in_flight]
+        now, quiet_s = time.time(), STRAY_QUIET_S if running else 0.0
+        return [p for p in candidates if _quiet_since(p, now) >= quiet_s]
+
+
+def _quiet_since(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return -1.0  # gone already: nothing to remove
 
 
 def _merged(base: str, extra: str) -> str:

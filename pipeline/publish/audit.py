@@ -42,10 +42,21 @@ def audit(target: Target, report: Report, *, repair: bool = False, standard: str
         if image.get(STATE_KEY) is None:
             families[(image.get("owner"), *(image.get(k) or "?" for k in DEFAULT_FAMILY_KEYS))].append(image)
     report.details["families"] = [_family_health(key, members) for key, members in sorted(families.items(), key=str)]
+    if target.local_server is not None:
+        report.details["stray_files"] = _stray_files(target.local_server, repair=repair)
     report.ok = True
     if standard:
         _conformance(everything, report)
     return report
+
+
+def _stray_files(server, *, repair: bool) -> dict:
+    """Bytes in the local Glance's stores that no image accounts for (killed uploads); removed with --repair."""
+    strays = server.stray_files()
+    sizes = [p.stat().st_size for p in strays if p.exists()]
+    if repair:
+        server.remove_orphan_files(running=True)
+    return {"files": [p.name for p in strays], "bytes": sum(sizes), "removed": repair}
 
 
 def _conformance(everything: dict[str, dict], report: Report) -> None:
