@@ -103,8 +103,10 @@ class CorruptingProxy(_Proxy):
 
         def flip(data: bytes) -> bytes:
             nonlocal seen, is_upload
-            if is_upload is None:
-                is_upload = data.startswith(b"PUT ")
+            # a kept-alive connection carries several requests: each one's head starts a new count
+            # (clients send the head on its own, so a body chunk never starts with a method here)
+            if data[:7] in (b"PUT /v2", b"GET /v2", b"PATCH /", b"POST /v", b"DELETE ", b"HEAD /v") or is_upload is None:
+                is_upload, seen = data.startswith(b"PUT "), 0
             if is_upload and not self.flipped.is_set() and seen <= self.flip_at < seen + len(data):
                 index = self.flip_at - seen
                 data = data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]

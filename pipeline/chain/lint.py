@@ -9,6 +9,8 @@ from pipeline.build.image import BuiltImage, origin_sha256
 from pipeline.chain.inspecting import inspect_glance_image
 from pipeline.chain.options import JobOptions
 from pipeline.chain.prepare import load
+from pipeline.common.errors import BakeryError
+from pipeline.common.progress import say
 from pipeline.common.report import Report
 from pipeline.glance.connect import Target
 from pipeline.properties import explain as explain_stage
@@ -53,5 +55,12 @@ def lint_glance(target: Target, image_id: str, report: Report, *, inspect: bool,
     """`invoke lint --image`: a Glance image's properties, judged with the facts of its own bytes (downloaded
     and inspected, as `invoke inspect` does) unless `inspect` is off: a property set that asks for a virtio
     disk is only right when the image's registry has the boot driver."""
-    image_facts = (lambda image: inspect_glance_image(target, image, workdir).lint_facts()) if inspect else None
-    return image_lint.lint_image(target, image_id, report, image_facts=image_facts)
+    def image_facts(image: dict) -> dict | None:
+        try:
+            return inspect_glance_image(target, image, workdir).lint_facts()
+        except BakeryError as exc:  # not a Windows disk the bakery can read: the properties are still judged
+            report.details["skipped"] = f"image {image['id']} not read as a Windows image, so the rules that need its facts are skipped ({exc})"
+            say(report.details["skipped"])
+            return None
+
+    return image_lint.lint_image(target, image_id, report, image_facts=image_facts if inspect else None)

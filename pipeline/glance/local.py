@@ -28,6 +28,7 @@ DEFAULT_PORT = 19292  # not 9292, so a developer's own Glance is never mistaken 
 LOCAL_PROJECT = "bakery-local"
 LOCAL_USER = "bakery"
 GlanceStatus = ServerStatus
+GLANCE_THREADS = 8
 STRAY_QUIET_S = 120.0  # a stored file written to this recently may belong to an upload whose record is not saved yet
 
 GLANCE_API_CONF = """\
@@ -57,6 +58,23 @@ enforce_new_defaults = true
 enforce_scope = false
 [image_format]
 require_image_format_match = false
+"""
+
+# gunicorn's configuration (Python, run in the master before it forks its worker): every sqlite transaction
+# starts with BEGIN IMMEDIATE. oslo.db opens each one with a plain (deferred) BEGIN, so two threads that both
+# read and then write deadlock on the lock upgrade, and sqlite answers the second "database is locked" at
+# once, without waiting its busy timeout: a 500 for a publish whose PATCH met another's. IMMEDIATE takes the
+# write lock up front, where the busy timeout (60 s) applies, so concurrent requests wait instead of failing.
+GUNICORN_CONF = """\
+import sqlalchemy
+from sqlalchemy.engine import Engine
+
+
+@sqlalchemy.event.listens_for(Engine, "begin")
+def _begin_immediate(conn):
+    if conn.dialect.name == "sqlite" and "in_transaction" not in conn.info:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.info["in_transaction"] = True  # oslo.db's own listener then emits no BEGIN of its own
 """
 
 # The test cloud's Glance publishes every way a production cloud may: two file stores (a cloud with a Ceph
@@ -138,6 +156,15 @@ class LocalGlance(LoopbackServer):
     def port_variable(self) -> str:
         return "BAKERY_GLANCE_PORT"
 
+    def gunicorn_args(self) -> list[str]:
+        """One process, several threads: an upload of many minutes holds one thread, and a health check, a
+        lifecycle run's listings or a second publisher's PATCH are answered by the others instead of
+        queueing behind it (sqlite still takes one writer at a time; its 60 s busy timeout covers that). The
+        gthread worker also checks every second that its master is alive, so a SIGKILLed master's worker
+        leaves the port at once instead of after the request timeout."""
+        return ["--config", str(self.root / "etc/gunicorn.conf.py"), "--workers", "1", "--worker-class", "gthread",
+                "--threads", str(GLANCE_THREADS), "--timeout", "3600", "--no-control-socket"]
+
     def environment(self) -> dict[str, str]:
         return {"OS_GLANCE_CONFIG_DIR": str(self.root / "etc")}
 
@@ -156,6 +183,7 @@ class LocalGlance(LoopbackServer):
         else:
             (self.root / "etc/glance-api-paste.ini").write_text(GLANCE_API_PASTE.format(root=self.root))
             conf = GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="trusted", paste=self.root / "etc/glance-api-paste.ini")
+        (self.root / "etc/gunicorn.conf.py").write_text(GUNICORN_CONF)
         conf_file = self.root / "etc/glance-api.conf"
         conf_file.write_text(conf)
         conf_file.chmod(0o600)  # it may hold the service user's password

@@ -22,7 +22,8 @@ import requests
 from pipeline.common.errors import BakeryError
 
 HOST = "127.0.0.1"
-# One process, one thread: both services keep their data in sqlite, which takes one writer at a time.
+# One process, one thread: Keystone keeps its data in sqlite, which takes one writer at a time, and its
+# requests are short. Glance overrides this (LocalGlance.gunicorn_args).
 GUNICORN_ARGS = ["--workers", "1", "--worker-class", "sync", "--timeout", "3600", "--no-control-socket"]
 
 
@@ -76,6 +77,9 @@ class LoopbackServer:
     def log_file(self) -> Path:
         return self.root / "gunicorn.log"
 
+    def gunicorn_args(self) -> list[str]:
+        return list(GUNICORN_ARGS)
+
     def prepare(self) -> None:
         """Write the configuration and create the database (before the process starts)."""
 
@@ -126,7 +130,7 @@ class LoopbackServer:
         self.prepare()
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                [venv_tool("gunicorn"), "--bind", f"{HOST}:{self.port}", *GUNICORN_ARGS, self.application],
+                [venv_tool("gunicorn"), "--bind", f"{HOST}:{self.port}", *self.gunicorn_args(), self.application],
                 env={**clean_env(), **self.environment()},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
