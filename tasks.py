@@ -269,12 +269,17 @@ def glance_status(c, json=None):
 @task(help={"token_lifetime": "Keystone's token lifetime in seconds (default 3600)", **_help("json"),
             "consumers": "also run the Nova and Cinder APIs, for the lifecycle's in-use checks",
             "nova-port": "Nova's API port with --consumers (default: BAKERY_CLOUD_NOVA_PORT, else 18774)",
-            "cinder-port": "Cinder's API port with --consumers (default: BAKERY_CLOUD_CINDER_PORT, else 18776)"})
-def cloud_up(c, token_lifetime=3600, json=None, consumers=False, nova_port=None, cinder_port=None):
+            "cinder-port": "Cinder's API port with --consumers (default: BAKERY_CLOUD_CINDER_PORT, else 18776)",
+            "production-shaped": "Keystone and a Glance of several workers on a private MariaDB (needs mariadb-server)",
+            "mariadb-port": "MariaDB's port with --production-shaped (default: BAKERY_CLOUD_MARIADB_PORT, else 13306)"})
+def cloud_up(c, token_lifetime=3600, json=None, consumers=False, nova_port=None, cinder_port=None, production_shaped=False,
+             mariadb_port=None):
     """Start a real Keystone + Keystone-authenticated Glance on 127.0.0.1 and write its clouds.yaml."""
     def up(report):
         ports = consumer_ports(nova_port, cinder_port) if consumers else None
-        return _glance_report(report, LocalCloud(token_lifetime=int(token_lifetime), consumer_ports=ports).up())
+        cloud = LocalCloud(token_lifetime=int(token_lifetime), consumer_ports=ports, production_shaped=production_shaped or None,
+                           mariadb_port=int(mariadb_port) if mariadb_port else None)
+        return _glance_report(report, cloud.up())
 
     execute("cloud-up", json, up, summary=False)
 

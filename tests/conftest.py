@@ -309,6 +309,11 @@ DIRECT = {"method": "direct"}
 @pytest.fixture
 def account(cloud, tmp_path, monkeypatch):
     """CLI access to the local cloud through its clouds.yaml; the test's own family; its images deleted afterwards."""
+    yield from account_on(cloud, tmp_path, monkeypatch)
+
+
+def account_on(cloud, tmp_path, monkeypatch):
+    """The `account` fixture's body, for any LocalCloud (tests/test_production_cloud.py has its own)."""
     family = f"w10c{uuid.uuid4().hex[:8]}"
     state = tmp_path / "state"
     env = {"OS_CLIENT_CONFIG_FILE": str(cloud.clouds_yaml)}

@@ -24,7 +24,7 @@ KEYSTONE_CONF = """\
 [DEFAULT]
 log_file = {root}/keystone.log
 [database]
-connection = sqlite:///{root}/keystone.sqlite?timeout=60
+connection = {connection}
 [token]
 provider = fernet
 expiration = {token_lifetime}
@@ -53,9 +53,11 @@ class LocalKeystone(LoopbackServer):
     application = "pipeline.glance.keystone_app:application"
     health_path = "/v3"
 
-    def __init__(self, root: Path, port: int, *, token_lifetime: int = 3600):
+    def __init__(self, root: Path, port: int, *, token_lifetime: int = 3600, database_url: str | None = None):
+        """database_url: a MariaDB database (the production-shaped cloud); sqlite in the state directory if None."""
         super().__init__(root, port)
         self.token_lifetime = token_lifetime
+        self.database_url = database_url
 
     @property
     def auth_url(self) -> str:
@@ -75,8 +77,11 @@ class LocalKeystone(LoopbackServer):
         return (self.root / "admin-password").read_text().strip()
 
     def prepare(self) -> None:
-        _write_config(self.root, self.token_lifetime)
-        if not (self.root / "keystone.sqlite").exists():
+        _write_config(self.root, self.token_lifetime, self.database_url)
+        if self.database_url:
+            if not (self.root / "admin-password").exists():
+                _bootstrap(self.root)  # a database of its own: no sqlite template to copy
+        elif not (self.root / "keystone.sqlite").exists():
             template = _template()
             shutil.copyfile(template / "keystone.sqlite", self.root / "keystone.sqlite")
             shutil.copyfile(template / "admin-password", self.root / "admin-password")
@@ -86,9 +91,26 @@ class LocalKeystone(LoopbackServer):
                 _fresh_keys(self.root / repository)
 
 
-def _write_config(root: Path, token_lifetime: int) -> None:
+def _write_config(root: Path, token_lifetime: int, database_url: str | None = None) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "keystone.conf").write_text(KEYSTONE_CONF.format(root=root, token_lifetime=token_lifetime))
+    connection = database_url or f"sqlite:///{root}/keystone.sqlite?timeout=60"
+    (root / "keystone.conf").write_text(KEYSTONE_CONF.format(root=root, token_lifetime=token_lifetime, connection=connection))
+
+
+def _bootstrap(root: Path) -> None:
+    """db_sync and bootstrap into the configured database; the admin password is written last, so its
+    presence says the database is ready."""
+    for repository in ("fernet-keys", "fernet-receipts", "credential-keys"):
+        if not (root / repository).is_dir():
+            _fresh_keys(root / repository)
+    password = random_secrets.token_urlsafe(24)
+    manage = [venv_tool("keystone-manage"), "--config-file", root / "keystone.conf"]
+    run([*manage, "db_sync"], timeout=900)
+    run([*manage, "bootstrap", "--bootstrap-password", password, "--bootstrap-region-id", REGION,
+         "--bootstrap-admin-url", BOOTSTRAP_URL, "--bootstrap-public-url", BOOTSTRAP_URL,
+         "--bootstrap-internal-url", BOOTSTRAP_URL], timeout=600)
+    (root / "admin-password").write_text(password + "\n")
+    (root / "admin-password").chmod(0o600)
 
 
 def _fresh_keys(repository: Path) -> None:

@@ -29,7 +29,8 @@ LOCAL_PROJECT = "bakery-local"
 LOCAL_USER = "bakery"
 GlanceStatus = ServerStatus
 GLANCE_THREADS = 8
-STRAY_QUIET_S = 120.0  # a stored file written to this recently may belong to an upload whose record is not saved yet
+STRAY_QUIET_S = 120.0
+ACCESS_FORMAT = '%(p)s %(t)s %(D)s "%(r)s" %(s)s'  # pid, end time, microseconds, request line, status  # a stored file written to this recently may belong to an upload whose record is not saved yet
 
 GLANCE_API_CONF = """\
 [DEFAULT]
@@ -41,7 +42,7 @@ image_size_cap = 1099511627776
 [database]
 # timeout: a writer waits up to 60 s for sqlite's lock instead of failing after pysqlite's 5 s; an import
 # task's thread and the API's request both write, and concurrent imports otherwise die "database is locked"
-connection = sqlite:///{root}/glance.sqlite?timeout=60
+connection = {connection}
 [glance_store]
 default_backend = local
 [local]
@@ -147,9 +148,14 @@ class LocalGlance(LoopbackServer):
     application = "glance.wsgi.api:application"
     health_path = "/healthcheck"
 
-    def __init__(self, root: Path | None = None, port: int | None = None, *, keystone: ServiceUser | None = None):
+    def __init__(self, root: Path | None = None, port: int | None = None, *, keystone: ServiceUser | None = None,
+                 database_url: str | None = None, workers: int = 1):
+        """database_url, workers: the production-shaped cloud's Glance (MariaDB, several processes); the
+        default is sqlite and one process (sqlite takes one writer: processes would only fight over it)."""
         super().__init__(root or state_dir() / "glance", port or int(os.environ.get("BAKERY_GLANCE_PORT", DEFAULT_PORT)))
         self.keystone = keystone
+        self.database_url = database_url
+        self.workers = workers if database_url else 1
         # The keystone pipeline has no /healthcheck: its version document answers without a token.
         self.health_path = "/versions" if keystone else "/healthcheck"
 
@@ -162,8 +168,14 @@ class LocalGlance(LoopbackServer):
         queueing behind it (sqlite still takes one writer at a time; its 60 s busy timeout covers that). The
         gthread worker also checks every second that its master is alive, so a SIGKILLed master's worker
         leaves the port at once instead of after the request timeout."""
-        return ["--config", str(self.root / "etc/gunicorn.conf.py"), "--workers", "1", "--worker-class", "gthread",
-                "--threads", str(GLANCE_THREADS), "--timeout", "3600", "--no-control-socket"]
+        access = (["--access-logfile", str(self.access_log), "--access-logformat", ACCESS_FORMAT] if self.database_url else [])
+        return ["--config", str(self.root / "etc/gunicorn.conf.py"), "--workers", str(self.workers), "--worker-class", "gthread",
+                "--threads", str(GLANCE_THREADS), "--timeout", "3600", "--no-control-socket", *access]
+
+    @property
+    def access_log(self) -> Path:
+        """Per request: the worker's pid, when it ended, how long it took: where overlapping requests show."""
+        return self.root / "access.log"
 
     def environment(self) -> dict[str, str]:
         return {"OS_GLANCE_CONFIG_DIR": str(self.root / "etc")}
@@ -176,21 +188,30 @@ class LocalGlance(LoopbackServer):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if self.keystone:
             paste = Path(sys.prefix) / "etc/glance/glance-api-paste.ini"
-            conf = _merged(GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="keystone", paste=paste),
+            conf = _merged(GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="keystone", paste=paste, connection=self.connection),
                            MULTISTORE_IMPORT.format(root=self.root, url=self.url))
             conf += self.keystone.authtoken_section("image")
             (self.root / "images-cheap").mkdir(exist_ok=True)
         else:
             (self.root / "etc/glance-api-paste.ini").write_text(GLANCE_API_PASTE.format(root=self.root))
-            conf = GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="trusted", paste=self.root / "etc/glance-api-paste.ini")
+            conf = GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="trusted", paste=self.root / "etc/glance-api-paste.ini",
+                                          connection=self.connection)
         (self.root / "etc/gunicorn.conf.py").write_text(GUNICORN_CONF)
         conf_file = self.root / "etc/glance-api.conf"
         conf_file.write_text(conf)
         conf_file.chmod(0o600)  # it may hold the service user's password
-        if not (self.root / "glance.sqlite").exists():
+        if self.database_url:
+            if not (self.root / "db-synced").exists():
+                run([venv_tool("glance-manage"), "--config-file", conf_file, "db_sync"], timeout=900)
+                (self.root / "db-synced").touch()
+        elif not (self.root / "glance.sqlite").exists():
             run([venv_tool("glance-manage"), "--config-file", conf_file, "db_sync"], timeout=300)
         else:
             self.remove_orphan_files()  # the server is down: nothing is in flight whatever the records say
+
+    @property
+    def connection(self) -> str:
+        return self.database_url or f"sqlite:///{self.root}/glance.sqlite?timeout=60"
 
     def remove_orphan_files(self, *, running: bool = False) -> list[Path]:
         """Remove the stored files no image accounts for (see stray_files); say how many went."""

@@ -32,11 +32,14 @@ from pipeline.common.paths import state_dir
 from pipeline.glance.image_consumers import LocalCinder, LocalNova
 from pipeline.glance.keystone import REGION, LocalKeystone
 from pipeline.glance.local import LocalGlance
+from pipeline.glance.mariadb import LocalMariaDB
 from pipeline.glance.server import ServerStatus, ServiceUser
 
 DEFAULT_KEYSTONE_PORT = 15000
 DEFAULT_GLANCE_PORT = 19293
 DEFAULT_CONSUMER_PORTS = (18774, 18776)  # Nova's and Cinder's usual ports, moved out of the way
+DEFAULT_MARIADB_PORT = 13306
+GLANCE_WORKERS = 3  # processes, each with the local Glance's threads: a production API behind a balancer, in small
 
 
 def consumer_ports(nova: int | str | None = None, cinder: int | str | None = None) -> tuple[int, int]:
@@ -86,13 +89,24 @@ class CloudStatus:
 
 class LocalCloud:
     def __init__(self, root: Path | None = None, *, keystone_port: int | None = None, glance_port: int | None = None,
-                 token_lifetime: int = 3600, consumer_ports: tuple[int, int] | None = None):
-        """consumer_ports: (Nova's, Cinder's), to run their APIs too."""
+                 token_lifetime: int = 3600, consumer_ports: tuple[int, int] | None = None,
+                 production_shaped: bool | None = None, mariadb_port: int | None = None):
+        """consumer_ports: (Nova's, Cinder's), to run their APIs too. production_shaped: Keystone and a Glance of
+        GLANCE_WORKERS processes on a private MariaDB (remembered in the state directory; None: as it was)."""
         self.root = Path(root or state_dir() / "cloud").resolve()
         env = os.environ
+        marker = self.root / "production-shaped.json"
+        if production_shaped is None:
+            production_shaped = marker.exists()
+        self.mariadb = None
+        if production_shaped:
+            recorded = json.loads(marker.read_text())["mariadb_port"] if marker.exists() else None
+            self.mariadb = LocalMariaDB(self.root / "mariadb", mariadb_port or recorded or
+                                        int(env.get("BAKERY_CLOUD_MARIADB_PORT", DEFAULT_MARIADB_PORT)))
         self.keystone = LocalKeystone(self.root / "keystone",
                                       keystone_port or int(env.get("BAKERY_CLOUD_KEYSTONE_PORT", DEFAULT_KEYSTONE_PORT)),
-                                      token_lifetime=token_lifetime)
+                                      token_lifetime=token_lifetime,
+                                      database_url=self.mariadb.url("keystone") if self.mariadb else None)
         self.glance_port = glance_port or int(env.get("BAKERY_CLOUD_GLANCE_PORT", DEFAULT_GLANCE_PORT))
         self.consumer_ports = consumer_ports or self._recorded_consumer_ports()
 
@@ -107,6 +121,9 @@ class LocalCloud:
     def glance(self) -> LocalGlance:
         state = self._state()
         auth = self._service_user("glance", state) if state else None
+        if self.mariadb:
+            return LocalGlance(self.root / "glance", self.glance_port, keystone=auth, database_url=self.mariadb.url("glance"),
+                               workers=GLANCE_WORKERS)
         return LocalGlance(self.root / "glance", self.glance_port, keystone=auth)
 
     # -- up / down / status -----------------------------------------------------------------------------
@@ -135,6 +152,9 @@ class LocalCloud:
 
     def up(self, *, timeout: float = 120.0) -> CloudStatus:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.mariadb:
+            self.mariadb.up(timeout=timeout)
+            (self.root / "production-shaped.json").write_text(json.dumps({"mariadb_port": self.mariadb.port}))
         self.keystone.up(timeout=timeout)
         self._ensure_identities()
         glance = self.glance()
@@ -153,6 +173,8 @@ class LocalCloud:
             consumer.down()
         self.glance().down()
         self.keystone.down()
+        if self.mariadb:
+            self.mariadb.down()
         return self.status()
 
     def status(self) -> CloudStatus:

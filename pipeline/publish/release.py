@@ -34,6 +34,11 @@ from pipeline.properties.scs import marked_outdated, renamed_for_hiding
 
 WITHDRAWN_KEY = "bakery_withdrawn_by"  # set on a newer release when an older one is published with --allow-older
 MAX_ROUNDS = 8
+# What a write lost to another run's write of the same image looks like. Glance on MySQL/MariaDB answers 500
+# when two PATCHes add the same property at once (the second INSERT into image_properties is a duplicate
+# key; Glance does not turn DBDuplicateEntry into a 409), and 409 where it does notice. Each write here is
+# recomputed from a fresh read, so the answer is to read again, never to give up or to repeat blindly.
+RACE_ERRORS = (glance_exc.HTTPInternalServerError, glance_exc.HTTPConflict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ def withdraw_newer(target: Target, manifest: Manifest, new_id: str) -> list[Rele
 def converge(target: Target, family: dict[str, str], *, policy: str = "demote", rename: bool = False) -> Convergence:
     """Write what differs from the one right state of the family until nothing differs (module docstring)."""
     result = Convergence(None)
+    lost: Exception | None = None  # the last write another run's write made fail
     for result.rounds in range(1, MAX_ROUNDS + 1):
         current = members(target, family)
         candidates = [m for m in current if not m.withdrawn]
@@ -138,13 +144,17 @@ def converge(target: Target, family: dict[str, str], *, policy: str = "demote", 
                 target.glance.images.update(release.id, **update)
             except glance_exc.HTTPNotFound:
                 continue  # deleted meanwhile: the next read no longer sees it
+            except RACE_ERRORS as exc:
+                lost = exc  # another run wrote the same image at the same moment: the next round reads it again
+                continue
             if release.id == winner.id:
                 result.promoted = True
             elif update.get("recommended") == "false" and release.recommended == "true":
                 result.demoted.append(release)
         time.sleep(random.uniform(0.05, 0.3))  # let concurrent runs' writes land before reading again
-    raise BakeryError(f"the release of family {'/'.join(family.values())} did not settle after {MAX_ROUNDS} rounds "
-                      f"(other runs keep changing it)", hint="run again, or `invoke audit --repair`, once the other runs finished")
+    why = f"Glance kept failing its writes: {lost}" if lost else "other runs keep changing it"
+    raise BakeryError(f"the release of family {'/'.join(family.values())} did not settle after {MAX_ROUNDS} rounds ({why})",
+                      hint="run again, or `invoke audit --repair`, once the other runs finished")
 
 
 def _changes(current: list[Release], winner: Release, policy: str, *, rename: bool = False) -> list[tuple[Release, dict]]:
@@ -176,12 +186,18 @@ def _changes(current: list[Release], winner: Release, policy: str, *, rename: bo
 def _record_supersedes(target: Target, winner: Release, demoted: list[Release]) -> None:
     if not demoted:
         return
-    try:
-        already = [i for i in (target.glance.images.get(winner.id).get("supersedes") or "").split(",") if i]
-        ids = list(dict.fromkeys(already + [r.id for r in demoted]))
-        target.glance.images.update(winner.id, supersedes=",".join(ids))
-    except glance_exc.HTTPNotFound:
-        pass
+    for attempt in range(MAX_ROUNDS):
+        try:
+            already = [i for i in (target.glance.images.get(winner.id).get("supersedes") or "").split(",") if i]
+            ids = list(dict.fromkeys(already + [r.id for r in demoted]))
+            target.glance.images.update(winner.id, supersedes=",".join(ids))
+            return
+        except glance_exc.HTTPNotFound:
+            return
+        except RACE_ERRORS:
+            if attempt == MAX_ROUNDS - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.3))  # another run recorded its own at the same moment: read again
 
 
 def release(target: Target, manifest: Manifest, new_id: str, *, allow_older: bool = False) -> Convergence:
