@@ -128,3 +128,21 @@ def _access_log(path: Path) -> list[dict]:
         entries.append({"pid": match["pid"], "method": match["method"], "path": match["path"],
                         "end": end, "start": end - 1 - int(match["micros"]) / 1e6})
     return entries
+
+
+def test_stray_files_are_found_in_mariadb_s_records_and_removed_at_restart(account, production_cloud):
+    import os
+    import time
+
+    published = ok(*account.run("build-and-publish", "--manifest", str(account.manifest("stray.yaml")), "--release-date",
+                                "2026-11-01", json_name="stray.json"))["image"]
+    glance = production_cloud.glance()
+    stray = glance.root / "images" / "5f0c2a9e-dead-4bad-8bad-0000000000aa"
+    stray.write_bytes(b"partial upload of a killed worker" * 100)
+    old = time.time() - 3600
+    os.utime(stray, (old, old))
+    assert [p.name for p in glance.stray_files()] == [stray.name]  # read from MariaDB, with the server running
+    glance.down()
+    glance.up(timeout=120)
+    assert not stray.exists()
+    assert (glance.root / "images" / published["id"]).exists()

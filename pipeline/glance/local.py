@@ -200,14 +200,18 @@ class LocalGlance(LoopbackServer):
         conf_file = self.root / "etc/glance-api.conf"
         conf_file.write_text(conf)
         conf_file.chmod(0o600)  # it may hold the service user's password
-        if self.database_url:
-            if not (self.root / "db-synced").exists():
-                run([venv_tool("glance-manage"), "--config-file", conf_file, "db_sync"], timeout=900)
-                (self.root / "db-synced").touch()
-        elif not (self.root / "glance.sqlite").exists():
-            run([venv_tool("glance-manage"), "--config-file", conf_file, "db_sync"], timeout=300)
+        synced = self.root / ("db-synced" if self.database_url else "glance.sqlite")
+        if not synced.exists():
+            run([venv_tool("glance-manage"), "--config-file", conf_file, "db_sync"], timeout=900)
+            synced.touch()
         else:
             self.remove_orphan_files()  # the server is down: nothing is in flight whatever the records say
+
+    def _query(self, *queries: str) -> list[list[tuple]] | None:
+        """Read-only answers from Glance's database, whichever it is; None when it cannot be read now."""
+        if self.database_url:
+            return _mysql_rows(self.database_url, queries)
+        return _sqlite_rows(self.root / "glance.sqlite", queries)
 
     @property
     def connection(self) -> str:
@@ -232,17 +236,13 @@ class LocalGlance(LoopbackServer):
         (uploading, importing), and so is any file written to in the last STRAY_QUIET_S seconds. With the
         server down nothing is receiving data: only staged files waiting for their import call are kept.
         The database is read directly (sqlite allows a reader next to the server's writer)."""
-        database = self.root / "glance.sqlite"
-        if not database.exists():
-            return []
         statuses = "('saving', 'uploading', 'importing')" if running else "('uploading')"
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)) as db:
-                rows = db.execute("SELECT value FROM image_locations WHERE deleted = 0").fetchall()
-                in_flight = {image_id for (image_id,) in db.execute(
-                    f"SELECT id FROM images WHERE status IN {statuses} AND deleted = 0")}
-        except sqlite3.Error:
+        queries = ("SELECT value FROM image_locations WHERE deleted = 0",
+                   f"SELECT id FROM images WHERE status IN {statuses} AND deleted = 0")
+        answers = self._query(*queries)
+        if answers is None:
             return []  # unreadable now (busy past the timeout, a schema being migrated): nothing is judged stray
+        rows, in_flight = answers[0], {image_id for (image_id,) in answers[1]}
         referenced = {Path(urllib.parse.unquote(urllib.parse.urlparse(value).path)).name for (value,) in rows} | in_flight
         stores = [self.root / name for name in ("images", "images-cheap") if (self.root / name).is_dir()]
         candidates = [p for store in stores for p in store.iterdir() if p.is_file() and p.name not in referenced]
@@ -250,6 +250,35 @@ class LocalGlance(LoopbackServer):
         candidates += [p for p in (staging.iterdir() if staging.is_dir() else ()) if p.is_file() and p.name not in in_flight]
         now, quiet_s = time.time(), STRAY_QUIET_S if running else 0.0
         return [p for p in candidates if _quiet_since(p, now) >= quiet_s]
+
+
+def _sqlite_rows(database: Path, queries: tuple[str, ...]) -> list[list[tuple]] | None:
+    if not database.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)) as db:
+            return [db.execute(query).fetchall() for query in queries]
+    except sqlite3.Error:
+        return None
+
+
+def _mysql_rows(url: str, queries: tuple[str, ...]) -> list[list[tuple]] | None:
+    """The production-shaped cloud's MariaDB, over the socket its URL names (pipeline/glance/mariadb.py)."""
+    import pymysql
+
+    parsed = urllib.parse.urlsplit(url)
+    socket_path = urllib.parse.parse_qs(parsed.query).get("unix_socket", [None])[0]
+    try:
+        with contextlib.closing(pymysql.connect(unix_socket=socket_path, user=parsed.username or "root",
+                                                database=parsed.path.lstrip("/"), connect_timeout=10)) as db:
+            with db.cursor() as cursor:
+                answers = []
+                for query in queries:
+                    cursor.execute(query)
+                    answers.append(list(cursor.fetchall()))
+                return answers
+    except pymysql.MySQLError:
+        return None
 
 
 def _quiet_since(path: Path, now: float) -> float:
