@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -28,10 +29,11 @@ def _inspect_glance_image(image_id: str, cloud: str | None, workdir: Path) -> Im
 
 def inspect_glance_image(target: Target, image: dict, workdir: Path) -> ImageFacts:
     """Download a Glance image into a sparse temporary file and read its facts; the file goes with the call."""
-    image_id = image["id"]
+    image_id = str(image["id"])
+    safe_id = re.sub(r"[^A-Za-z0-9-]", "", image_id)[:64]  # the id is the server's word: never a path part as is
     workdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(prefix=f"inspect-{image_id}-", suffix=".img", dir=workdir) as local:
-        with progress(f"download {image_id}", int(image.get("size") or 0)) as advance:
+    with tempfile.NamedTemporaryFile(prefix=f"inspect-{safe_id}-", suffix=".img", dir=workdir) as local:
+        with progress(f"download {safe_id}", int(image.get("size") or 0)) as advance:
             download(target, image_id, local, on_read=advance)
         local.flush()
         return inspect_image(Path(local.name), workdir=workdir)
