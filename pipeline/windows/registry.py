@@ -84,12 +84,18 @@ class Hive:
         node = self.key(path)
         if node is None:
             return default
-        value = self._h.node_get_value(node, name)
+        value = self._value(node, name)
         return default if value is None else _decode(*self._h.value_value(value))
+
+    def _value(self, node, name: str):
+        """The value `name` of a node (case-insensitive, as Windows), or None. Not hivex's node_get_value: its
+        Python binding raises RuntimeError("Success") for a value that is not there, instead of returning None."""
+        wanted = name.lower()
+        return next((v for v in self._h.node_values(node) if self._h.value_key(v).lower() == wanted), None)
 
     def value_type(self, path: str, name: str) -> int | None:
         node = self.key(path)
-        value = None if node is None else self._h.node_get_value(node, name)
+        value = None if node is None else self._value(node, name)
         return None if value is None else self._h.value_type(value)[0]
 
     def set(self, path: str, name: str, value: Any, kind: int = REG_SZ) -> None:
