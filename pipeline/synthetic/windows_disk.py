@@ -19,9 +19,11 @@ from pipeline.synthetic import standin_windows, virtio_iso
 from pipeline.windows import volume
 from pipeline.windows.drivers import DRIVERS, os_directory
 from pipeline.windows.registry import REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ, REG_SZ, Hive, empty_hive
+from pipeline.windows.software import CBS_PACKAGES, UNINSTALL_KEYS
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+HEALTH_TOOLS_CODE = "{1FC1A6C2-576E-489A-9B4A-92D21F542136}"  # an MSI every fixture lists under Uninstall
 MARKER = "SYNTHETIC Windows tree made by the image bakery for tests and the demo: not Windows, not bootable"
 
 
@@ -41,6 +43,9 @@ class WindowsRelease:
     older_virtio: str = ""  # a virtio-win version whose drivers are already installed
     arch: str = "AMD64"  # PROCESSOR_ARCHITECTURE: AMD64 or X86
     last_known_good: int | None = None  # a LastKnownGood control set other than control_set (a fallback to boot)
+    ubr: int | None = None  # the update build revision (Windows 10 and later)
+    # CBS packages as (name, CurrentState): 0x70 installed, 0x50 superseded; what an SBOM lists as updates
+    servicing: tuple[tuple[str, int], ...] = ()
 
     @property
     def current_version(self) -> str:
@@ -54,9 +59,13 @@ class WindowsRelease:
 RELEASES = {
     r.key: r
     for r in (
-        WindowsRelease("w7", "Windows 7 Enterprise", "Enterprise", "Client", 6, 1, 7601, csd_version="Service Pack 1"),
+        WindowsRelease("w7", "Windows 7 Enterprise", "Enterprise", "Client", 6, 1, 7601, csd_version="Service Pack 1",
+                       servicing=(("Package_for_KB976902~31bf3856ad364e35~amd64~~6.1.1.17514", 0x70),)),
         WindowsRelease("2k8r2", "Windows Server 2008 R2 Standard", "ServerStandard", "Server", 6, 1, 7601, csd_version="Service Pack 1"),
-        WindowsRelease("w10", "Windows 10 Enterprise", "Enterprise", "Client", 10, 0, 19045, "22H2"),
+        WindowsRelease("w10", "Windows 10 Enterprise", "Enterprise", "Client", 10, 0, 19045, "22H2", ubr=3803, servicing=(
+            ("Package_for_KB5033372~31bf3856ad364e35~amd64~~19041.3803.1.5", 0x70),
+            ("Package_for_RollupFix~31bf3856ad364e35~amd64~~19041.3803.1.5", 0x70),
+            ("Package_for_KB5032189~31bf3856ad364e35~amd64~~19041.3693.1.5", 0x50))),
         WindowsRelease("2k19", "Windows Server 2019 Standard", "ServerStandard", "Server", 10, 0, 17763, firmware="uefi", control_set=2),
         WindowsRelease("2k22", "Windows Server 2022 Standard", "ServerStandard", "Server", 10, 0, 20348, "21H2", firmware="uefi"),
         WindowsRelease("w11", "Windows 10 Enterprise", "Enterprise", "Client", 10, 0, 22631, "23H2", firmware="uefi"),
@@ -184,6 +193,7 @@ def _windows_tree(root: Path, spec: WindowsRelease, scratch: Path) -> None:
     # virt-inspector (so virt-v2v) finds no operating system at all
     (system32 / "cmd.exe").write_bytes(pe_placeholder(spec.arch))
     (root / "Windows" / "explorer.exe").write_bytes(pe_placeholder(spec.arch, subsystem=2))
+    _inbox_driver_package(system32 / "DriverStore" / "FileRepository", spec)
     hives = scratch / "hives"
     hives.mkdir(exist_ok=True)
     for name in ("SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"):
@@ -194,6 +204,17 @@ def _windows_tree(root: Path, spec: WindowsRelease, scratch: Path) -> None:
         _install_older_virtio(root, hives, spec)
     for name in ("SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"):
         shutil.copyfile(hives / name, system32 / "config" / name)
+
+
+def _inbox_driver_package(store: Path, spec: WindowsRelease) -> None:
+    """One of Windows' own driver packages, as Windows ships them: a UTF-16 INF with a byte order mark."""
+    arch = "x86" if spec.arch == "X86" else "amd64"
+    package = store / f"disk.inf_{arch}_a0b1c2d3e4f56789"
+    package.mkdir(parents=True)
+    inf = ("[Version]\r\nSignature=\"$Windows NT$\"\r\nClass=DiskDrive\r\nClassGUID={4d36e967-e325-11ce-bfc1-08002be10318}\r\n"
+           f"Provider=%MSFT%\r\nDriverVer=06/21/2006,{spec.major}.{spec.minor}.{spec.build}.1\r\n\r\n"
+           "[Strings]\r\nMSFT=\"Microsoft\"\r\n")
+    (package / "disk.inf").write_bytes(b"\xff\xfe" + inf.encode("utf-16-le"))
 
 
 def _system_hive(path: Path, spec: WindowsRelease) -> None:
@@ -238,7 +259,14 @@ def _software_hive(path: Path, spec: WindowsRelease) -> None:
             info["DisplayVersion"] = (spec.display_version, REG_SZ)
         if spec.csd_version:
             info["CSDVersion"] = (spec.csd_version, REG_SZ)
+        if spec.ubr is not None:
+            info["UBR"] = (spec.ubr, REG_DWORD)
         software.set_many(r"Microsoft\Windows NT\CurrentVersion", info)
+        for package, state in spec.servicing:
+            software.set(rf"{CBS_PACKAGES}\{package}", "CurrentState", state, REG_DWORD)
+        software.set_many(rf"{UNINSTALL_KEYS['64-bit']}\{HEALTH_TOOLS_CODE}", {
+            "DisplayName": ("Microsoft Update Health Tools", REG_SZ), "DisplayVersion": ("3.74.0.0", REG_SZ),
+            "Publisher": ("Microsoft Corporation", REG_SZ), "WindowsInstaller": (1, REG_DWORD)})
         software.set(r"Microsoft\Windows\CurrentVersion", "DevicePath", r"%SystemRoot%\inf", REG_EXPAND_SZ)
         software.set(r"Microsoft\Windows\CurrentVersion", "ProgramFilesDir", r"C:\Program Files")
 

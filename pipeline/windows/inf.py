@@ -49,7 +49,7 @@ class InfFacts:
 
 
 def read_inf(path: Path) -> InfFacts:
-    sections = _sections(path.read_text(encoding="utf-8", errors="replace"))
+    sections = _sections(inf_text(path.read_bytes()))
     strings = {k: v.strip('"') for k, v in sections.get("strings", {}).items()}
     version = {k.lower(): _resolve(v, strings) for k, v in sections.get("version", {}).items()}
     date, number = None, None
@@ -58,6 +58,13 @@ def read_inf(path: Path) -> InfFacts:
         date, number = parts[0], (parts[1] if len(parts) > 1 else None)
     catalog = version.get("catalogfile") or version.get("catalogfile.ntamd64") or version.get("catalogfile.ntx86")
     return InfFacts(path.name, date, number, version.get("provider", ""), catalog, version.get("classguid"), strings)
+
+
+def inf_text(data: bytes) -> str:
+    """An INF's text: Windows' own INFs are mostly UTF-16 with a byte order mark, third-party ones ASCII or UTF-8."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
 
 
 def _sections(text: str) -> dict[str, dict[str, str]]:

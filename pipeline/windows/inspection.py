@@ -290,12 +290,12 @@ def inspect_image(image: Path, *, workdir: Path | None = None, label: str | None
 
 def read_windows(found: WindowsVolume) -> WindowsFacts:
     """Just what Windows it is (the bake needs this before it changes anything)."""
-    with _hives(found) as (system, software):
+    with open_hives(found) as (system, software):
         return windows_facts(system, software, found.label)
 
 
 @contextlib.contextmanager
-def _hives(found: WindowsVolume) -> Iterator[tuple[Hive, Hive]]:
+def open_hives(found: WindowsVolume) -> Iterator[tuple[Hive, Hive]]:
     for hive in (found.system_hive, found.software_hive):
         if not hive.is_file():
             raise BakeryError(f"{found.label}: the Windows volume has no {hive.relative_to(found.root)} hive")
@@ -308,7 +308,7 @@ def read_facts(found: WindowsVolume, *, image: str, fmt: str, virtual_size: int)
     an image refreshed by another tool (virt-v2v's flat Drivers\\VirtIO folder and first-boot service) reads
     as what it is, not as "nothing installed"."""
     states = hive_states(found)
-    with _hives(found) as (system, software):
+    with open_hives(found) as (system, software):
         windows = windows_facts(system, software, found.label)
         drivers = {name: _driver_state(found, system, windows, name) for name in DRIVERS}
         agent = {
