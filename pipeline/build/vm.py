@@ -346,6 +346,7 @@ async def _watch(qmp: QMPClient, qemu: subprocess.Popen, spec: VmSpec, result: V
                 next_ready_check = now + READY_POLL_S
                 if await _is_ready(spec, marker, agent_socket):
                     result.outcome = "ready"
+                    await _screenshot(qmp, result)  # the picture of the boot the verdict is about
                     return
             if spec.boot_keypress and result.reboots == 0 and now - started < KEYPRESS_WINDOW_S:
                 await _execute(qmp, "send-key", {"keys": [{"type": "qcode", "data": "spc"}]})

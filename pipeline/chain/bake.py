@@ -37,7 +37,9 @@ def bake(options: JobOptions, report: Report, *, out: Path, handoff: str = "arti
                                                  "manifest_commit": git_commit(prepared.manifest.path)},
                                      facts=prepared.image.facts, virtio_win_version=prepared.image.virtio_win_version,
                                      source_sha256=prepared.image.source_sha256, move=prepared.image.temporary, on_read=advance,
-                                     cache_entry=prepared.image.cache_entry if handoff == "cache" else None)
+                                     cache_entry=prepared.image.cache_entry if handoff == "cache" else None, sbom=prepared.sbom,
+                                     canary_picture=prepared.canary.picture if prepared.canary else None,
+                                     canary_machine=prepared.canary.machine if prepared.canary else "")
         if known is None:
             remember_measurement(prepared, written.measurement)
     finally:

@@ -18,10 +18,13 @@ from pipeline.properties import render as properties
 from pipeline.publish.measure import Measurement
 from pipeline.repro import lock as lockfile
 from pipeline.repro import runner
+from pipeline.repro.bom import keep_boot, sbom_of
 from pipeline.repro.cache import StageCache
 from pipeline.repro.lock import git_commit
 from pipeline.repro.stages import StageIds, stage_ids
 from pipeline.repro.stages import build_id as release_build_id
+from pipeline.sbom import Sbom
+from pipeline.sbom.document import PROPERTY as SBOM_PROPERTY
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Prepared:
     stages: StageIds
     cache: StageCache | None
     expected: Measurement | None = None  # what the image's bytes must measure (an artifact's record)
+    sbom: Sbom | None = None  # the image's bill of materials (None: no Windows on it, or not built yet)
+    canary: runner.CanaryVerdict | None = None  # the canary's verdict, machine and picture of the boot
 
 
 def prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Manifest | None = None) -> Prepared:
@@ -51,17 +56,22 @@ def prepare(options: JobOptions, report: Report, *, convert: bool, manifest: Man
     report.built = image.to_dict()
     provenance = {"lock_sha256": used_lock.sha256 if used_lock else None, "manifest_commit": git_commit(manifest.path),
                   "build_stage": stages.build}
+    sbom = verdict = None
     try:
+        if convert:
+            sbom = sbom_of(manifest, stages, image, build_id, cache, report)
         with report.stage("properties"):
             propset = properties.render(manifest, image, build_id=build_id, provenance=provenance)
         if convert:  # proven on the machine its properties describe, before it can be uploaded anywhere
             verdict = runner.canaried(manifest, stages, image, propset.properties, cache, report)
-            propset = dataclasses.replace(propset, properties={**propset.properties, **verdict})
+            recorded = {SBOM_PROPERTY: sbom.sha256} if sbom else {}
+            propset = dataclasses.replace(propset, properties={**propset.properties, **verdict.properties, **recorded})
+            keep_boot(build_id, verdict.picture, verdict.properties.get("bakery_canary"), verdict.machine)
     except BaseException:
         discard(image)
         raise
     report.lint = [f.to_dict() for f in propset.findings]
-    return Prepared(manifest, image, propset, build_id, stages, cache)
+    return Prepared(manifest, image, propset, build_id, stages, cache, sbom=sbom, canary=verdict)
 
 
 def _lint_before_building(manifest: Manifest, build_id: str) -> None:

@@ -19,6 +19,7 @@ from pipeline.properties import lint
 from pipeline.properties import render as properties
 from pipeline.repro import artifact
 from pipeline.repro.stages import build_id as release_build_id
+from pipeline.sbom.document import PROPERTY as SBOM_PROPERTY
 
 
 def publish_artifact(options: JobOptions, report: Report, *, artifact_dir: Path, target: Target | None = None) -> Report:
@@ -65,6 +66,9 @@ def _rendered_again(baked: artifact.Artifact, manifest: Manifest, image: BuiltIm
         expected["bakery_canary"] = verdict
     elif manifest.canary:
         raise BakeryError(f"{where}: properties.bakery_canary: missing, but the manifest has a canary", hint="bake again")
+    sbom = baked.sbom()  # its bytes are the ones the record (so the artifact's id) names, and valid CycloneDX
+    if sbom:
+        expected[SBOM_PROPERTY] = sbom.sha256
     for section, want in (("properties", expected), ("core", propset.core)):
         got = baked.record[section]
         for key in sorted(set(want) | set(got)):

@@ -7,6 +7,9 @@
                        sha512, virtual size, the rendered property set, the rendered manifest, the facts
                        inspection read from the image, provenance
     DIR/artifact.json  {"id": sha256 of record.json's bytes}: the record's content address
+    DIR/sbom.cdx.json  the image's bill of materials (CycloneDX), when it has Windows on it; the record holds its
+                       sha256, which the published image carries as bakery_sbom_sha256
+    DIR/boot.png       the guest's screen when the canary judged it ready (release notes show it)
     DIR/<name>.lock    the lock file the build was checked against, when there was one
 
 Content-addressed like the stage cache: an edited record no longer matches its id, and an image whose
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.build.image import RecordedBake, RecordedFacts
+from pipeline.common.digests import sha256_file
 from pipeline.common.errors import BakeryError
 from pipeline.common.files import write_atomically
 from pipeline.common.paths import PROJECT_ROOT, project_relative
@@ -38,11 +42,13 @@ from pipeline.manifest import Manifest, manifest_from_document
 from pipeline.properties.render import PropertySet
 from pipeline.publish.measure import Measurement, copy_measured, measure_file
 from pipeline.repro.stages import StageIds
+from pipeline.sbom import SBOM_FILE, Sbom, load_sbom
 
 FORMAT = "bakery-artifact/2"  # /2: facts, virtio-win version and source pin recorded; the manifest path project-relative
 IMAGE = "image.raw"
 RECORD = "record.json"
 ADDRESS = "artifact.json"
+PICTURE = "boot.png"
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,20 @@ class Artifact:
         version = self.record["virtio_win_version"]
         return RecordedBake({"virtio_win_version": version}) if version else None
 
+    def sbom(self) -> Sbom | None:
+        """The image's SBOM, checked against the sha256 the record names (and so against the artifact's id)."""
+        entry = self.record.get("sbom")
+        return load_sbom(self.root / SBOM_FILE, expected_sha256=entry["sha256"]) if entry else None
+
+    @property
+    def boot_picture(self) -> Path | None:
+        """The canary's picture of the boot, when its bytes are the ones the record names."""
+        canary = self.record.get("canary") or {}
+        path = self.root / PICTURE
+        if not canary.get("picture") or path.is_symlink() or not path.is_file() or sha256_file(path) != canary["picture_sha256"]:
+            return None
+        return path
+
     @property
     def source_sha256(self) -> str:
         return self.record["source_sha256"]
@@ -101,7 +121,8 @@ class Artifact:
 def write(out: Path, *, image: Path, manifest: Manifest, build_id: str, stages: StageIds, measured: Measurement | None,
           virtual_size: int | None, propset: PropertySet, provenance: dict, lock_file: Path | None, facts=None,
           virtio_win_version: str | None = None, source_sha256: str, move: bool = False, cache_entry: str | None = None,
-          on_read: Callable[[int], None] | None = None) -> Artifact:
+          on_read: Callable[[int], None] | None = None, sbom: Sbom | None = None,
+          canary_picture: Path | None = None, canary_machine: str = "") -> Artifact:
     """Write DIR (which must be new or empty): the image (moved when it is a work file of ours, else copied
     sparse), then the record, then its address. An image not `measured` yet is measured on its one read."""
     out = Path(out)
@@ -124,7 +145,16 @@ def write(out: Path, *, image: Path, manifest: Manifest, build_id: str, stages: 
         "facts": {"data": facts.to_dict(), "lint": facts.lint_facts()} if facts else None,
         "virtio_win_version": virtio_win_version, "source_sha256": source_sha256,
         "provenance": provenance,
+        "sbom": {"file": SBOM_FILE, "sha256": sbom.sha256} if sbom else None,
+        "canary": None,
     }
+    if sbom:
+        sbom.write(out / SBOM_FILE)
+    if canary_machine:
+        if canary_picture:
+            shutil.copyfile(canary_picture, out / PICTURE)
+        record["canary"] = {"machine": canary_machine, "picture": PICTURE if canary_picture else None,
+                            "picture_sha256": sha256_file(out / PICTURE) if canary_picture else None}
     if lock_file:
         shutil.copyfile(lock_file, out / lock_file.name)
     data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
@@ -250,6 +280,15 @@ def check_record(path: Path, record: object) -> None:
                                            and isinstance(facts.get("lint"), dict)), "null or the facts inspection recorded")
     for field in ("virtio_win_version", "source_sha256"):
         need(field, record.get(field), record.get(field) is None or isinstance(record.get(field), str), "a string")
+    sbom = record.get("sbom")
+    need("sbom", sbom, sbom is None or (isinstance(sbom, dict) and sbom.get("file") == SBOM_FILE and isinstance(sbom.get("sha256"), str)
+                                        and bool(HEX["sha256"].fullmatch(sbom["sha256"]))), f"null or {{file: {SBOM_FILE}, sha256}}")
+    canary = record.get("canary")
+    need("canary", canary, canary is None or (isinstance(canary, dict) and isinstance(canary.get("machine"), str)
+                                              and canary.get("picture") in (None, PICTURE)
+                                              and (canary.get("picture") is None or (isinstance(canary.get("picture_sha256"), str)
+                                                   and bool(HEX["sha256"].fullmatch(canary["picture_sha256"]))))),
+         f"null or {{machine, picture: {PICTURE}, picture_sha256}}")
     need("provenance", record.get("provenance"), isinstance(record.get("provenance"), dict), "a JSON object")
     for key, value in record["provenance"].items():
         need(f"provenance.{key}", value, value is None or isinstance(value, str), "a string")

@@ -30,6 +30,8 @@ from pipeline.manifest import Manifest
 from pipeline.repro.cache import Entry, StageCache
 from pipeline.repro.stages import StageIds, canary_id
 
+PICTURE = "boot.png"
+
 
 def _cacheable(image: BuiltImage) -> bool:
     """A raw source used as it is needs no cache entry: it is its own output."""
@@ -238,19 +240,27 @@ def _installed(manifest: Manifest, pinned: dict[str, Path], stages: StageIds, ca
     return entry.file("installed.qcow2"), installed.virtio_win_version
 
 
+@dataclasses.dataclass(frozen=True)
+class CanaryVerdict:
+    properties: dict[str, str]  # {"bakery_canary": "ok accelerator=... duration_s=N"}, or {} without a canary
+    picture: Path | None = None  # the guest's screen when it was judged ready (PNG)
+    machine: str = ""  # the machine it booted, as explain derives it from the properties
+
+
 def canaried(manifest: Manifest, stages: StageIds, image: BuiltImage, properties: dict[str, str], cache: StageCache | None,
-             report: Report) -> dict[str, str]:
-    """The canary's verdict as the property that records it; from the cache when these bytes already booted on
-    this machine (the same derived hardware, limits and accelerator), else by booting them."""
+             report: Report) -> CanaryVerdict:
+    """The canary's verdict as the property that records it, with the picture of the boot; from the cache when
+    these bytes already booted on this machine (the same derived hardware, limits and accelerator), else by booting them."""
     if manifest.canary is None:
-        return {}
+        return CanaryVerdict({})
     hardware = canary.plan(manifest, properties)
     stage_id = canary_id(stages, hardware, manifest)
     entry = cache.get("canary", stage_id) if cache else None
     if entry:
         say(f"cache: the canary already booted these bytes on this machine ({stage_id[:12]}): not booting again")
-        report.details["canary"] = {**entry.record["result"], "cached": True}
-        return {"bakery_canary": entry.record["property"]}
+        picture = entry.file(PICTURE) if PICTURE in entry.record.get("files", {}) else None
+        report.details["canary"] = {**entry.record["result"], "cached": True, "picture": str(picture) if picture else None}
+        return CanaryVerdict({"bakery_canary": entry.record["property"]}, picture, hardware.summary)
     logs = _private_dir(state_dir() / "logs", f"canary-{stage_id[:16]}-")
     workdir = _private_dir(state_dir() / "work", f"{stage_id[:16]}-canary-")
     try:
@@ -259,9 +269,16 @@ def canaried(manifest: Manifest, stages: StageIds, image: BuiltImage, properties
                                        record=lambda result: report.details.__setitem__("canary", result.to_dict()))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    picture = result.vm.screenshot if result.vm else None
     if cache:
-        cache.put("canary", stage_id, {}, {"property": result.property_value, "result": result.to_dict()})
-    return {"bakery_canary": result.property_value}
+        files = {}
+        if picture:  # the log folder keeps its own; the entry gets a copy
+            shutil.copyfile(picture, logs / PICTURE)
+            files[PICTURE] = logs / PICTURE
+        entry = cache.put("canary", stage_id, files, {"property": result.property_value, "result": result.to_dict()})
+        picture = entry.file(PICTURE) if picture else None
+    report.details["canary"]["picture"] = str(picture) if picture else None
+    return CanaryVerdict({"bakery_canary": result.property_value}, picture, hardware.summary)
 
 
 @contextlib.contextmanager
