@@ -13,6 +13,7 @@
     invoke synthetic --windows w10 --out base.raw [--virtio-win-iso virtio.iso]
     invoke glance-up | glance-down | glance-status
     invoke cloud-up [--consumers] | cloud-down | cloud-status  (Keystone + a Keystone-authenticated Glance [+ Nova, Cinder APIs], and a clouds.yaml)
+    invoke release-notes --artifact DIR | --image ID [--previous-artifact DIR] [--cloud NAME] [--out release-notes/]
     invoke ci --engine gitlab --catalog manifests/ [--cloud NAME] [--out .gitlab-ci.yml]
     invoke demo
 """
@@ -91,6 +92,19 @@ def publish(c, artifact, cloud=None, json=None, allow_older=False):
     """Publish a baked artifact: upload (measured against its record in the same pass), verify, release."""
     options = _options(Path(artifact) / "record.json", cloud, None, None, allow_older)  # the manifest is the record's
     execute("publish", json, lambda report: chain.publish_artifact(options, report, artifact_dir=Path(artifact)))
+
+
+@task(help={"artifact": "the release, as the directory `invoke bake --out` wrote", "image": "the release, as a Glance image id",
+            "previous_artifact": "the previous release's artifact (default: the family's previous release in the cloud)",
+            "out": "the folder of release notes and family pages (default: release-notes/)",
+            "no_download": "never download an image to read its SBOM (a release with no recorded SBOM has no component list)",
+            **_help("cloud", "json")})
+def release_notes(c, artifact=None, image=None, previous_artifact=None, cloud=None, out="release-notes", json=None, no_download=False):
+    """Release notes (Markdown, HTML) of a release against the family's previous one, and the family's page."""
+    execute("release-notes", json, lambda report: chain.release_notes(
+        report, out=Path(out), artifact_dir=Path(artifact) if artifact else None, image_id=image,
+        previous_artifact=Path(previous_artifact) if previous_artifact else None, cloud=cloud, download=not no_download),
+        summary=False)
 
 
 @task(iterable=["cloud", "tag", "set", "setup", "fuse_tag", "kvm_tag"],

@@ -28,7 +28,8 @@ def generate_inputs(directory: Path) -> dict[str, str]:
 
 
 def run_demo(report, *, months: tuple[str, str]) -> None:
-    """Publish two monthly releases of the demo family to the local Glance; the first ends demoted."""
+    """Publish two monthly releases of the demo family to the local Glance; the first ends demoted; then the newer
+    one's release notes and the family's page (.bakery/release-notes/)."""
     from pipeline import chain
     from pipeline.common.paths import MANIFESTS, state_dir
     from pipeline.common.progress import say
@@ -58,6 +59,8 @@ def run_demo(report, *, months: tuple[str, str]) -> None:
     report.details["family"] = [
         {**m.to_dict(), "recommended": target.glance.images.get(m.id).get("recommended")} for m in family
     ]
+    notes = chain.release_notes(Report("release-notes"), out=state_dir() / "release-notes", image_id=runs[-1].image["id"], target=target)
+    report.details["release_notes"] = notes.details["release_notes"]["folder"]
     report.ok = True
 
 

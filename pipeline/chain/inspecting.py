@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.common.progress import progress
@@ -29,6 +31,13 @@ def _inspect_glance_image(image_id: str, cloud: str | None, workdir: Path) -> Im
 
 def inspect_glance_image(target: Target, image: dict, workdir: Path) -> ImageFacts:
     """Download a Glance image into a sparse temporary file and read its facts; the file goes with the call."""
+    with downloaded(target, image, workdir) as local:
+        return inspect_image(local, workdir=workdir)
+
+
+@contextlib.contextmanager
+def downloaded(target: Target, image: dict, workdir: Path) -> Iterator[Path]:
+    """A Glance image's bytes in a sparse temporary file under `workdir`, removed when the block ends."""
     image_id = str(image["id"])
     safe_id = re.sub(r"[^A-Za-z0-9-]", "", image_id)[:64]  # the id is the server's word: never a path part as is
     workdir.mkdir(parents=True, exist_ok=True)
@@ -36,4 +45,4 @@ def inspect_glance_image(target: Target, image: dict, workdir: Path) -> ImageFac
         with progress(f"download {safe_id}", int(image.get("size") or 0)) as advance:
             download(target, image_id, local, on_read=advance)
         local.flush()
-        return inspect_image(Path(local.name), workdir=workdir)
+        yield Path(local.name)
