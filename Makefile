@@ -23,8 +23,9 @@ APT_PACKAGES := python3-venv qemu-utils fdisk qemu-system-common fuse3 ntfs-3g p
 # CI also runs the slow tier's check that real tools accept the fixtures: libguestfs inspection
 # (virt-inspector) needs its appliance, which supermin builds from the host's kernel; and the
 # production-shaped cloud (tests/test_production_cloud.py, `invoke cloud-up --production-shaped`) runs
-# Keystone and Glance on a private mariadbd (started by the tests, never as a system service).
-CI_APT_PACKAGES := $(if $(CI),libguestfs-tools linux-image-amd64 mariadb-server,)
+# Keystone and Glance on a private mariadbd (started by the tests, never as a system service); and the release
+# notes and family pages are rendered by a real browser (Debian's chromium, driven by Playwright) in the tests.
+CI_APT_PACKAGES := $(if $(CI),libguestfs-tools linux-image-amd64 mariadb-server chromium,)
 # The whole suite takes about 27 minutes on 2 cores: `make test` runs the fast tier (about 11 minutes) on a
 # developer's machine and everything where CI is set (.ci/run sets it); `make test-all` runs everything anywhere.
 PYTEST_ARGS ?= $(if $(CI),,-m "not slow")

@@ -330,5 +330,7 @@ def demo(c, json=None):
     say("the family now:")
     for member in report.details["family"]:
         say(f"  {member['release_date']}  recommended={member['recommended']:<5}  {member['name']}  {member['id']}")
+    say(f"release notes: {report.details['release_notes']['folder']}/notes.html")
+    say(f"the family's page: {report.details['release_notes']['family_page']} (open it in a browser)")
     say("the local Glance keeps running: `invoke glance-status`, `invoke glance-down`")
 

@@ -60,7 +60,7 @@ def run_demo(report, *, months: tuple[str, str]) -> None:
         {**m.to_dict(), "recommended": target.glance.images.get(m.id).get("recommended")} for m in family
     ]
     notes = chain.release_notes(Report("release-notes"), out=state_dir() / "release-notes", image_id=runs[-1].image["id"], target=target)
-    report.details["release_notes"] = notes.details["release_notes"]["folder"]
+    report.details["release_notes"] = {k: notes.details["release_notes"][k] for k in ("folder", "family_page")}
     report.ok = True
 
 

@@ -19,9 +19,11 @@ import yaml
 from pipeline import chain
 from pipeline.common.errors import BakeryError
 from pipeline.common.report import Report
+from tests.browser import pixels_near, render, shows_picture
 from tests.conftest import one_line_error, run_invoke
 
 PNG = b"\x89PNG\r\n\x1a\n"
+ADDED, REMOVED, CHANGED = (0x11, 0x66, 0x11), (0xAA, 0x11, 0x11), (0x88, 0x55, 0x00)  # templates/notes/_style.html.j2
 
 
 def software_of(image: Path, workdir: Path):
@@ -128,6 +130,12 @@ def test_hostile_registry_text_is_inert_in_markdown_and_html(media, tmp_path):
     assert "<script>" not in html and "<img src=x" not in html and "<b>bold" not in html and "<i>x" not in html
     assert "&lt;script&gt;" in html and "href=\"javascript" not in html
 
+    # and as a reader's browser shows it: no script ran, no element was injected, the text is on the screen
+    shown = render(folder / "notes.html", ("tr.added",), tmp_path)
+    assert shown.dialogs == [] and shown.images == [] and shown.title == "w10 <b>bold</b> (2026-12-01)"
+    rows = shown.boxes["tr.added"]
+    assert len(rows) == 7 and all(pixels_near(shown.crop(r), ADDED) > 20 for r in rows)  # seven rows, each drawn green
+
 
 def _manifest(tmp_path: Path, disk: tuple[Path, str], virtio: tuple[Path, str], name: str) -> Path:
     path, sha = disk
@@ -146,6 +154,32 @@ def _manifest(tmp_path: Path, disk: tuple[Path, str], virtio: tuple[Path, str], 
     return manifest
 
 
+def next_month(disk: tuple[Path, str], tmp_path: Path) -> tuple[Path, str]:
+    """The base image a month later: one more update installed, one program installed and one removed."""
+    import subprocess
+
+    from pipeline.common.digests import sha256_file
+    from pipeline.synthetic.windows_disk import HEALTH_TOOLS_CODE
+    from pipeline.windows.inspection import windows_volume
+    from pipeline.windows.registry import REG_DWORD, REG_SZ, Hive
+    from pipeline.windows.software import CBS_PACKAGES, UNINSTALL_KEYS
+
+    copy = tmp_path / "december-base.raw"
+    subprocess.run(["cp", "--sparse=always", str(disk[0]), str(copy)], check=True)
+    with windows_volume(copy, "raw", tmp_path / "edit", writable=True) as found:
+        with Hive(found.software_hive, write=True) as software:
+            software.set(rf"{CBS_PACKAGES}\{NEW_UPDATE}~31bf3856ad364e35~amd64~~19041.3920.1.2", "CurrentState", 0x70, REG_DWORD)
+            software.set_many(rf"{UNINSTALL_KEYS['64-bit']}\{{5D3F1B2A-0C4E-4F6A-9B1D-2E3C4A5B6C7D}}", {
+                "DisplayName": (NEW_PROGRAM, REG_SZ), "DisplayVersion": ("1.1.6.0", REG_SZ),
+                "Publisher": ("Cloudbase Solutions Srl", REG_SZ), "WindowsInstaller": (1, REG_DWORD)})
+            software.delete(rf"{UNINSTALL_KEYS['64-bit']}\{HEALTH_TOOLS_CODE}")
+    return copy, sha256_file(copy)
+
+
+NEW_UPDATE = "Package_for_KB5034441"
+NEW_PROGRAM = "Cloudbase-Init 1.1.6"
+
+
 @pytest.mark.slow
 def test_monthly_release_notes_show_the_driver_update_the_boot_and_the_family(bootable, media, target, tmp_path):
     """November (virtio-win 0.1.240) is published; December (0.1.262) is baked: its notes, made from its artifact
@@ -156,7 +190,7 @@ def test_monthly_release_notes_show_the_driver_update_the_boot_and_the_family(bo
     sbom_sha = stored["bakery_sbom_sha256"]
     assert re.fullmatch(r"[0-9a-f]{64}", sbom_sha) and published.details["sbom"]["sha256"] == sbom_sha
 
-    december = _manifest(tmp_path, bootable("w10"), media.iso("0.1.262"), "december")
+    december = _manifest(tmp_path, next_month(bootable("w10"), tmp_path), media.iso("0.1.262"), "december")
     baked = chain.bake(chain.JobOptions(december, release_date="2026-12-01"), Report("t"), out=tmp_path / "artifact")
     artifact = tmp_path / "artifact"
     record = json.loads((artifact / "record.json").read_text())
@@ -175,6 +209,15 @@ def test_monthly_release_notes_show_the_driver_update_the_boot_and_the_family(bo
     assert viostor["action"] == "changed" and "0.1.240" not in viostor["new"]  # versions, not ISO names
     assert viostor["old"] != viostor["new"]
     assert ("input", "bake.virtio_win") in changes and ("windows", "Windows 10 Enterprise") not in changes
+    assert changes[("update", "KB5034441")]["action"] == "added" and changes[("update", "KB5034441")]["new"] == "19041.3920.1.2"
+    assert changes[("program", NEW_PROGRAM)]["action"] == "added" and changes[("program", NEW_PROGRAM)]["new"] == "1.1.6.0"
+    removed = changes[("program", "Microsoft Update Health Tools")]
+    assert removed["action"] == "removed" and removed["old"] == "3.74.0.0"
+    assert ("update", "KB5033372") not in changes  # still installed, same version
+    sbom = json.loads((artifact / "sbom.cdx.json").read_text())  # against what the December disk holds
+    system = next(c for c in sbom["components"] if c["type"] == "operating-system")
+    assert {u["name"] for u in system["components"]} == {"KB5033372", "KB5034441", "Package_for_RollupFix"}
+    assert {c["name"] for c in sbom["components"] if c["type"] == "application" and "staged" not in json.dumps(c)} == {NEW_PROGRAM}
     props = {p["property"]: p for p in notes["property_changes"]}
     assert props["bakery_virtio_win_version"]["old"] == "0.1.240" and props["bakery_virtio_win_version"]["new"] == "0.1.262"
     assert props["release_date"]["new"] == "2026-12-01"
@@ -188,6 +231,19 @@ def test_monthly_release_notes_show_the_driver_update_the_boot_and_the_family(bo
     page = (out / "w10notes" / "index.html").read_text()
     assert page.index("2026-12-01") < page.index("2026-11-03")  # newest first
     assert "recommended" in page and f'href="{folder.name}/notes.html"' in page and 'name="viewport"' in page
+
+    # what a reader's (phone-sized) browser shows: the boot picture itself, and the change rows in their colours
+    shown = render(folder / "notes.html", ("img", "tr.changed", "tr.added", "tr.removed"), tmp_path)
+    from PIL import Image
+
+    assert shown.images == [{"src": "boot.png", "naturalWidth": Image.open(folder / "boot.png").width, "complete": True}]
+    assert shows_picture(shown, shown.boxes["img"][0], folder / "boot.png")
+    for selector, colour in (("tr.changed", CHANGED), ("tr.added", ADDED), ("tr.removed", REMOVED)):
+        assert shown.boxes[selector] and all(pixels_near(shown.crop(b), colour) > 20 for b in shown.boxes[selector]), selector
+    assert len(shown.boxes["tr.removed"]) == 1 and len(shown.boxes["tr.added"]) == 2  # the program gone; an update, a program new
+    family = render(out / "w10notes" / "index.html", ("section", "section img"), tmp_path)
+    december_box, november_box = family.boxes["section"]
+    assert december_box["y"] < november_box["y"] and shows_picture(family, family.boxes["section img"][0], folder / "boot.png")
 
     # without this machine's SBOM store, the previous release is read again from its bytes, and the notes say so
     for stored_sbom in (tmp_path / "state" / "sboms").glob("*.cdx.json"):

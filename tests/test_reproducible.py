@@ -233,7 +233,7 @@ def test_cache_ls_and_gc_from_the_command_line(media, target, tmp_path, isolated
                             capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     entries = json.loads((tmp_path / "ls.json").read_text())["details"]["cache"]["entries"]
-    assert {e["stage"] for e in entries} == {"build", "measure"} and "build " in listed.stdout
+    assert {e["stage"] for e in entries} == {"build", "measure", "sbom"} and "build " in listed.stdout
     emptied = subprocess.run([INVOKE, "cache-gc", "--all"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert emptied.returncode == 0 and "0 entries" in emptied.stdout, emptied.stdout + emptied.stderr
 

@@ -19,11 +19,12 @@ from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.common.report import Report
 from pipeline.glance.connect import Target, connect
-from pipeline.glance.images import custom_properties, fetch_image, list_including_hidden
+from pipeline.glance.images import STATE_KEY, custom_properties, fetch_image, list_including_hidden
 from pipeline.manifest import Manifest
 from pipeline.notes import Canary, FamilyEntry, ReleaseNotes, ReleaseSide, write_family_page, write_notes
 from pipeline.notes.family import local_entries
-from pipeline.publish.release import release_order
+from pipeline.publish.lease import LEASE_KEY, UPLOADER_KEY
+from pipeline.publish.release import WITHDRAWN_KEY, release_order
 from pipeline.repro import artifact
 from pipeline.repro.bom import kept_boot, read_image_sbom, stored
 from pipeline.sbom import load_sbom
@@ -31,6 +32,9 @@ from pipeline.sbom.document import PROPERTY as SBOM_PROPERTY
 
 # Glance's own fields a release engineer decides on, compared with the properties (the record keeps them as "core").
 COMPARED_FIELDS = ("min_disk", "min_ram", "disk_format", "container_format")
+# Where a release stands in its family (set by the release step and the lifecycle), not what it is: the family
+# page shows it; the notes compare what was built.
+RELEASE_STATE = frozenset({"recommended", "superseded_by", "supersedes", STATE_KEY, WITHDRAWN_KEY, UPLOADER_KEY, LEASE_KEY})
 FAMILY_KEYS = ("os_distro", "os_distro_major", "os_edition", "architecture")  # the default family, for --image
 
 
@@ -92,7 +96,8 @@ def _from_artifact(baked: artifact.Artifact) -> ReleaseSide:
     manifest: Manifest = baked.manifest()
     core = baked.record["core"]
     return ReleaseSide(name=manifest.name, release_date=manifest.release_date,
-                       properties={**baked.record["properties"], **{k: str(core[k]) for k in COMPARED_FIELDS if k in core}},
+                       properties={**{k: v for k, v in baked.record["properties"].items() if k not in RELEASE_STATE},
+                                   **{k: str(core[k]) for k in COMPARED_FIELDS if k in core}},
                        size=baked.measurement.size, virtual_size=baked.record["image"].get("virtual_size"),
                        sbom=sbom, sbom_source="artifact" if sbom else "none")
 
@@ -106,7 +111,7 @@ def _artifact_canary(baked: artifact.Artifact) -> Canary | None:
 
 
 def _from_cloud(target: Target, image: dict, workdir: Path, *, download: bool) -> ReleaseSide:
-    properties = {**{k: str(v) for k, v in custom_properties(image).items()},
+    properties = {**{k: str(v) for k, v in custom_properties(image).items() if k not in RELEASE_STATE},
                   **{k: str(image[k]) for k in COMPARED_FIELDS if image.get(k) is not None}}
     name, release_date = str(image.get("name") or image["id"]), str(image.get("release_date") or "")
     recorded = properties.get(SBOM_PROPERTY)
