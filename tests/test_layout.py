@@ -14,7 +14,7 @@ from pipeline.common.paths import PROJECT_ROOT
 
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 SUBPACKAGES = ("common", "diskimage", "windows", "glance", "manifest", "build", "build.bake", "build.install", "properties",
-               "publish", "repro", "synthetic")
+               "publish", "repro", "synthetic", "sbom", "notes")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 """The bill of materials of a built image, read offline from the image (CycloneDX JSON), and what changed
-between two of them."""
+between two of them. Imports windows (the inventory) and common; repro runs it as a stage, notes and the
+chain read it."""
 
 from pipeline.sbom.document import SBOM_FILE, Sbom, build_sbom, load_sbom
 
