@@ -269,3 +269,40 @@ def test_monthly_release_notes_show_the_driver_update_the_boot_and_the_family(bo
 def test_release_notes_need_one_release(tmp_path):
     proc = run_invoke("release-notes", "--out", str(tmp_path / "o"), state=tmp_path / "state", env={"BAKERY_GLANCE_PORT": "1"})
     one_line_error(proc, "--artifact DIR", "--image ID")
+
+
+def test_an_artifact_carries_its_sbom_and_publish_refuses_one_changed_after_the_bake(media, glance_server, tmp_path):
+    """The SBOM travels with the bytes: the artifact holds it, the record its sha256, the published image the
+    same sha256; an SBOM edited in the artifact is refused before anything is uploaded."""
+    from pipeline.glance.connect import connect_local
+    from tests.conftest import project_images, write_manifest
+
+    disk, sha = media.disk("w10")
+    iso, iso_sha = media.iso("0.1.240")
+    manifest = write_manifest(tmp_path, disk, sha, family={"os_distro_major": f"w10sbom{tmp_path.name[-8:]}"},
+                              bake={"virtio_win": {"path": str(iso), "sha256": iso_sha}})
+    out = tmp_path / "artifact"
+    proc = run_invoke("bake", "--manifest", str(manifest), "--out", str(out), "--release-date", "2026-12-01",
+                      state=tmp_path / "state", env={"BAKERY_GLANCE_PORT": "1"})
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "record.json").read_text())
+    sbom = (out / "sbom.cdx.json").read_bytes()
+    assert record["sbom"] == {"file": "sbom.cdx.json", "sha256": hashlib.sha256(sbom).hexdigest()}
+    assert record["properties"]["bakery_sbom_sha256"] == record["sbom"]["sha256"]
+
+    publish = ("publish", "--artifact", str(out))
+    env = {"BAKERY_GLANCE_PORT": str(glance_server.port)}
+    target = connect_local(glance_server, start=False)
+    before = {i["id"] for i in project_images(target)}
+    (out / "sbom.cdx.json").write_bytes(sbom.replace(b"Microsoft", b"Microsoft ", 1))
+    one_line_error(run_invoke(*publish, state=glance_server.root.parent, env=env), "sbom.cdx.json", "was expected")
+    assert {i["id"] for i in project_images(target)} == before  # nothing uploaded
+    (out / "sbom.cdx.json").write_bytes(sbom)
+    report = tmp_path / "publish.json"
+    proc = run_invoke(*publish, "--json", str(report), state=glance_server.root.parent, env=env)
+    assert proc.returncode == 0, proc.stderr
+    image = target.glance.images.get(json.loads(report.read_text())["image"]["id"])
+    try:
+        assert image["bakery_sbom_sha256"] == hashlib.sha256(sbom).hexdigest()
+    finally:
+        target.glance.images.delete(image["id"])
