@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from pipeline.common.paths import PROJECT_ROOT
 
 RECORDED = PROJECT_ROOT / "tests" / "data" / "nova-domains"
 
 
-def record(version: str, python: str) -> int:
+def record(version: str, python: str, out: Path | None = None) -> int:
     from tests.nova_cases import CASES
 
     reported = subprocess.run([python, "-c", "import nova.version; print(nova.version.version_string())"], capture_output=True,
@@ -30,7 +31,7 @@ def record(version: str, python: str) -> int:
     if reported != version:
         print(f"{python} runs nova {reported or '(none)'}, not {version}", file=sys.stderr)
         return 1
-    out = RECORDED / version
+    out = out or RECORDED / version
     out.mkdir(parents=True, exist_ok=True)
     for name, properties in CASES.items():
         proc = subprocess.run([python, "-m", "tests.nova_libvirt", json.dumps(properties)], cwd=PROJECT_ROOT, capture_output=True,
@@ -44,4 +45,4 @@ def record(version: str, python: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(record(sys.argv[1], sys.argv[2]))
+    sys.exit(record(sys.argv[1], sys.argv[2], Path(sys.argv[3]) if len(sys.argv) > 3 else None))
