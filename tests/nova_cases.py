@@ -22,6 +22,19 @@ CASES = {
     "video-qxl": {"os_type": "windows", "hw_video_model": "qxl"},
     "input-virtio": {"os_type": "windows", "hw_input_bus": "virtio"},
     "machine-pc": {"os_type": "windows", "hw_machine_type": "pc", "hw_disk_bus": "sata"},
+    "tpm-2-crb": {"os_type": "windows", "hw_tpm_version": "2.0", "hw_tpm_model": "tpm-crb"},
+    "tpm-1.2-tis": {"os_type": "windows", "hw_tpm_version": "1.2", "hw_tpm_model": "tpm-tis"},
+    "cpu-topology": {"os_type": "windows", "hw_cpu_max_sockets": "1", "hw_cpu_sockets": "1"},  # the topology itself: a known limitation
+    # the catalogue's families, as their manifests render them (manifests/*.yaml; the install ones render the same)
+    "catalog-w10entx64": {"os_type": "windows", "os_distro": "windows", "hw_disk_bus": "virtio", "hw_vif_model": "virtio",
+                          "hw_machine_type": "q35", "hw_firmware_type": "bios", "hw_qemu_guest_agent": "yes"},
+    "catalog-w11entx64": {"os_type": "windows", "os_distro": "windows", "hw_firmware_type": "uefi", "hw_machine_type": "q35",
+                          "hw_disk_bus": "virtio", "os_secure_boot": "required", "hw_tpm_version": "2.0", "hw_tpm_model": "tpm-crb",
+                          "hw_vif_model": "virtio", "hw_qemu_guest_agent": "yes"},
+    "catalog-w7entx64": {"os_type": "windows", "os_distro": "windows", "hw_firmware_type": "bios", "hw_machine_type": "pc",
+                         "hw_disk_bus": "virtio", "hw_vif_model": "virtio", "hw_qemu_guest_agent": "yes"},
+    "catalog-w2022stdx64": {"os_type": "windows", "os_distro": "windows", "hw_disk_bus": "scsi", "hw_scsi_model": "virtio-scsi",
+                            "hw_vif_model": "virtio", "hw_machine_type": "q35", "hw_firmware_type": "uefi", "hw_qemu_guest_agent": "yes"},
 }
 
 
@@ -48,4 +61,5 @@ def decided(xml: str) -> dict:
         "nic": devices.find("interface/model").get("type"),
         "video": devices.find("video/model").get("type"),
         "agent_channel": [t.get("type") for t in devices.findall("channel/target[@name='org.qemu.guest_agent.0']")],
+        "tpm": [(t.get("model"), t.find("backend").get("type"), t.find("backend").get("version")) for t in devices.findall("tpm")],
     }

@@ -23,6 +23,9 @@ def render(properties: dict, *, timeout: float = 300) -> str:
     return proc.stdout[proc.stdout.index("<domain"):]
 
 
+VTPM_SECRET = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+
+
 def _main(properties: dict) -> int:
     from nova import objects
     from nova.tests.unit.virt.libvirt import test_driver
@@ -36,6 +39,8 @@ def _main(properties: dict) -> int:
             driver = libvirt_driver.LibvirtDriver(test_driver.fake.FakeVirtAPI(), True)
             instance = objects.Instance(**self.test_instance)
             instance.os_type = properties.get("os_type")  # the compute API copies it from the image at boot
+            # the vTPM's secret, which spawn creates in the host's secret store before it builds the config
+            instance.system_metadata = {**instance.system_metadata, "vtpm_secret_uuid": VTPM_SECRET}
             image_meta = objects.ImageMeta.from_dict({"disk_format": "raw", "properties": properties})
             disk_info = blockinfo.get_disk_info("kvm", instance, image_meta)
             config = driver._get_guest_config(instance, test_driver._fake_network_info(self), image_meta, disk_info)
