@@ -20,6 +20,7 @@ CASES = {
     "hide-hypervisor-id": {"os_type": "windows", "img_hide_hypervisor_id": "yes"},
     "uefi-without-secure-boot": {"os_type": "windows", "hw_firmware_type": "uefi", "hw_machine_type": "q35"},
     "video-qxl": {"os_type": "windows", "hw_video_model": "qxl"},
+    "video-virtio": {"os_type": "windows", "hw_video_model": "virtio"},
     "input-virtio": {"os_type": "windows", "hw_input_bus": "virtio"},
     "machine-pc": {"os_type": "windows", "hw_machine_type": "pc", "hw_disk_bus": "sata"},
     "tpm-2-crb": {"os_type": "windows", "hw_tpm_version": "2.0", "hw_tpm_model": "tpm-crb"},
