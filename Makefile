@@ -26,7 +26,7 @@ APT_PACKAGES := python3-venv qemu-utils fdisk qemu-system-common fuse3 ntfs-3g p
 # Keystone and Glance on a private mariadbd (started by the tests, never as a system service); and the release
 # notes and family pages are rendered by a real browser (Debian's chromium, driven by Playwright) in the tests.
 CI_APT_PACKAGES := $(if $(CI),libguestfs-tools linux-image-amd64 mariadb-server chromium,)
-# The whole suite takes about 27 minutes on 2 cores: `make test` runs the fast tier (about 11 minutes) on a
+# The whole suite takes about 45 minutes on 2 cores: `make test` runs the fast tier (about 13 minutes) on a
 # developer's machine and everything where CI is set (.ci/run sets it); `make test-all` runs everything anywhere.
 PYTEST_ARGS ?= $(if $(CI),,-m "not slow")
 
