@@ -9,7 +9,9 @@ list), read from the same places, so a release's bill of materials is the image'
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from pipeline.common.digests import sha256_file
 from pipeline.windows.drivers import STAGING_DIR
@@ -128,15 +130,21 @@ def _driver_packages(found: WindowsVolume) -> tuple[DriverPackage, ...]:
     return tuple(packages)
 
 
-def _staged_packages(found: WindowsVolume) -> tuple[DriverPackage, ...]:
-    """Driver packages staged for first boot (the bakery's per-driver folders, or virt-v2v's flat one)."""
+def _staged_files(found: WindowsVolume, pattern: str) -> Iterator[Path]:
+    """Regular files under the first-boot staging folder, none reached through a link the image planted."""
     staging = found.path(STAGING_DIR)
     if not staging.is_dir() or staging.is_symlink():
-        return ()
-    packages = []
-    for inf in sorted(staging.rglob("*.inf"), key=lambda p: str(p).lower()):
-        if inf.is_symlink() or not inf.is_file() or any(p.is_symlink() for p in inf.parents if staging in p.parents):
+        return
+    for path in sorted(staging.rglob(pattern), key=lambda p: str(p).lower()):
+        if path.is_symlink() or not path.is_file() or any(p.is_symlink() for p in path.parents if staging in p.parents):
             continue
+        yield path
+
+
+def _staged_packages(found: WindowsVolume) -> tuple[DriverPackage, ...]:
+    """Driver packages staged for first boot (the bakery's per-driver folders, or virt-v2v's flat one)."""
+    packages = []
+    for inf in _staged_files(found, "*.inf"):
         facts = read_inf(inf)
         folder = inf.parent.relative_to(found.root).as_posix().replace("/", "\\")
         packages.append(DriverPackage(inf=_text(inf.name.lower()), folder=_text(folder), provider=_text(facts.provider),
@@ -146,13 +154,8 @@ def _staged_packages(found: WindowsVolume) -> tuple[DriverPackage, ...]:
 
 
 def _staged_installers(found: WindowsVolume) -> tuple[StagedInstaller, ...]:
-    staging = found.path(STAGING_DIR)
-    if not staging.is_dir() or staging.is_symlink():
-        return ()
     installers = []
-    for msi in sorted(staging.rglob("*.msi"), key=lambda p: str(p).lower()):
-        if msi.is_symlink() or not msi.is_file():
-            continue
+    for msi in _staged_files(found, "*.msi"):
         installers.append(StagedInstaller(path=_text(msi.relative_to(found.root).as_posix().replace("/", "\\")),
                                           sha256=sha256_file(msi), size=msi.stat().st_size))
     return tuple(installers)
