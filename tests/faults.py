@@ -7,7 +7,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -36,6 +37,33 @@ def when_upload_reaches(store: Path, size: int, action: Callable[[], None], *, t
     thread.count = 0
     thread.start()
     return thread
+
+
+@contextmanager
+def held_upload(uploader, image_id: str, *, hold: float) -> Iterator[threading.Thread]:
+    """Upload two 64 KiB chunks to `image_id`, holding the request open on the server after the first until the
+    block ends (or `hold` seconds pass). Yields the uploading thread once the first chunk is on its way."""
+    release, started = threading.Event(), threading.Event()
+
+    class HeldBody:
+        def __init__(self) -> None:
+            self.chunks = [b"\0" * 65536, b"\1" * 65536]
+
+        def read(self, size: int = -1) -> bytes:
+            if len(self.chunks) == 1:
+                started.set()
+                release.wait(hold)
+            return self.chunks.pop(0) if self.chunks else b""
+
+    thread = threading.Thread(target=lambda: uploader.images.upload(image_id, HeldBody()), daemon=True)
+    thread.start()
+    try:
+        if not started.wait(120):
+            raise AssertionError("the held upload never started")
+        yield thread
+    finally:
+        release.set()
+        thread.join(120)
 
 
 def worker_pids(master_pid: int) -> list[int]:

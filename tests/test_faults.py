@@ -278,28 +278,9 @@ def test_a_health_check_is_answered_while_an_upload_is_in_progress(own_server, p
 
     target = connect_local(own_server, project_id=project)
     image = target.glance.images.create(name="slow upload", disk_format="raw", container_format="bare")
-    release, started = threading.Event(), threading.Event()
-
-    class HeldBody:
-        """A file whose second read waits until the test lets it go."""
-        def __init__(self):
-            self.chunks = [b"\0" * 65536, b"\1" * 65536]
-
-        def read(self, size=-1):
-            if len(self.chunks) == 1:
-                started.set()
-                release.wait(120)
-            return self.chunks.pop(0) if self.chunks else b""
-
-    uploader = threading.Thread(target=lambda: target.uploader.images.upload(image["id"], HeldBody()), daemon=True)
-    uploader.start()
-    try:
-        assert started.wait(60)
+    with faults.held_upload(target.uploader, image["id"], hold=120):
         answer = requests.get(f"{own_server.url}/healthcheck", timeout=60)  # the bound only matters if deaf
         listed = [i["id"] for i in connect_local(own_server, project_id=project).glance.images.list()]  # a second client
-    finally:
-        release.set()
-        uploader.join(120)
     assert answer.status_code == 200 and image["id"] in listed
     assert target.glance.images.get(image["id"])["size"] == 2 * 65536
 

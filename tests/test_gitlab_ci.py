@@ -53,6 +53,18 @@ def generate(project: Path, state: Path, cache: Path | None = None) -> Path:
     return project / ".gitlab-ci.yml"
 
 
+def run_pipeline(project: Path, *variables: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Commit the project as a pipeline's repository and run its scheduled pipeline under gitlab-ci-local, with
+    `variables` ("NAME=value") set as CI variables."""
+    subprocess.run(["git", "init", "-q", "."], cwd=project, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org", "commit", "-qm", "catalog"], cwd=project, check=True)
+    argv = [str(GITLAB_CI_LOCAL), "--variable", "CI_PIPELINE_SOURCE=schedule", "--ignore-predefined-vars", "CI_PIPELINE_SOURCE"]
+    for variable in variables:
+        argv += ["--variable", variable]
+    return subprocess.run(argv, cwd=project, capture_output=True, text=True, env=_env(), timeout=timeout)
+
+
 def _env() -> dict:
     import os
 
@@ -92,12 +104,7 @@ def test_gitlab_ci_local_runs_the_catalog_bakes_in_parallel_and_publishes_one_fa
 
     state = glance_server.root.parent
     generate(project, state)
-    subprocess.run(["git", "init", "-q", "."], cwd=project, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org", "commit", "-qm", "catalog"], cwd=project, check=True)
-    run = subprocess.run([str(GITLAB_CI_LOCAL), "--variable", "CI_PIPELINE_SOURCE=schedule", "--ignore-predefined-vars", "CI_PIPELINE_SOURCE",
-                          "--variable", f"BAKERY_STATE_DIR={state}", "--variable", f"BAKERY_GLANCE_PORT={glance_server.port}"],
-                         cwd=project, capture_output=True, text=True, env=_env(), timeout=900)
+    run = run_pipeline(project, f"BAKERY_STATE_DIR={state}", f"BAKERY_GLANCE_PORT={glance_server.port}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "json schema validated" in run.stdout + run.stderr
     # what GitLab's artifact store would carry: kilobytes per job, never an image's bytes
@@ -139,12 +146,7 @@ def test_a_failed_release_does_not_silently_block_the_next_one_of_its_family(pro
     generated = yaml.safe_load(generate(project, state, cache=tmp_path / "cache").read_text())
     assert generated["publish:w10a-hotfix"]["rules"] == [{"if": gitlab.PUBLISHING, "when": "always"}]
     (project / "images" / "w10a.raw").unlink()
-    subprocess.run(["git", "init", "-q", "."], cwd=project, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org", "commit", "-qm", "catalog"], cwd=project, check=True)
-    run = subprocess.run([str(GITLAB_CI_LOCAL), "--variable", "CI_PIPELINE_SOURCE=schedule", "--ignore-predefined-vars", "CI_PIPELINE_SOURCE",
-                          "--variable", f"BAKERY_STATE_DIR={state}", "--variable", f"BAKERY_GLANCE_PORT={glance_server.port}"],
-                         cwd=project, capture_output=True, text=True, env=_env(), timeout=900)
+    run = run_pipeline(project, f"BAKERY_STATE_DIR={state}", f"BAKERY_GLANCE_PORT={glance_server.port}")
     assert run.returncode != 0  # the pipeline is red: the failure is seen
     reports = project / "reports"
     assert json.loads((reports / "bake-w10a.json").read_text())["ok"] is False
@@ -230,11 +232,7 @@ def test_hostile_names_stay_single_words_under_gitlab_ci_local(hostile_catalog, 
     root, recorder = hostile_catalog
     record = tmp_path / "argv.jsonl"
     assert generate_with(root, tmp_path / "state", "--cloud", HOSTILE_CLOUD, invoke=f"python3 {recorder}").returncode == 0
-    subprocess.run(["git", "init", "-q", "."], cwd=root, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org", "commit", "-qm", "catalog"], cwd=root, check=True)
-    run = subprocess.run([str(GITLAB_CI_LOCAL), "--variable", "CI_PIPELINE_SOURCE=schedule", "--ignore-predefined-vars", "CI_PIPELINE_SOURCE",
-                          "--variable", f"RECORD_TO={record}"], cwd=root, capture_output=True, text=True, env=_env(), timeout=600)
+    run = run_pipeline(root, f"RECORD_TO={record}", timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert not list(root.rglob("PWNED*")), list(root.rglob("PWNED*"))
     calls = [json.loads(line) for line in record.read_text().splitlines()]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 
 from tests import test_cloud
 from tests.conftest import account_on, free_port, ok
+from tests.faults import held_upload
 
 pytestmark = pytest.mark.slow
 
@@ -71,22 +71,7 @@ def test_publishers_and_a_lifecycle_run_overlap_on_the_server_and_converge(accou
     than one worker process, and the family still ends with exactly one recommended release."""
     member = account.target("bakery-member")
     held = member.glance.images.create(name=f"held-{uuid.uuid4().hex[:6]}", disk_format="raw", container_format="bare")
-    release, started = threading.Event(), threading.Event()
-
-    class HeldBody:
-        def __init__(self):
-            self.chunks = [b"\0" * 65536, b"\1" * 65536]
-
-        def read(self, size=-1):
-            if len(self.chunks) == 1:
-                started.set()
-                release.wait(900)
-            return self.chunks.pop(0) if self.chunks else b""
-
-    uploader = threading.Thread(target=lambda: member.uploader.images.upload(held["id"], HeldBody()), daemon=True)
-    uploader.start()
-    try:
-        assert started.wait(120)
+    with held_upload(member.uploader, held["id"], hold=900) as uploader:
         account.family = f"w10p{uuid.uuid4().hex[:8]}"
         releases = [("2026-09-01", "a"), ("2026-10-01", "b"), ("2026-11-01", "c"), ("2026-11-01", "d")]
         runs = [test_cloud.start(account, account.manifest(f"p-{date}-{tag}.yaml"), date, f"p-{date}-{tag}") for date, tag in releases]
@@ -99,9 +84,6 @@ def test_publishers_and_a_lifecycle_run_overlap_on_the_server_and_converge(accou
             errors = proc.stderr.read()
             assert proc.returncode == 0 or "already recommends a newer release" in errors, errors
         still_open = uploader.is_alive()
-    finally:
-        release.set()
-        uploader.join(120)
     assert still_open, "the held upload ended before the others: nothing overlapped it"
     newest = test_cloud.assert_converged(account)
     assert newest["release_date"] == "2026-11-01"
