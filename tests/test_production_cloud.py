@@ -112,6 +112,44 @@ def _access_log(path: Path) -> list[dict]:
     return entries
 
 
+def test_the_bakery_reads_images_through_the_shared_image_cache_and_a_deleted_one_leaves_no_copy(account, production_cloud):
+    """Glance's image cache as several workers share it in production (centralized_db: its records in MariaDB,
+    keyed by the node's self-reference URL): the bakery's downloads go through it and still judge the stored
+    bytes, the second one is a cache hit, and deleting the image removes the cached copy."""
+    import hashlib
+
+    image_id = ok(*account.run("build-and-publish", "--manifest", str(account.manifest("cached.yaml")), "--release-date",
+                               "2026-11-01", json_name="cached.json"))["image"]["id"]
+    glance = production_cloud.glance()
+    cached = glance.root / "image-cache" / image_id
+    ok(*account.run("lint", "--image", image_id, json_name="lint-1.json"))
+    assert _eventually(cached.is_file), sorted(p.name for p in (glance.root / "image-cache").rglob("*"))
+    stored = account.target("bakery-admin").glance.images.get(image_id)
+    assert hashlib.sha512(cached.read_bytes()).hexdigest() == stored["os_hash_value"]
+    ok(*account.run("lint", "--image", image_id, json_name="lint-2.json"))
+
+    def hits() -> list[tuple]:
+        return glance._query(f"SELECT c.hits, n.node_reference_url FROM cached_images c JOIN node_reference n "
+                             f"ON c.node_reference_id = n.node_reference_id WHERE c.image_id = '{image_id}'")[0]
+
+    assert _eventually(lambda: hits() and hits()[0][0] >= 1), hits()
+    assert hits()[0][1].rstrip("/") == glance.url.rstrip("/")
+    account.target("bakery-admin").glance.images.delete(image_id)
+    assert _eventually(lambda: not cached.exists() and not hits()), (cached.exists(), hits())
+
+
+def _eventually(condition, seconds: float = 60) -> bool:
+    """Whether `condition` holds within `seconds` (the cache is written as the download's last bytes leave)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def test_stray_files_are_found_in_mariadb_s_records_and_removed_at_restart(account, production_cloud):
     import os
     import time

@@ -105,6 +105,20 @@ allowed_ports = []
 disallowed_ports = []
 """
 
+# A production Glance of several API workers keeps an image cache that every worker shares: the centralized_db
+# driver keeps its records in Glance's own database (the sqlite driver's per-node file is not safe for several
+# processes), each entry tagged with the worker_self_reference_url that names this node. Images are cached as
+# they are first downloaded (inspect, lint and release-notes --image read them that way) and dropped when
+# deleted. Only the production-shaped cloud has it: the default cloud stays one process on sqlite.
+IMAGE_CACHE = """\
+[DEFAULT]
+image_cache_dir = {root}/image-cache
+image_cache_driver = centralized_db
+image_cache_max_size = 10737418240
+[paste_deploy]
+flavor = keystone+cachemanagement
+"""
+
 # The keystone pipeline of glance's sample paste file without authtoken: `context` trusts X-* headers.
 GLANCE_API_PASTE = """\
 [composite:glance-api-trusted]
@@ -190,6 +204,8 @@ class LocalGlance(LoopbackServer):
             paste = Path(sys.prefix) / "etc/glance/glance-api-paste.ini"
             conf = _merged(GLANCE_API_CONF.format(root=self.root, host=HOST, flavor="keystone", paste=paste, connection=self.connection),
                            MULTISTORE_IMPORT.format(root=self.root, url=self.url))
+            if self.database_url:
+                conf = _merged(conf, IMAGE_CACHE.format(root=self.root))
             conf += self.keystone.authtoken_section("image")
             (self.root / "images-cheap").mkdir(exist_ok=True)
         else:
