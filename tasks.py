@@ -35,7 +35,7 @@ from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.glance.connect import connect
 from pipeline.glance.local import LocalGlance
-from pipeline.glance.localcloud import LocalCloud, consumer_ports
+from pipeline.glance.localcloud import DEFAULT_TOKEN_LIFETIME, LocalCloud, consumer_ports, token_seconds
 from pipeline.properties import explain as explain_stage
 from pipeline.publish import audit as audit_stage
 from pipeline.publish import methods
@@ -115,16 +115,16 @@ def release_notes(c, artifact=None, image=None, previous_artifact=None, cloud=No
             "cloud": "publish to this cloud (repeatable; default: each manifest's targets)",
             "tag": "a runner tag for every job (repeatable)", "fuse-tag": "a tag of runners that may mount FUSE: bake jobs (repeatable)",
             "kvm-tag": "a tag of runners with /dev/kvm: bake jobs that boot a VM (repeatable; none: TCG, which must fit the limit)",
-            "max-job-minutes": "the longest job timeout the runners allow (default 60)",
+            "max-job-minutes": f"the longest job timeout the runners allow (default {gitlab.DEFAULT_MAX_JOB_MINUTES})",
             "cache-dir": "BAKERY_CACHE_DIR on the runners: the shared stage cache bake jobs leave images in (required)",
             "invoke": "how jobs run the bakery (default: .venv/bin/invoke)",
             "out": "write the pipeline here (default: print it)", **_help("json")})
 def ci(c, engine="gitlab", catalog="manifests", cloud=None, tag=None, set=None, setup=None, cache_dir=None, invoke=".venv/bin/invoke",
-       out=None, json=None, fuse_tag=None, kvm_tag=None, max_job_minutes=60):
+       out=None, json=None, fuse_tag=None, kvm_tag=None, max_job_minutes=None):
     """Generate the CI pipeline of a catalog: lint, a bake job per manifest, a publish job per manifest and cloud."""
     def options() -> gitlab.Options:  # checked inside execute: a refused option is one line, like any error
         return gitlab.Options(invoke=invoke, tags=tuple(tag or ()), cache_dir=cache_dir, variables=tuple(set or ()),
-                              fuse_tags=tuple(fuse_tag or ()), kvm_tags=tuple(kvm_tag or ()), max_job_minutes=int(max_job_minutes),
+                              fuse_tags=tuple(fuse_tag or ()), kvm_tags=tuple(kvm_tag or ()), max_job_minutes=gitlab.job_minutes(max_job_minutes),
                               **({"setup": tuple(setup)} if setup else {}))
 
     report = execute("ci", json, lambda report: chain.generate_ci(report, engine=engine, catalog=Path(catalog), clouds=tuple(cloud or ()),
@@ -158,8 +158,11 @@ def cache_ls(c, json=None):
             "all": "empty the cache", **_help("json")})
 def cache_gc(c, max_gib=None, all=False, json=None):
     """Evict least recently used stage outputs beyond the size limit (and any broken entry)."""
-    limit = 0 if all else (None if max_gib is None else int(float(max_gib) * 2**30))
-    report = execute("cache-gc", json, lambda report: cache_stage.collect(report, limit=limit), summary=False)
+    def collect(report):
+        limit = 0 if all else (None if max_gib is None else cache_stage.gib_limit(max_gib, "--max-gib"))
+        return cache_stage.collect(report, limit=limit)
+
+    report = execute("cache-gc", json, collect, summary=False)
     print_cache(report)
 
 
@@ -214,12 +217,12 @@ def inspect(c, image, cloud=None, json=None):
 
 
 @task(help={"windows": f"one of: {', '.join(windows_disk.RELEASES)}", "out": "where to write the disk image",
-            "format": "raw or qcow2", "size_gib": "virtual size", "virtio_win_iso": "also write a synthetic virtio-win ISO here",
+            "format": "raw or qcow2", "size_gib": f"virtual size in GiB (default {synthetic_stage.DEFAULT_SIZE_GIB})", "virtio_win_iso": "also write a synthetic virtio-win ISO here",
             "virtio_win_version": f"its release: {', '.join(virtio_iso.RELEASES)}", "json": COMMON_HELP["json"]})
-def synthetic(c, windows, out, format="raw", size_gib=40, virtio_win_iso=None, virtio_win_version="0.1.240", json=None):
+def synthetic(c, windows, out, format="raw", size_gib=None, virtio_win_iso=None, virtio_win_version="0.1.240", json=None):
     """Generate a SYNTHETIC, format-real Windows disk (and virtio-win ISO) to try the bake without real media."""
     execute("synthetic", json, lambda report: synthetic_stage.generate(
-        report, windows=windows, out=Path(out), fmt=format, size_gib=int(size_gib),
+        report, windows=windows, out=Path(out), fmt=format, size_gib=size_gib,
         iso=Path(virtio_win_iso) if virtio_win_iso else None, iso_version=virtio_win_version), summary=False)
 
 
@@ -280,19 +283,19 @@ def glance_status(c, json=None):
     execute("glance-status", json, lambda report: _glance_report(report, LocalGlance().status(), require_healthy=True), summary=False)
 
 
-@task(help={"token_lifetime": "Keystone's token lifetime in seconds (default 3600)", **_help("json"),
+@task(help={"token_lifetime": f"Keystone's token lifetime in seconds (default {DEFAULT_TOKEN_LIFETIME})", **_help("json"),
             "consumers": "also run the Nova and Cinder APIs, for the lifecycle's in-use checks",
             "nova-port": "Nova's API port with --consumers (default: BAKERY_CLOUD_NOVA_PORT, else 18774)",
             "cinder-port": "Cinder's API port with --consumers (default: BAKERY_CLOUD_CINDER_PORT, else 18776)",
             "production-shaped": "Keystone and a Glance of several workers on a private MariaDB (needs mariadb-server)",
             "mariadb-port": "MariaDB's port with --production-shaped (default: BAKERY_CLOUD_MARIADB_PORT, else 13306)"})
-def cloud_up(c, token_lifetime=3600, json=None, consumers=False, nova_port=None, cinder_port=None, production_shaped=False,
+def cloud_up(c, token_lifetime=None, json=None, consumers=False, nova_port=None, cinder_port=None, production_shaped=False,
              mariadb_port=None):
     """Start a real Keystone + Keystone-authenticated Glance on 127.0.0.1 and write its clouds.yaml."""
     def up(report):
         ports = consumer_ports(nova_port, cinder_port) if consumers else None
-        cloud = LocalCloud(token_lifetime=int(token_lifetime), consumer_ports=ports, production_shaped=production_shaped or None,
-                           mariadb_port=int(mariadb_port) if mariadb_port else None)
+        cloud = LocalCloud(token_lifetime=token_seconds(token_lifetime), consumer_ports=ports,
+                           production_shaped=production_shaped or None, mariadb_port=mariadb_port)
         return _glance_report(report, cloud.up())
 
     execute("cloud-up", json, up, summary=False)

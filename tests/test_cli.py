@@ -179,3 +179,57 @@ def test_no_secret_in_output_or_report(tmp_path, family_manifest, echoing_keysto
     for path in (tmp_path / "state").rglob("*"):
         if path.is_file():
             assert SECRET not in path.read_text(errors="replace"), path
+
+
+# -- numbers, ports and choices from options and the environment --------------------------------------------------
+
+NUMERIC_REFUSALS = [
+    # (arguments, extra environment, the name the error must blame)
+    (("cloud-up", "--token-lifetime", "-5"), {}, "--token-lifetime"),
+    (("cloud-up", "--token-lifetime", "abc"), {}, "--token-lifetime"),
+    (("cloud-up", "--production-shaped", "--mariadb-port", "0x50"), {}, "--mariadb-port"),
+    (("cloud-up", "--consumers", "--nova-port", "nan"), {}, "--nova-port"),
+    (("cloud-up",), {"BAKERY_CLOUD_KEYSTONE_PORT": "99999"}, "BAKERY_CLOUD_KEYSTONE_PORT"),
+    (("cloud-status",), {"BAKERY_CLOUD_GLANCE_PORT": "1e3"}, "BAKERY_CLOUD_GLANCE_PORT"),
+    (("glance-status",), {"BAKERY_GLANCE_PORT": "abc"}, "BAKERY_GLANCE_PORT"),
+    (("ci", "--cache-dir", "/srv/cache", "--max-job-minutes", "1e3"), {}, "--max-job-minutes"),
+    (("ci", "--cache-dir", "/srv/cache", "--max-job-minutes", "0"), {}, "--max-job-minutes"),
+    (("cache-gc", "--max-gib", "nan"), {}, "--max-gib"),
+    (("cache-gc", "--max-gib", "-1"), {}, "--max-gib"),
+    (("cache-gc",), {"BAKERY_CACHE_MAX_GIB": "inf"}, "BAKERY_CACHE_MAX_GIB"),
+    (("synthetic", "--windows", "w10", "--out", "{tmp}/disk.raw", "--size-gib", "x"), {}, "--size-gib"),
+    (("synthetic", "--windows", "w10", "--out", "{tmp}/disk.raw", "--size-gib", "100000"), {}, "--size-gib"),
+]
+
+
+@pytest.mark.parametrize("args, env, blamed", NUMERIC_REFUSALS, ids=lambda case: " ".join(case) if isinstance(case, tuple) else None)
+def test_a_bad_number_is_one_line_naming_the_option_and_changes_nothing(tmp_path, args, env, blamed):
+    """Invoke converts numeric defaults itself (a traceback for "abc"), and float() takes nan and inf, which make
+    limits that never trigger: every number is checked where it enters, before anything starts or is evicted."""
+    state = tmp_path / "state"
+    kept = state / "cache" / "kept.txt"  # cache-gc with a negative limit used to evict everything
+    kept.parent.mkdir(parents=True)
+    kept.write_text("a cache entry's file")
+    proc = invoke(*(arg.format(tmp=tmp_path) for arg in args), state=state, port=free_port(), extra_env=env)
+    line = assert_one_line_error(proc, blamed, "expected")
+    assert "internal error" not in line
+    assert kept.exists()
+    assert not list(state.rglob("*.pid")), "a server was started before the setting was checked"
+    assert not (tmp_path / "disk.raw").exists()
+
+
+def test_a_cloud_that_cannot_start_whole_stops_what_it_started(tmp_path):
+    """Glance's port is taken: Keystone starts first, then Glance is refused. cloud-up says so in one line and
+    stops the Keystone it started, rather than leaving half a cloud holding its port."""
+    state = tmp_path / "state"
+    keystone_port = free_port()
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        env = {"BAKERY_CLOUD_KEYSTONE_PORT": str(keystone_port), "BAKERY_CLOUD_GLANCE_PORT": str(busy.getsockname()[1])}
+        proc = invoke("cloud-up", state=state, port=free_port(), extra_env=env)
+    assert_one_line_error(proc, "is in use")
+    assert "Keystone is up" not in proc.stdout
+    assert (state / "cloud" / "keystone").is_dir(), "the test must reach the point where Keystone was started"
+    with socket.socket() as probe:  # nothing answers on Keystone's port any more
+        assert probe.connect_ex(("127.0.0.1", keystone_port)) != 0
+    from pipeline.glance.keystone import LocalKeystone
+    assert not LocalKeystone(state / "cloud" / "keystone", keystone_port).orphans()

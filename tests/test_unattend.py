@@ -198,6 +198,18 @@ def test_accelerator_probe_does_not_trust_dev_kvm_alone(tmp_path, monkeypatch):
     assert probe_accelerator(*fake_host(tmp_path / "d", "vmx", pvm=False)).name == "tcg"
 
 
+def test_an_accelerator_override_that_is_neither_kvm_nor_tcg_is_refused(monkeypatch):
+    """A typo used to fall back to probing: a release engineer who asked for TCG could get KVM, or the reverse."""
+    from pipeline.common.errors import BakeryError
+
+    for typo in ("kvmm", "TCG", "hvf"):
+        monkeypatch.setenv("BAKERY_ACCEL", typo)
+        with pytest.raises(BakeryError, match=f"BAKERY_ACCEL: expected one of kvm, tcg, got '{typo}'"):
+            probe_accelerator()
+    monkeypatch.setenv("BAKERY_ACCEL", "")
+    assert probe_accelerator().reason != "BAKERY_ACCEL"
+
+
 @pytest.mark.parametrize("name, expected", [
     ("ws2022std-install.yaml", {"hw_firmware_type": "uefi", "hw_disk_bus": "scsi", "hw_scsi_model": "virtio-scsi",
                                 "hw_machine_type": "q35", "os_version": "2022"}),

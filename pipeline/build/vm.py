@@ -31,6 +31,7 @@ from qemu.qmp.error import QMPError
 
 from pipeline.common.errors import BakeryError
 from pipeline.common.run import require_tool
+from pipeline.common.settings import choice
 from pipeline.common.sinks import machine_type, qemu_value
 
 OVMF_DIR = Path("/usr/share/OVMF")
@@ -147,9 +148,9 @@ class VmResult:
 def probe_accelerator(cpuinfo: Path = Path("/proc/cpuinfo"), sysfs: Path = Path("/sys/module")) -> Accelerator:
     """KVM only where it runs stock guests: hardware virtualisation flags, and not Firecracker's kvm-pvm
     (whose /dev/kvm exists but loops a stock kernel forever and fails OVMF at once)."""
-    override = os.environ.get("BAKERY_ACCEL")
-    if override in ("kvm", "tcg"):
-        return Accelerator(override, "BAKERY_ACCEL")
+    override = os.environ.get("BAKERY_ACCEL", "")
+    if override:  # a typo must not quietly mean "whatever this machine has"
+        return Accelerator(choice(override, "BAKERY_ACCEL", ("kvm", "tcg")), "BAKERY_ACCEL")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return Accelerator("tcg", "/dev/kvm is missing or not accessible")
     flags = {word for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for word in line.split()}

@@ -12,7 +12,6 @@ Two ways to authenticate:
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
 from pipeline.common.run import run
+from pipeline.common.settings import port_setting
 from pipeline.glance.server import HOST, LoopbackServer, ServerStatus, ServiceUser, venv_tool
 
 DEFAULT_PORT = 19292  # not 9292, so a developer's own Glance is never mistaken for ours
@@ -166,7 +166,7 @@ class LocalGlance(LoopbackServer):
                  database_url: str | None = None, workers: int = 1):
         """database_url, workers: the production-shaped cloud's Glance (MariaDB, several processes); the
         default is sqlite and one process (sqlite takes one writer: processes would only fight over it)."""
-        super().__init__(root or state_dir() / "glance", port or int(os.environ.get("BAKERY_GLANCE_PORT", DEFAULT_PORT)))
+        super().__init__(root or state_dir() / "glance", port or port_setting(None, "", "BAKERY_GLANCE_PORT", DEFAULT_PORT))
         self.keystone = keystone
         self.database_url = database_url
         self.workers = workers if database_url else 1

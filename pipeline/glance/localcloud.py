@@ -17,8 +17,8 @@ clouds.yaml names them bakery-admin, bakery-member, bakery-appcred and bakery-ot
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import secrets as random_secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from keystoneauth1.identity import v3
 
 from pipeline.common.errors import BakeryError
 from pipeline.common.paths import state_dir
+from pipeline.common.settings import port_setting, whole_number
 from pipeline.glance.image_consumers import LocalCinder, LocalNova
 from pipeline.glance.keystone import REGION, LocalKeystone
 from pipeline.glance.local import LocalGlance
@@ -39,26 +40,26 @@ DEFAULT_KEYSTONE_PORT = 15000
 DEFAULT_GLANCE_PORT = 19293
 DEFAULT_CONSUMER_PORTS = (18774, 18776)  # Nova's and Cinder's usual ports, moved out of the way
 DEFAULT_MARIADB_PORT = 13306
+DEFAULT_TOKEN_LIFETIME = 3600
+MAX_TOKEN_LIFETIME = 30 * 24 * 3600
 GLANCE_WORKERS = 3  # processes, each with the local Glance's threads: a production API behind a balancer, in small
+
+
+def token_seconds(value: object | None) -> int:
+    """--token-lifetime: seconds a Keystone token lives (a test cloud may want a few, to see tokens expire)."""
+    given = DEFAULT_TOKEN_LIFETIME if value is None else value
+    return whole_number(given, "--token-lifetime", low=1, high=MAX_TOKEN_LIFETIME)
 
 
 def consumer_ports(nova: int | str | None = None, cinder: int | str | None = None) -> tuple[int, int]:
     """(Nova's, Cinder's) API ports: given, else BAKERY_CLOUD_NOVA_PORT / BAKERY_CLOUD_CINDER_PORT, else the defaults."""
-    ports = []
-    for given, variable, default in ((nova, "BAKERY_CLOUD_NOVA_PORT", DEFAULT_CONSUMER_PORTS[0]),
-                                     (cinder, "BAKERY_CLOUD_CINDER_PORT", DEFAULT_CONSUMER_PORTS[1])):
-        value = given if given is not None else os.environ.get(variable, default)
-        try:
-            port = int(value)
-        except (TypeError, ValueError):
-            port = 0
-        if not 1 <= port <= 65535:
-            raise BakeryError(f"{variable.removeprefix('BAKERY_CLOUD_').lower().replace('_', '-')}: expected a TCP port "
-                              f"from 1 to 65535, got {value!r}")
-        ports.append(port)
+    ports = (port_setting(nova, "--nova-port", "BAKERY_CLOUD_NOVA_PORT", DEFAULT_CONSUMER_PORTS[0]),
+             port_setting(cinder, "--cinder-port", "BAKERY_CLOUD_CINDER_PORT", DEFAULT_CONSUMER_PORTS[1]))
     if ports[0] == ports[1]:
         raise BakeryError(f"Nova and Cinder cannot share port {ports[0]}")
-    return ports[0], ports[1]
+    return ports
+
+
 PROJECT = "windows-images"
 OTHER_PROJECT = "other-team"
 FLAVOR = {"id": "bakery-windows", "name": "bakery.windows", "ram": 4096, "vcpus": 2, "disk": 40}
@@ -89,25 +90,25 @@ class CloudStatus:
 
 class LocalCloud:
     def __init__(self, root: Path | None = None, *, keystone_port: int | None = None, glance_port: int | None = None,
-                 token_lifetime: int = 3600, consumer_ports: tuple[int, int] | None = None,
-                 production_shaped: bool | None = None, mariadb_port: int | None = None):
+                 token_lifetime: int = DEFAULT_TOKEN_LIFETIME, consumer_ports: tuple[int, int] | None = None,
+                 production_shaped: bool | None = None, mariadb_port: int | str | None = None):
         """consumer_ports: (Nova's, Cinder's), to run their APIs too. production_shaped: Keystone and a Glance of
         GLANCE_WORKERS processes on a private MariaDB (remembered in the state directory; None: as it was)."""
         self.root = Path(root or state_dir() / "cloud").resolve()
-        env = os.environ
         marker = self.root / "production-shaped.json"
         if production_shaped is None:
             production_shaped = marker.exists()
         self.mariadb = None
         if production_shaped:
             recorded = json.loads(marker.read_text())["mariadb_port"] if marker.exists() else None
-            self.mariadb = LocalMariaDB(self.root / "mariadb", mariadb_port or recorded or
-                                        int(env.get("BAKERY_CLOUD_MARIADB_PORT", DEFAULT_MARIADB_PORT)))
+            given = mariadb_port if mariadb_port is not None else recorded
+            self.mariadb = LocalMariaDB(self.root / "mariadb",
+                                        port_setting(given, "--mariadb-port", "BAKERY_CLOUD_MARIADB_PORT", DEFAULT_MARIADB_PORT))
         self.keystone = LocalKeystone(self.root / "keystone",
-                                      keystone_port or int(env.get("BAKERY_CLOUD_KEYSTONE_PORT", DEFAULT_KEYSTONE_PORT)),
+                                      keystone_port or port_setting(None, "", "BAKERY_CLOUD_KEYSTONE_PORT", DEFAULT_KEYSTONE_PORT),
                                       token_lifetime=token_lifetime,
                                       database_url=self.mariadb.url("keystone") if self.mariadb else None)
-        self.glance_port = glance_port or int(env.get("BAKERY_CLOUD_GLANCE_PORT", DEFAULT_GLANCE_PORT))
+        self.glance_port = glance_port or port_setting(None, "", "BAKERY_CLOUD_GLANCE_PORT", DEFAULT_GLANCE_PORT)
         self.consumer_ports = consumer_ports or self._recorded_consumer_ports()
 
     @property
@@ -151,21 +152,29 @@ class LocalCloud:
         return ServiceUser(self.keystone.auth_url, name, state["users"][name]["password"])
 
     def up(self, *, timeout: float = 120.0) -> CloudStatus:
+        """Start what is not running. A start that fails stops what this call started, so a refused setting or a
+        taken port leaves the machine as it was, not a Keystone without its Glance."""
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.mariadb:
-            self.mariadb.up(timeout=timeout)
-            (self.root / "production-shaped.json").write_text(json.dumps({"mariadb_port": self.mariadb.port}))
-        self.keystone.up(timeout=timeout)
-        self._ensure_identities()
-        glance = self.glance()
-        glance.up(timeout=timeout)
-        if self.consumer_ports:
-            self._consumer_ports_file.write_text(json.dumps(list(self.consumer_ports)))
-        for consumer in self.consumers():
-            consumer.up(timeout=timeout)
-            if isinstance(consumer, LocalNova):
-                self._ensure_flavor(consumer)
-        self._write_clouds_yaml()
+        started: list = []
+        try:
+            if self.mariadb:
+                _start(self.mariadb, started, timeout)
+                (self.root / "production-shaped.json").write_text(json.dumps({"mariadb_port": self.mariadb.port}))
+            _start(self.keystone, started, timeout)
+            self._ensure_identities()
+            _start(self.glance(), started, timeout)
+            if self.consumer_ports:
+                self._consumer_ports_file.write_text(json.dumps(list(self.consumer_ports)))
+            for consumer in self.consumers():
+                _start(consumer, started, timeout)
+                if isinstance(consumer, LocalNova):
+                    self._ensure_flavor(consumer)
+            self._write_clouds_yaml()
+        except BaseException:
+            for server in reversed(started):
+                with contextlib.suppress(Exception):  # the first error is the one to tell
+                    server.down()
+            raise
         return self.status()
 
     def down(self) -> CloudStatus:
@@ -289,3 +298,10 @@ class LocalCloud:
             variables["OS_AUTH_TYPE"] = entry["auth_type"]
         variables.update({f"OS_{key.upper()}": str(value) for key, value in entry["auth"].items()})
         return variables
+
+
+def _start(server, started: list, timeout: float) -> None:
+    """Start one server, remembering it in `started` (before it is up: a failed start may leave a process)."""
+    if not server.running():
+        started.append(server)
+    server.up(timeout=timeout)

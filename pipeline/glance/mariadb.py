@@ -85,6 +85,12 @@ class LocalMariaDB:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
+    def running(self) -> bool:
+        try:
+            return alive(int(self.pid_file.read_text().strip()))
+        except (OSError, ValueError):
+            return False
+
     def _connect(self):
         import pymysql
 

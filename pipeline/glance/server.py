@@ -102,6 +102,9 @@ class LoopbackServer:
         return ServerStatus(self.url, True, False, pid, f"process {pid} runs but {self.url}{self.health_path} does not answer; "
                             f"see {self.log_file}")
 
+    def running(self) -> bool:
+        return self.status().running
+
     def healthy(self) -> bool:
         try:
             return requests.get(f"{self.url}{self.health_path}", timeout=2).status_code < 400

@@ -34,6 +34,7 @@ from pipeline.common.digests import DigestMemo
 from pipeline.common.errors import BakeryError, PublishError
 from pipeline.common.progress import say
 from pipeline.common.secrets import redact
+from pipeline.common.settings import decimal
 from pipeline.glance.connect import Target
 from pipeline.glance.images import GLANCE_FIELDS, STATE_KEY, list_including_hidden
 from pipeline.properties.render import PropertySet
@@ -296,7 +297,7 @@ def _discard(target: Target, image_id: str, journal: Journal) -> str:
 
 
 def _delete(target: Target, image_id: str) -> bool:
-    retry_s = float(os.environ.get("BAKERY_CLEANUP_RETRY_S", "30"))
+    retry_s = decimal(os.environ.get("BAKERY_CLEANUP_RETRY_S", "30"), "BAKERY_CLEANUP_RETRY_S", low=0, high=3600, unit="seconds")
 
     @tenacity.retry(
         stop=tenacity.stop_after_delay(retry_s),

@@ -20,9 +20,11 @@ from pathlib import Path
 from pipeline.common.files import temporary_sibling, write_atomically
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
+from pipeline.common.settings import decimal
 
 ENTRY = "entry.json"
 DEFAULT_MAX_GIB = 100.0
+MAX_GIB = 1024 * 1024  # a PiB: a larger limit is a typo
 
 
 def cache_dir() -> Path:
@@ -30,7 +32,12 @@ def cache_dir() -> Path:
 
 
 def max_bytes() -> int:
-    return int(float(os.environ.get("BAKERY_CACHE_MAX_GIB", DEFAULT_MAX_GIB)) * 2**30)
+    return gib_limit(os.environ.get("BAKERY_CACHE_MAX_GIB", DEFAULT_MAX_GIB), "BAKERY_CACHE_MAX_GIB")
+
+
+def gib_limit(value: object, name: str) -> int:
+    """A cache size limit in GiB (fractions allowed), as bytes."""
+    return int(decimal(value, name, low=0, high=MAX_GIB, unit="GiB") * 2**30)
 
 
 @dataclass(frozen=True)

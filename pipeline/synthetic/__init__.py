@@ -10,13 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 GiB = 1024**3
+DEFAULT_SIZE_GIB = 40
 
 
-def generate(report, *, windows: str, out: Path, fmt: str, size_gib: int, iso: Path | None, iso_version: str) -> None:
+def generate(report, *, windows: str, out: Path, fmt: str, size_gib: int | str | None, iso: Path | None, iso_version: str) -> None:
     """`invoke synthetic`: a fixture disk (and optionally a virtio-win ISO), with their sha256 pins."""
     from pipeline.common.digests import sha256_file
     from pipeline.common.errors import BakeryError
     from pipeline.common.progress import say
+    from pipeline.common.settings import whole_number
+    from pipeline.diskimage.safety import DEFAULT_MAX_VIRTUAL_GIB
     from pipeline.synthetic import virtio_iso, windows_disk
 
     if windows not in windows_disk.RELEASES:
@@ -25,7 +28,8 @@ def generate(report, *, windows: str, out: Path, fmt: str, size_gib: int, iso: P
         raise BakeryError(f"--virtio-win-version: expected one of {', '.join(virtio_iso.RELEASES)}, got {iso_version!r}")
     if fmt not in ("raw", "qcow2"):
         raise BakeryError(f"--format: expected raw or qcow2, got {fmt!r}")
-    windows_disk.generate(out, windows, size=size_gib * GiB, fmt=fmt)
+    size = whole_number(DEFAULT_SIZE_GIB if size_gib is None else size_gib, "--size-gib", low=1, high=DEFAULT_MAX_VIRTUAL_GIB)
+    windows_disk.generate(out, windows, size=size * GiB, fmt=fmt)
     report.details["disk"] = {"path": str(out), "windows": windows, "format": fmt, "sha256": sha256_file(out)}
     say(f"SYNTHETIC {windows} disk: {out} sha256 {report.details['disk']['sha256']}")
     if iso:
