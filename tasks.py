@@ -33,6 +33,7 @@ from pipeline.cli import execute, print_audit, print_cache, print_findings, prin
 from pipeline.common.errors import BakeryError
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
+from pipeline.common.settings import exactly_one
 from pipeline.glance.connect import connect
 from pipeline.glance.local import LocalGlance
 from pipeline.glance.localcloud import DEFAULT_TOKEN_LIFETIME, LocalCloud, consumer_ports, token_seconds
@@ -178,11 +179,11 @@ def plan(c, manifest, cloud=None, release_date=None, set=None, json=None, allow_
                               "properties_only": "with --image: check the properties only, do not download the image"})
 def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, json=None, properties_only=False):
     """Check a manifest's rendered property set, or a Glance image's properties and bytes; exits 1 on errors."""
-    if image:
-        action = lambda report: chain.lint_glance(connect(cloud), image, report, inspect=not properties_only,  # noqa: E731
-                                                  workdir=state_dir() / "inspect")
-    else:
-        action = lambda report: chain.lint_manifest(_options(manifest, None, release_date, set), report)  # noqa: E731
+    def action(report):
+        if exactly_one("lint", manifest=manifest, image=image) == "image":
+            return chain.lint_glance(connect(cloud), image, report, inspect=not properties_only, workdir=state_dir() / "inspect")
+        return chain.lint_manifest(_options(manifest, None, release_date, set), report)
+
     report = execute("lint", json, action, summary=False, on_error=print_findings)
     print_findings(report)
     if "properties" in report.details:
@@ -193,10 +194,11 @@ def lint(c, manifest=None, image=None, cloud=None, release_date=None, set=None, 
                               "nova": "Nova release: pike, zed, 2024.1, ... (default: master)"})
 def explain(c, manifest=None, image=None, cloud=None, nova="master", release_date=None, set=None, json=None):
     """Print the libvirt XML Nova would generate for these properties (Hyper-V, clock, firmware, devices)."""
-    if image:
-        action = lambda report: explain_stage.explain_image(connect(cloud), image, report, nova=nova)  # noqa: E731
-    else:
-        action = lambda report: chain.explain_manifest(_options(manifest, None, release_date, set), report, nova=nova)  # noqa: E731
+    def action(report):
+        if exactly_one("explain", manifest=manifest, image=image) == "image":
+            return explain_stage.explain_image(connect(cloud), image, report, nova=nova)
+        return chain.explain_manifest(_options(manifest, None, release_date, set), report, nova=nova)
+
     report = execute("explain", json, action, summary=False)
     shown = report.details["explain"]
     print(shown["xml"])

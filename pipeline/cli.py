@@ -121,7 +121,7 @@ def print_findings(report: Report) -> None:
         if finding["severity"] == "error" and finding["rule"] in RULES:
             print(f"           why: {RULES[finding['rule']].summary}")
             print(f"           see: {RULES[finding['rule']].source}")
-    if not report.lint:
+    if not report.lint and not report.error:  # a command that failed before linting found nothing because it did not look
         print("no findings")
 
 

@@ -93,6 +93,7 @@ def test_an_unbaked_image_with_a_fake_viostor_is_refused_before_anything(media, 
     line = proc.stderr.strip().splitlines()[-1]
     assert "device-needs-driver" in line and "properties.hw_disk_bus" in line and "viostor" in line, proc.stderr
     assert json.loads(report.read_text())["ok"] is False
+    assert not (tmp_path / "state" / "glance").exists(), "refused before any cloud was asked (port 1 is bindable as root)"
 
 
 def test_the_same_image_on_sata_passes_lint(media, tmp_path):

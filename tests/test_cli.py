@@ -233,3 +233,25 @@ def test_a_cloud_that_cannot_start_whole_stops_what_it_started(tmp_path):
         assert probe.connect_ex(("127.0.0.1", keystone_port)) != 0
     from pipeline.glance.keystone import LocalKeystone
     assert not LocalKeystone(state / "cloud" / "keystone", keystone_port).orphans()
+
+
+@pytest.mark.parametrize("args", [("lint",), ("explain",), ("rebuild",), ("lint", "--manifest", "m.yaml", "--image", "x"),
+                                  ("explain", "--manifest", "m.yaml", "--image", "x"), ("rebuild", "--image", "x", "--lock", "l")])
+def test_a_command_of_a_manifest_or_an_image_is_told_exactly_one(tmp_path, args):
+    """Neither used to be a TypeError for lint and explain (and lint printed "no findings" above it); both took one
+    silently; rebuild named options it does not have (--from-image)."""
+    proc = invoke(*args, state=tmp_path / "state", port=free_port())
+    line = assert_one_line_error(proc, f"{args[0]}: give exactly one of ")
+    assert "internal error" not in line and "--from-" not in line
+    assert "no findings" not in proc.stdout
+    assert not (tmp_path / "state" / "glance").exists(), "no Glance is needed to refuse this"
+
+
+def test_a_local_glance_asked_for_on_another_port_says_where_it_runs(glance_server):
+    """The state directory's Glance runs on one port and a command asks for another: say so at once, instead of
+    waiting a minute for an answer on a port nothing listens on."""
+    other = free_port()
+    for command in ("glance-up", "glance-status"):
+        proc = invoke(command, state=glance_server.root.parent, port=other)
+        assert_one_line_error(proc, f"runs on port {glance_server.port}", f"not on {other}")
+    assert glance_server.status().healthy

@@ -264,11 +264,13 @@ def test_monthly_release_notes_show_the_driver_update_the_boot_and_the_family(bo
     from_cli = json.loads((tmp_path / "notes.json").read_text())["details"]["release_notes"]
     assert from_cli["changes"] == notes["changes"] and from_cli["previous"]["sbom_source"] == "artifact"
     assert (tmp_path / "cli-site" / "w10notes" / "index.html").is_file()
+    assert not (tmp_path / "state" / "glance").exists(), "two artifacts need no cloud (port 1 is bindable as root)"
 
 
 def test_release_notes_need_one_release(tmp_path):
     proc = run_invoke("release-notes", "--out", str(tmp_path / "o"), state=tmp_path / "state", env={"BAKERY_GLANCE_PORT": "1"})
     one_line_error(proc, "--artifact DIR", "--image ID")
+    assert not (tmp_path / "state" / "glance").exists()
 
 
 def test_an_artifact_carries_its_sbom_and_publish_refuses_one_changed_after_the_bake(media, glance_server, tmp_path):

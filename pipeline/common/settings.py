@@ -44,6 +44,17 @@ def choice(value: object, name: str, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
+def exactly_one(command: str, **given: object) -> str:
+    """The one option of `given` that has a value (as its keyword): a command that reads a manifest or an image
+    must be told which, and not both."""
+    named = [name for name, value in given.items() if value]
+    if len(named) != 1:
+        options = " or ".join(f"--{name.replace('_', '-')}" for name in given)
+        both = f" (got {' and '.join('--' + name.replace('_', '-') for name in named)})" if named else ""
+        raise BakeryError(f"{command}: give exactly one of {options}{both}")
+    return named[0]
+
+
 def from_option_or_environment(given: object | None, option: str, variable: str, default: object) -> tuple[object, str]:
     """The value and the name to blame for it: the option when given, else the variable when set, else the default
     (blamed on the variable, which is where a user would change it)."""

@@ -74,6 +74,11 @@ class LoopbackServer:
         return self.root / "gunicorn.pid"
 
     @property
+    def port_file(self) -> Path:
+        """The port the running process was started on: the same state directory may be asked for another one."""
+        return self.root / "gunicorn.port"
+
+    @property
     def log_file(self) -> Path:
         return self.root / "gunicorn.log"
 
@@ -97,6 +102,10 @@ class LoopbackServer:
             return ServerStatus(self.url, False, False, None, f"local {self.name} is not running (state in {self.root})")
         if not alive(pid):
             return ServerStatus(self.url, False, False, pid, f"stale pid file {self.pid_file}: process {pid} is gone")
+        elsewhere = self._started_on()
+        if elsewhere not in (None, self.port):
+            return ServerStatus(self.url, True, False, pid, f"local {self.name} of {self.root} runs on port {elsewhere} (pid {pid}), "
+                                f"not on {self.port}: stop it first, or ask for port {elsewhere}")
         if self.healthy():
             return ServerStatus(self.url, True, True, pid, f"local {self.name} is up at {self.url} (pid {pid})")
         return ServerStatus(self.url, True, False, pid, f"process {pid} runs but {self.url}{self.health_path} does not answer; "
@@ -111,6 +120,12 @@ class LoopbackServer:
         except requests.RequestException:
             return False
 
+    def _started_on(self) -> int | None:
+        try:
+            return int(self.port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def _read_pid(self) -> int | None:
         try:
             return int(self.pid_file.read_text().strip())
@@ -124,6 +139,8 @@ class LoopbackServer:
         if current.healthy:
             return current
         if current.running:
+            if self._started_on() not in (None, self.port):
+                raise BakeryError(current.message)
             return self._wait_healthy(current.pid, timeout)
         if current.pid is not None:
             self.pid_file.unlink(missing_ok=True)  # stale: the process is gone
@@ -142,6 +159,7 @@ class LoopbackServer:
                 cwd=self.root,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
+        self.port_file.write_text(f"{self.port}\n")
         return self._wait_healthy(proc.pid, timeout, proc=proc)
 
     def down(self, *, timeout: float = 15.0) -> ServerStatus:
@@ -155,6 +173,7 @@ class LoopbackServer:
                 signal_group(pid, signal.SIGKILL)
         self._stop_orphans()
         self.pid_file.unlink(missing_ok=True)
+        self.port_file.unlink(missing_ok=True)
         return ServerStatus(self.url, False, False, None, f"local {self.name} stopped (data kept in {self.root})")
 
     def orphans(self) -> list[int]:

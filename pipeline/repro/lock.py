@@ -5,7 +5,7 @@ and variables included, so one lock is one release), the sha256 pin of every fil
 image or installation media and the image chosen in it, virtio-win, config files), the content hash of
 every element and template, and the versions of the tools that shape the bytes (the pipeline and its
 source, qemu-img, ntfs-3g, hivex, libfaketime, QEMU). A build that finds the lock compares everything and
-refuses the first difference, naming it with both hashes. `rebuild --from-lock` rebuilds from the lock alone.
+refuses the first difference, naming it with both hashes. `rebuild --lock` rebuilds from the lock alone.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def verify(manifest: Manifest, lock: Lock) -> None:
 
 
 def remember(lock: Lock) -> Path:
-    """Keep a copy by its sha256, so `rebuild --from-image` finds it even without the git history."""
+    """Keep a copy by its sha256, so `rebuild --image` finds it even without the git history."""
     store = state_dir() / "locks"
     store.mkdir(parents=True, exist_ok=True)
     target = store / f"{lock.sha256}.lock"

@@ -1,7 +1,7 @@
 """Rebuild a release from its provenance, and say whether it came out bit for bit the same.
 
-`--from-image ID` reads the image's `bakery_lock_sha256` and finds that lock (the local lock store, else git
-at `bakery_manifest_commit`); `--from-lock FILE` starts from the lock itself and compares with the images
+`--image ID` reads the image's `bakery_lock_sha256` and finds that lock (the local lock store, else git
+at `bakery_manifest_commit`); `--lock FILE` starts from the lock itself and compares with the images
 published from it. The build runs without the stage cache (a cached output would prove nothing), with the
 lock verified first, so inputs and tools are the locked ones. When the bytes differ, the published image is
 streamed and compared with the rebuilt one, and the report lists where they differ.
@@ -16,6 +16,7 @@ from pipeline.build.image import discard
 from pipeline.common.errors import BakeryError
 from pipeline.common.progress import progress, say
 from pipeline.common.report import Report
+from pipeline.common.settings import exactly_one
 from pipeline.glance.connect import Target, connect
 from pipeline.glance.images import fetch_image, stream
 from pipeline.publish.measure import measure_file
@@ -43,8 +44,7 @@ class Published:
 
 def rebuild(report: Report, *, image_id: str | None = None, lock_file: Path | None = None, cloud: str | None = None,
             target: Target | None = None) -> Report:
-    if bool(image_id) == bool(lock_file):
-        raise BakeryError("rebuild needs exactly one of --from-image ID or --from-lock FILE")
+    exactly_one("rebuild", image=image_id, lock=lock_file)
     target = target or connect(cloud)
     report.target = target.to_dict()
     if image_id:
