@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from invoke.exceptions import Exit
 
@@ -102,9 +104,14 @@ def execute(
 
 def _internal_error(exc: Exception) -> str:
     """A bug of ours: keep the traceback in a file, show one line."""
-    log = state_dir() / "logs" / "last-traceback.txt"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(redact(traceback.format_exc()))
+    try:
+        log = state_dir() / "logs" / "last-traceback.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(redact(traceback.format_exc()))
+    except (BakeryError, OSError):  # the state directory itself is what failed: the traceback goes to a temporary file
+        with tempfile.NamedTemporaryFile("w", prefix="bakery-traceback-", suffix=".txt", delete=False) as kept:
+            kept.write(redact(traceback.format_exc()))
+        log = Path(kept.name)
     return bounded(f"internal error: {type(exc).__name__}: {redact(str(exc))} (traceback in {log})")
 
 

@@ -199,6 +199,8 @@ NUMERIC_REFUSALS = [
     (("cache-gc",), {"BAKERY_CACHE_MAX_GIB": "inf"}, "BAKERY_CACHE_MAX_GIB"),
     (("synthetic", "--windows", "w10", "--out", "{tmp}/disk.raw", "--size-gib", "x"), {}, "--size-gib"),
     (("synthetic", "--windows", "w10", "--out", "{tmp}/disk.raw", "--size-gib", "100000"), {}, "--size-gib"),
+    (("cache-ls",), {"BAKERY_CACHE_DIR": "{tmp}/state/cache/kept.txt"}, "BAKERY_CACHE_DIR"),
+    (("glance-up",), {"BAKERY_STATE_DIR": "{tmp}/state/cache/kept.txt"}, "BAKERY_STATE_DIR"),
 ]
 
 
@@ -210,12 +212,18 @@ def test_a_bad_number_is_one_line_naming_the_option_and_changes_nothing(tmp_path
     kept = state / "cache" / "kept.txt"  # cache-gc with a negative limit used to evict everything
     kept.parent.mkdir(parents=True)
     kept.write_text("a cache entry's file")
-    proc = invoke(*(arg.format(tmp=tmp_path) for arg in args), state=state, port=free_port(), extra_env=env)
+    proc = invoke(*(arg.format(tmp=tmp_path) for arg in args), state=state, port=free_port(),
+                  extra_env={name: value.format(tmp=tmp_path) for name, value in env.items()})
     line = assert_one_line_error(proc, blamed, "expected")
     assert "internal error" not in line
     assert kept.exists()
     assert not list(state.rglob("*.pid")), "a server was started before the setting was checked"
     assert not (tmp_path / "disk.raw").exists()
+
+
+def test_an_empty_state_directory_variable_means_the_default_not_the_current_directory(tmp_path):
+    proc = invoke("glance-status", state=tmp_path, port=free_port(), extra_env={"BAKERY_STATE_DIR": ""})
+    assert_one_line_error(proc, str(PROJECT_ROOT / ".bakery" / "glance"))  # not running there, or running on another port
 
 
 def test_a_cloud_that_cannot_start_whole_stops_what_it_started(tmp_path):

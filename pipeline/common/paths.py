@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from pipeline.common.settings import directory_setting
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -13,7 +14,7 @@ MANIFESTS = PROJECT_ROOT / "manifests"
 
 def state_dir() -> Path:
     """Generated config, the local Glance's data, memos and work directories (git-ignored)."""
-    return Path(os.environ.get("BAKERY_STATE_DIR", PROJECT_ROOT / ".bakery")).resolve()
+    return directory_setting("BAKERY_STATE_DIR", PROJECT_ROOT / ".bakery")
 
 
 def project_relative(path: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 from pipeline.common.errors import BakeryError
 
@@ -65,6 +66,17 @@ def from_option_or_environment(given: object | None, option: str, variable: str,
 
 def port_setting(given: object | None, option: str, variable: str, default: int) -> int:
     return tcp_port(*from_option_or_environment(given, option, variable, default))
+
+
+def directory_setting(variable: str, default: Path) -> Path:
+    """A directory named by an environment variable: unset or empty means the default (an empty value used to
+    mean the current directory, so state landed in the project's root); one that exists as something other
+    than a directory is refused. A missing one is created by whoever writes into it."""
+    value = os.environ.get(variable, "").strip()
+    path = Path(value).resolve() if value else Path(default).resolve()
+    if path.exists() and not path.is_dir():
+        raise BakeryError(f"{variable}: {path} exists and is not a directory; expected a directory (created when missing)")
+    return path
 
 
 def _plain(number: float) -> str:

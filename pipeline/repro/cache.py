@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.common.files import temporary_sibling, write_atomically
 from pipeline.common.paths import state_dir
 from pipeline.common.progress import say
-from pipeline.common.settings import decimal
+from pipeline.common.settings import decimal, directory_setting
 
 ENTRY = "entry.json"
 DEFAULT_MAX_GIB = 100.0
@@ -28,7 +28,7 @@ MAX_GIB = 1024 * 1024  # a PiB: a larger limit is a typo
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("BAKERY_CACHE_DIR", state_dir() / "cache")).resolve()
+    return directory_setting("BAKERY_CACHE_DIR", state_dir() / "cache")
 
 
 def max_bytes() -> int:
