@@ -12,7 +12,7 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from pipeline.common.errors import BakeryError, bounded
+from pipeline.common.errors import BakeryError, bounded, for_terminal
 from pipeline.common.paths import state_dir
 from pipeline.common.report import Report, print_summary
 from pipeline.common.secrets import redact
@@ -115,6 +115,12 @@ def _internal_error(exc: Exception) -> str:
     return bounded(f"internal error: {type(exc).__name__}: {redact(str(exc))} (traceback in {log})")
 
 
+def emit(line: str) -> None:
+    """One line of a command's output on stdout: values from servers, registries and manifests pass through
+    here, so none can restyle the terminal or start a line of its own."""
+    print(for_terminal(line))
+
+
 def print_findings(report: Report) -> None:
     """Lint findings for people: what, where, why (the rule's source)."""
     from pipeline.properties.lint import RULES
@@ -124,12 +130,12 @@ def print_findings(report: Report) -> None:
         line = f"{finding['severity']:<10} [{finding['rule']}]{where} {finding['message']}"
         if finding.get("reason"):
             line += f" (suppressed: {finding['reason']})"
-        print(redact(line))
+        emit(line)
         if finding["severity"] == "error" and finding["rule"] in RULES:
-            print(f"           why: {RULES[finding['rule']].summary}")
-            print(f"           see: {RULES[finding['rule']].source}")
+            emit(f"           why: {RULES[finding['rule']].summary}")
+            emit(f"           see: {RULES[finding['rule']].source}")
     if not report.lint and not report.error:  # a command that failed before linting found nothing because it did not look
-        print("no findings")
+        emit("no findings")
 
 
 def print_audit(report: Report) -> None:
@@ -138,38 +144,38 @@ def print_audit(report: Report) -> None:
         state = "ok" if not errors else f"{len(errors)} error(s)"
         if image.get("uploading"):
             state += "; still marked uploading"
-        print(f"{image['id']}  {image['name']!s:<45} recommended={image['recommended']!s:<5} {state}")
+        emit(f"{image['id']}  {image['name']!s:<45} recommended={image['recommended']!s:<5} {state}")
         for finding in image["findings"]:
             where = f" {finding['property']}:" if finding["property"] else ""
-            print(f"    {finding['severity']:<8} [{finding['rule']}]{where} {finding['message']}")
+            emit(f"    {finding['severity']:<8} [{finding['rule']}]{where} {finding['message']}")
     for upload in report.details.get("uploading", []):
         state = "ABANDONED" if upload["abandoned"] else "live"
-        print(f"upload {upload['id']}  {upload['name']!s:<45} {state}: {upload['why']}")
+        emit(f"upload {upload['id']}  {upload['name']!s:<45} {state}: {upload['why']}")
     repaired = report.details.get("repaired")
     if repaired:
-        print(f"repaired: deleted {len(repaired['deleted_uploads'])} abandoned upload(s); converged {len(repaired['families'])} family(ies)")
+        emit(f"repaired: deleted {len(repaired['deleted_uploads'])} abandoned upload(s); converged {len(repaired['families'])} family(ies)")
     strays = report.details.get("stray_files")
     if strays and strays["files"]:
         done = "removed" if strays["removed"] else "left (audit --repair removes them)"
-        print(f"local Glance store: {len(strays['files'])} file(s), {strays['bytes']:,} bytes, that no image accounts for: {done}")
+        emit(f"local Glance store: {len(strays['files'])} file(s), {strays['bytes']:,} bytes, that no image accounts for: {done}")
     for family in report.details.get("families", []):
         health = "; ".join(family["problems"]) or "healthy"
-        print(f"family {family['family']} (owner {family['owner']}): {family['images']} image(s): {health}")
+        emit(f"family {family['family']} (owner {family['owner']}): {family['images']} image(s): {health}")
     standard = report.details.get("standard")
     if standard:
-        print(f"{standard['name']}: {standard['conforming']} of {standard['images']} image(s) conform")
+        emit(f"{standard['name']}: {standard['conforming']} of {standard['images']} image(s) conform")
         for finding in standard["findings"]:
-            print(f"    {finding['level']:<8} {finding['image']}: {finding['message']}")
+            emit(f"    {finding['level']:<8} {finding['image']}: {finding['message']}")
 
 
 def print_lifecycle(report: Report) -> None:
     for entry in report.details.get("targets", []):
         planned = entry.get("plan") or {}
-        print(f"{entry['name']}: family {'/'.join(planned.get('family', {}).values())}, ages counted to {planned.get('today')}"
+        emit(f"{entry['name']}: family {'/'.join(planned.get('family', {}).values())}, ages counted to {planned.get('today')}"
               + ("" if entry.get("applied") else " (plan only: nothing changed; --apply carries it out)"))
         for decision in planned.get("decisions", []):
             state = " FAILED: " + decision["error"] if decision["error"] else (" done" if decision["done"] else "")
-            print(f"    {decision['action']:<10} {decision['id']}  {decision['name']!s:<40} {decision['why']}{state}")
+            emit(f"    {decision['action']:<10} {decision['id']}  {decision['name']!s:<40} {decision['why']}{state}")
 
 
 def print_inspection(report: Report) -> None:
@@ -192,14 +198,14 @@ def print_inspection(report: Report) -> None:
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+        emit(f"{name:<{width}}  {value}")
     print()
-    print(f"{'driver':<10} {'service Start':<13} {'.sys':<5} {'boot reg.':<9} {'staged':<18} installed")
+    emit(f"{'driver':<10} {'service Start':<13} {'.sys':<5} {'boot reg.':<9} {'staged':<18} installed")
     for name, state in facts["drivers"].items():
         if not state["present"] and state["service_start"] is None:
             continue
         start = "-" if state["service_start"] is None else str(state["service_start"])
-        print(f"{name:<10} {start:<13} {'yes' if state['sys_file'] else 'no':<5} {'yes' if state['boot_registered'] else 'no':<9} "
+        emit(f"{name:<10} {start:<13} {'yes' if state['sys_file'] else 'no':<5} {'yes' if state['boot_registered'] else 'no':<9} "
               f"{state['staged_version'] or '-':<18} {', '.join(state['installed_versions']) or '-'}")
 
 
@@ -230,8 +236,8 @@ def print_cache(report: Report) -> None:
     entries = cache["entries"]
     total = sum(e["bytes"] for e in entries)
     for name in report.details.get("evicted", []):
-        print(f"evicted  {name}")
+        emit(f"evicted  {name}")
     for entry in entries:
-        print(f"{entry['stage']:<8} {entry['id'][:16]}  {entry['bytes'] / 2**20:>10,.1f} MiB  last used {entry['last_used']}")
-    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 2**30:.2f} GiB of {cache['limit_bytes'] / 2**30:.1f} GiB"
+        emit(f"{entry['stage']:<8} {entry['id'][:16]}  {entry['bytes'] / 2**20:>10,.1f} MiB  last used {entry['last_used']}")
+    emit(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 2**30:.2f} GiB of {cache['limit_bytes'] / 2**30:.1f} GiB"
           f" in {cache['root']}")

@@ -263,3 +263,52 @@ def test_a_local_glance_asked_for_on_another_port_says_where_it_runs(glance_serv
         proc = invoke(command, state=glance_server.root.parent, port=other)
         assert_one_line_error(proc, f"runs on port {glance_server.port}", f"not on {other}")
     assert glance_server.status().healthy
+
+
+# -- values from a server on the terminal -----------------------------------------------------------------------
+
+HOSTILE_NAME = "w10 evil\x1b[31mRED\x1b]8;;http://example.invalid\x07link\nerror: forged line\u202e[bold]markup[/bold]"
+
+
+def assert_terminal_safe(text: str) -> None:
+    assert not any(ch in text for ch in "\x1b\x07\u202e"), repr(text)
+    assert not any(line.startswith("error: forged") for line in text.splitlines()), text
+
+
+def test_names_and_values_from_a_server_cannot_restyle_the_terminal_or_forge_a_line(glance_server, tmp_path):
+    """Anyone who can name an image in the project (or a public one) writes into audit's, lifecycle's and the summary's
+    output: escape sequences, a terminal hyperlink, a line break with a fake error, a right-to-left override and
+    rich markup must all arrive as visible text."""
+    from pipeline.glance.connect import connect_local
+
+    target = connect_local(glance_server)
+    image = target.glance.images.create(name=HOSTILE_NAME, disk_format="raw", container_format="bare", os_distro="windows",
+                                        os_type="windows", os_distro_major=f"evil{uuid.uuid4().hex[:6]}", recommended="true",
+                                        x_note="a\nerror: forged too\x1b[2J")
+    try:
+        proc = invoke("audit", state=glance_server.root.parent, port=glance_server.port)
+        assert image["id"] in proc.stdout, proc.stdout + proc.stderr
+        assert_terminal_safe(proc.stdout + proc.stderr)
+        assert "\\x1b[31mRED" in proc.stdout and "[bold]markup[/bold]" in proc.stdout
+    finally:
+        target.glance.images.delete(image["id"])
+
+
+def test_the_summary_table_shows_a_server_name_as_text():
+    import io
+
+    from rich.console import Console
+
+    from pipeline.common.report import Report, print_summary
+
+    report = Report("build-and-publish")
+    report.ok = True
+    report.demoted = [{"name": HOSTILE_NAME, "id": "0" * 8}]
+    report.error = "image named " + HOSTILE_NAME
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=300, force_terminal=True, color_system="truecolor"))
+    shown = out.getvalue()
+    assert "[bold]markup[/bold]" in shown and "\\x1b[31mRED" in shown
+    plain = shown.replace("\x1b[1m", "").replace("\x1b[0m", "").replace("\x1b[3m", "")  # the table's own styles
+    assert "\x1b[31m" not in plain and "\x1b]8" not in plain and "\u202e" not in plain
+    assert not any(line.lstrip("│ ").startswith("error: forged") for line in shown.splitlines())

@@ -136,3 +136,67 @@ def test_hiding_the_hypervisor_adds_the_vendor_id_and_kvm_hidden():
     assert [c.tag for c in root.find("features/hyperv")][3] == "vendor_id"
     assert root.find("features/hyperv/vendor_id").get("value") == "1234567890ab"
     assert root.find("features/kvm/hidden").get("state") == "on"
+
+
+# -- what Nova refuses before it builds any domain ---------------------------------------------------------------
+
+NOVA_READS = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from nova.objects import image_meta
+image_meta.ImageMetaProps.fields  # noqa: B018
+tables = {key: list(image_meta.ImageMetaProps.fields[key]._type._valid_values) for key in json.loads(sys.argv[1])}
+verdicts = []
+for props in json.loads(sys.argv[2]):
+    try:
+        image_meta.ImageMetaProps.from_dict(props)
+        verdicts.append("accepted")
+    except ValueError:
+        verdicts.append("refused")
+print(json.dumps({"tables": tables, "verdicts": verdicts}))
+"""
+
+REFUSED_BY_NOVA = [{"hw_disk_bus": "VIRTIO"}, {"hw_disk_bus": "virtio\nerror: forged"}, {"hw_tpm_version": "2"},
+                   {"os_secure_boot": "Required"}, {"hw_video_model": "VGA"}, {"hw_firmware_type": "UEFI"},
+                   {"os_type": "windows "}, {"hw_vif_model": "virtio-net"}, {"hw_scsi_model": "virtio_scsi"}]
+ACCEPTED_BY_NOVA = [{"os_type": "Windows"}, {"hw_qemu_guest_agent": "maybe"}, {"hw_machine_type": "pc-q35-rhel9.2.0"}]
+
+
+def real_nova(props_list: list[dict]) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    from pipeline.properties.explain import NOVA_ENUMS
+
+    pytest.importorskip("nova", reason="nova comes with the test extra (pip install -e .[test])")
+    proc = subprocess.run([sys.executable, "-c", NOVA_READS, json.dumps(list(NOVA_ENUMS)), json.dumps(props_list)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_explain_refuses_exactly_what_nova_refuses_before_building_a_domain():
+    """The enum lists are nova's own (ImageMetaProps, the installed release), and every case gets the same verdict
+    from explain as from nova: a value nova refuses has no domain to explain, and one it accepts has one."""
+    from pipeline.properties.explain import NOVA_ENUMS
+
+    allowed = [{key: value} for key, values in NOVA_ENUMS.items() for value in values]
+    cases = REFUSED_BY_NOVA + ACCEPTED_BY_NOVA + allowed
+    nova = real_nova(cases)
+    assert {key: tuple(values) for key, values in nova["tables"].items()} == NOVA_ENUMS
+    for props, verdict in zip(cases, nova["verdicts"]):
+        try:
+            explain(props, nova="2026.2")
+            ours = "accepted"
+        except BakeryError as refused:
+            ours = "refused"
+            key = next(iter(props))
+            assert str(refused).startswith(f"{key}=") and "\n" not in str(refused)
+        assert ours == verdict, props
+
+
+@pytest.mark.parametrize("machine", ["", "q35\x1b[2J", "q35\u202e", "pc\nerror: forged"])
+def test_a_machine_type_libvirt_cannot_take_is_refused_not_written_into_the_xml(machine):
+    with pytest.raises(BakeryError, match="^hw_machine_type="):
+        explain({**WINDOWS, "hw_machine_type": machine}, nova="2026.2")

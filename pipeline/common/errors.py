@@ -21,6 +21,18 @@ class BakeryError(Exception):
         return bounded(redact(text))
 
 
+OUTPUT_LINE = 4000  # a line of a command's output (an audit row, a status line): longer than an error may be
+
+
+def for_terminal(text: object, limit: int = OUTPUT_LINE) -> str:
+    """A line as it may reach a terminal or a CI log: secrets masked, control and format characters shown
+    escaped (a name with an escape sequence or a line break, from a server or a registry, must not restyle
+    the terminal or forge an `error:` line), bounded."""
+    from pipeline.common.secrets import redact
+
+    return bounded(redact(str(text)), limit)
+
+
 def bounded(text: str, limit: int = MAX_LINE) -> str:
     """At most `limit` characters, printable ones only (a bell or a right-to-left override is shown escaped)."""
     text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)

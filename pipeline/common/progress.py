@@ -10,22 +10,22 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from pipeline.common.secrets import redact
+from pipeline.common.errors import for_terminal
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # ":x:" in a name stays text
 QUIET_S = 3.0
 
 
 def say(message: str) -> None:
     """A status line for humans, on stderr so stdout stays clean for data."""
-    console.print(redact(message), markup=False)
+    console.print(for_terminal(message), markup=False)
 
 
 @contextmanager
 def progress(label: str, total: int | None, *, plain_every_s: float = 15.0) -> Iterator[Callable[[int], None]]:
     """total: the bytes expected, or None/0 when unknown (a download without Content-Length): then only bytes
     and speed are shown, never a percentage; nor past the total, when a source sends more than it declared."""
-    label = redact(label)
+    label = for_terminal(label)
     total = total if total and total > 0 else None
     if console.is_terminal:
         with Progress(

@@ -13,8 +13,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipeline import __version__
+from pipeline.common.errors import for_terminal
 from pipeline.common.files import write_atomically
 from pipeline.common.secrets import redact
 
@@ -68,30 +70,34 @@ def print_summary(report: Report, console: Console | None = None) -> None:
     table = Table(title=f"{report.command}: {'ok' if report.ok else 'FAILED'}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
+
+    def row(key: str, value: object) -> None:  # Text: a name from the server is shown as it is, never read as rich markup
+        table.add_row(key, Text(for_terminal(value)))
+
     if report.target:
-        table.add_row("target", report.target.get("description", ""))
+        row("target", report.target.get("description", ""))
     if report.manifest:
-        table.add_row("manifest", f"{report.manifest.get('path')} (release {report.manifest.get('release_date')})")
+        row("manifest", f"{report.manifest.get('path')} (release {report.manifest.get('release_date')})")
     if report.image:
         image = report.image
-        table.add_row("image", f"{image['name']} ({image['id']})")
-        table.add_row("uploaded", "yes" if image.get("uploaded") else "no: identical verified image reused")
-        table.add_row("checksum (md5)", image.get("checksum", ""))
-        table.add_row("os_hash_value", (image.get("os_hash_value") or "")[:32] + "…")
-        table.add_row("size / virtual", f"{image.get('size'):,} / {image.get('virtual_size') or 0:,} bytes")
+        row("image", f"{image['name']} ({image['id']})")
+        row("uploaded", "yes" if image.get("uploaded") else "no: identical verified image reused")
+        row("checksum (md5)", image.get("checksum", ""))
+        row("os_hash_value", (image.get("os_hash_value") or "")[:32] + "…")
+        row("size / virtual", f"{image.get('size'):,} / {image.get('virtual_size') or 0:,} bytes")
         if (image.get("properties") or {}).get("bakery_canary"):
-            table.add_row("canary", image["properties"]["bakery_canary"])
+            row("canary", image["properties"]["bakery_canary"])
     if report.plan:
         for key, value in report.plan.get("summary", {}).items():
-            table.add_row(key, str(value))
+            row(key, str(value))
     if report.command != "plan" or report.demoted:
-        table.add_row("demoted", ", ".join(f"{d['name']} ({d['id']})" for d in report.demoted) or "none")
+        row("demoted", ", ".join(f"{d['name']} ({d['id']})" for d in report.demoted) or "none")
     if report.cleaned_up:
-        table.add_row("cleaned up", ", ".join(report.cleaned_up))
+        row("cleaned up", ", ".join(report.cleaned_up))
     for finding in report.lint:
-        table.add_row(finding["severity"], f"[{finding['rule']}] {finding.get('property') or ''}: {finding['message']}")
+        row(finding["severity"], f"[{finding['rule']}] {finding.get('property') or ''}: {finding['message']}")
     if report.error:
-        table.add_row("error", report.error)
+        row("error", report.error)
     if report.timings:
-        table.add_row("timings", ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
+        row("timings", ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
     console.print(table)
