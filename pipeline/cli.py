@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -81,8 +82,8 @@ def execute(
     except KeyboardInterrupt:
         report.error = "interrupted"
         code = EXIT_INTERRUPTED
-    except Exception as exc:  # a client error with a known meaning is one line; anything else is a bug of ours
-        described = client_errors.describe(exc)
+    except Exception as exc:  # a client error or a full disk is one line; anything else is a bug of ours
+        described = client_errors.describe(exc) or _disk_full(exc)
         if described:
             report.error = BakeryError(described[0], hint=described[1]).one_line()
             code = EXIT_ERROR
@@ -100,6 +101,15 @@ def execute(
         print(f"error: {report.error}", file=sys.stderr)
         raise Exit(code=code)
     return report
+
+
+def _disk_full(exc: Exception) -> tuple[str, str] | None:
+    """A file system that filled up (or a quota) is the machine's state, not a bug: say where, and what to change."""
+    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (f"no space left on device{where} ({exc.strerror}; state directory {state_dir()})",
+            "free space there, or point BAKERY_STATE_DIR / BAKERY_CACHE_DIR at a larger disk")
 
 
 def _internal_error(exc: Exception) -> str:

@@ -307,3 +307,59 @@ def test_a_sigkilled_idle_master_leaves_no_deaf_glance_behind(own_server):
     assert restarted.healthy and restarted.pid != master
     assert not any(alive(pid) for pid in workers)
     assert set(own_server.orphans()) >= {restarted.pid}
+
+
+# -- a disk that fills up while the bakery reads an image ---------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs (needs root to mount): smaller than the image the test downloads."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_download_that_fills_the_disk_is_one_line_and_leaves_no_partial_copy(target, tiny_disk, tmp_path):
+    """inspect and lint --image download the image first: a disk that fills up says where, how much was needed and
+    what was free, and the partial copy goes (the close that flushed a buffer used to raise a second ENOSPC)."""
+    from pipeline.chain.inspecting import inspect_glance_image
+    from pipeline.glance.images import fetch_image
+
+    data = tmp_path / "data.raw"
+    data.write_bytes(os.urandom(6 * MiB))
+    image = target.glance.images.create(name="too big to inspect here", disk_format="raw", container_format="bare")
+    with open(data, "rb") as source:
+        target.glance.images.upload(image["id"], source)
+    with pytest.raises(BakeryError) as caught:
+        inspect_glance_image(target, fetch_image(target, image["id"]), tiny_disk / "inspect")
+    line = caught.value.one_line()
+    assert line.startswith(f"{tiny_disk / 'inspect'}: no space left for image {image['id']}"), line
+    assert "6.0 MiB" in line and "the partial copy was removed" in line
+    assert list((tiny_disk / "inspect").iterdir()) == []
+
+
+def test_a_full_disk_anywhere_in_a_command_is_one_line_not_an_internal_error(tiny_disk, capsys):
+    """Whatever step meets a full file system, the command ends with one line saying so and where to look."""
+    from invoke.exceptions import Exit
+
+    from pipeline.cli import execute
+
+    def fill(report):
+        with open(tiny_disk / "filler", "wb", buffering=0) as filler:
+            while True:
+                filler.write(b"x" * 65536)
+
+    with pytest.raises(Exit):
+        execute("bake", None, fill, summary=False)
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "no space left on device" in error[0] and "internal error" not in error[0], error
+    assert "BAKERY_STATE_DIR" in error[0]

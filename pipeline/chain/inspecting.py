@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.common.errors import BakeryError
 from pipeline.common.progress import progress
 from pipeline.common.report import Report
+from pipeline.common.units import human_size
 from pipeline.glance.connect import Target, connect
 from pipeline.glance.images import download, fetch_image
 from pipeline.windows.inspection import ImageFacts, inspect_image
@@ -41,8 +45,18 @@ def downloaded(target: Target, image: dict, workdir: Path) -> Iterator[Path]:
     image_id = str(image["id"])
     safe_id = re.sub(r"[^A-Za-z0-9-]", "", image_id)[:64]  # the id is the server's word: never a path part as is
     workdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(prefix=f"inspect-{safe_id}-", suffix=".img", dir=workdir) as local:
-        with progress(f"download {safe_id}", int(image.get("size") or 0)) as advance:
-            download(target, image_id, local, on_read=advance)
-        local.flush()
+    size = int(image.get("size") or 0)
+    # unbuffered: a full disk is met by the write that fills it, not again by the close that flushes a buffer
+    with tempfile.NamedTemporaryFile(prefix=f"inspect-{safe_id}-", suffix=".img", dir=workdir, buffering=0) as local:
+        try:
+            with progress(f"download {safe_id}", size) as advance:
+                download(target, image_id, local, on_read=advance)
+            local.flush()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            free = shutil.disk_usage(workdir).free + local.tell()
+            raise BakeryError(f"{workdir}: no space left for image {safe_id}: it holds up to {human_size(size)} (runs of "
+                              f"zeros are skipped) and {human_size(free)} were free; the partial copy was removed",
+                              hint="free space there, or point BAKERY_STATE_DIR at a larger disk") from None
         yield Path(local.name)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.common.files import write_atomically
-from pipeline.notes.render import environment, human_size, md, slug
+from pipeline.common.units import human_size
+from pipeline.notes.render import environment, md, slug
 from pipeline.sbom import Sbom
 from pipeline.sbom.changes import Change, compare
 

@@ -10,6 +10,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pipeline.common.paths import TEMPLATES
+from pipeline.common.units import human_size
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#!|~])")
 SLUG = re.compile(r"[^a-z0-9.-]+")
@@ -33,14 +34,3 @@ def slug(value: str) -> str:
     """A path part made from a name: lower case letters, digits, dots and dashes; never empty, never '.' or '..'."""
     text = SLUG.sub("-", value.lower()).strip("-.")[:80]
     return text or "unnamed"
-
-
-def human_size(value: int | None) -> str:
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    return f"{value} B"
