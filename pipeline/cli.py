@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -71,7 +72,10 @@ def execute(
     _cancel_on_sigterm()
     report = Report(command)
     code = 0
+    report_writable = False
     try:
+        _check_report_path(json_path)
+        report_writable = True
         action(report)
     except BakeryError as exc:
         report.error = exc.one_line()
@@ -91,8 +95,8 @@ def execute(
             report.error = _internal_error(exc)
             code = EXIT_ERROR
     finally:
-        if json_path:
-            report.write(json_path)
+        if json_path and report_writable and not _write_report(report, json_path):
+            code = code or EXIT_ERROR
     if summary and (report.ok or report.target):
         print_summary(report)
     if code:
@@ -101,6 +105,30 @@ def execute(
         print(f"error: {report.error}", file=sys.stderr)
         raise Exit(code=code)
     return report
+
+
+def _check_report_path(json_path: str | None) -> None:
+    """--json names where CI collects the report: a path that cannot be written is refused before any work,
+    not found out after an hour's build (its folder is created, as CI's `reports/` often does not exist yet)."""
+    if not json_path:
+        return
+    path = Path(json_path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BakeryError(f"--json {json_path}: cannot create its folder ({exc.strerror})") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        raise BakeryError(f"--json {json_path}: expected a file path in a writable folder")
+
+
+def _write_report(report: Report, json_path: str) -> bool:
+    try:
+        report.write(json_path)
+        return True
+    except OSError as exc:  # one error line still: the command's own error, if any, comes first
+        failure = f"--json {json_path}: the report could not be written ({exc.strerror})"
+        report.error = bounded(f"{report.error} (and {failure})" if report.error else failure)
+        return False
 
 
 def _disk_full(exc: Exception) -> tuple[str, str] | None:

@@ -221,6 +221,24 @@ def test_a_bad_number_is_one_line_naming_the_option_and_changes_nothing(tmp_path
     assert not (tmp_path / "disk.raw").exists()
 
 
+@pytest.mark.parametrize("where", ["/proc/no-such/report.json", "{tmp}", "{tmp}/a-file/report.json"])
+def test_a_report_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, where):
+    (tmp_path / "a-file").write_text("not a folder")
+    path = where.format(tmp=tmp_path)
+    proc = invoke("synthetic", "--windows", "w10", "--out", str(tmp_path / "disk.raw"), "--json", path, state=tmp_path / "state",
+                  port=free_port())
+    line = assert_one_line_error(proc, f"--json {path}")
+    assert "Traceback" not in proc.stderr and "internal error" not in line
+    assert not (tmp_path / "disk.raw").exists(), "the work ran although its report could not be written"
+
+
+def test_a_report_folder_that_does_not_exist_yet_is_created(tmp_path):
+    report = tmp_path / "reports" / "cache" / "ls.json"
+    proc = invoke("cache-ls", "--json", str(report), state=tmp_path / "state", port=free_port())
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["ok"] is True
+
+
 def test_an_empty_state_directory_variable_means_the_default_not_the_current_directory(tmp_path):
     proc = invoke("glance-status", state=tmp_path, port=free_port(), extra_env={"BAKERY_STATE_DIR": ""})
     assert_one_line_error(proc, str(PROJECT_ROOT / ".bakery" / "glance"))  # not running there, or running on another port

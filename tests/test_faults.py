@@ -363,3 +363,27 @@ def test_a_full_disk_anywhere_in_a_command_is_one_line_not_an_internal_error(tin
     error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and "no space left on device" in error[0] and "internal error" not in error[0], error
     assert "BAKERY_STATE_DIR" in error[0]
+
+
+def test_a_report_that_cannot_be_written_at_the_end_fails_the_command_in_one_line(tiny_disk, capsys):
+    """The --json folder was writable when the command began and full when it ended: the command does not pass
+    with its report missing, and says so on the one error line."""
+    from invoke.exceptions import Exit
+
+    from pipeline.cli import execute
+
+    def fill(report):
+        report.ok = True
+        try:
+            with open(tiny_disk / "filler", "wb", buffering=0) as filler:
+                while True:
+                    filler.write(b"x" * 65536)
+        except OSError:
+            pass  # full: the command itself succeeded
+
+    with pytest.raises(Exit) as ended:
+        execute("lint", str(tiny_disk / "report.json"), fill, summary=False)
+    assert ended.value.code == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "the report could not be written" in error[0], error
+    assert not (tiny_disk / "report.json").exists()
