@@ -146,20 +146,24 @@ warnings.simplefilter("ignore")
 from nova.objects import image_meta
 image_meta.ImageMetaProps.fields  # noqa: B018
 tables = {key: list(image_meta.ImageMetaProps.fields[key]._type._valid_values) for key in json.loads(sys.argv[1])}
-verdicts = []
+verdicts, held = [], []
 for props in json.loads(sys.argv[2]):
     try:
-        image_meta.ImageMetaProps.from_dict(props)
+        read = image_meta.ImageMetaProps.from_dict(props)
         verdicts.append("accepted")
+        held.append({key: str(getattr(read, key)) for key in props})
     except ValueError:
         verdicts.append("refused")
-print(json.dumps({"tables": tables, "verdicts": verdicts}))
+        held.append(None)
+print(json.dumps({"tables": tables, "verdicts": verdicts, "held": held}))
 """
 
 REFUSED_BY_NOVA = [{"hw_disk_bus": "VIRTIO"}, {"hw_disk_bus": "virtio\nerror: forged"}, {"hw_tpm_version": "2"},
                    {"os_secure_boot": "Required"}, {"hw_video_model": "VGA"}, {"hw_firmware_type": "UEFI"},
                    {"os_type": "windows "}, {"hw_vif_model": "virtio-net"}, {"hw_scsi_model": "virtio_scsi"}]
-ACCEPTED_BY_NOVA = [{"os_type": "Windows"}, {"hw_qemu_guest_agent": "maybe"}, {"hw_machine_type": "pc-q35-rhel9.2.0"}]
+ACCEPTED_BY_NOVA = [{"os_type": "Windows"}, {"hw_machine_type": "pc-q35-rhel9.2.0"},
+                    {"hw_vif_model": "VirtualE1000"}, {"hw_vif_model": "VIRTIO"}, {"hw_vif_model": "virtualvmxnet3"},
+                    {"hw_scsi_model": "lsiLogicSAS"}, {"hw_scsi_model": "paravirtual"}, {"hw_scsi_model": "VIRTIO-SCSI"}]
 
 
 def real_nova(props_list: list[dict]) -> dict:
@@ -178,22 +182,30 @@ def real_nova(props_list: list[dict]) -> dict:
 
 def test_explain_refuses_exactly_what_nova_refuses_before_building_a_domain():
     """The enum lists are nova's own (ImageMetaProps, the installed release), and every case gets the same verdict
-    from explain as from nova: a value nova refuses has no domain to explain, and one it accepts has one."""
-    from pipeline.properties.explain import NOVA_ENUMS
+    from explain as from nova: a value nova refuses has no domain to explain, and one it accepts has one, read as
+    nova holds it (hw_vif_model=VirtualE1000 is an e1000; os_type alone stays as written, see as_nova_reads)."""
+    from pipeline.properties.explain import NOVA_ENUMS, as_nova_reads
 
     allowed = [{key: value} for key, values in NOVA_ENUMS.items() for value in values]
     cases = REFUSED_BY_NOVA + ACCEPTED_BY_NOVA + allowed
     nova = real_nova(cases)
     assert {key: tuple(values) for key, values in nova["tables"].items()} == NOVA_ENUMS
-    for props, verdict in zip(cases, nova["verdicts"]):
+    for props, verdict, held in zip(cases, nova["verdicts"], nova["held"]):
         try:
             explain(props, nova="2026.2")
             ours = "accepted"
+            read = as_nova_reads(props)
+            assert {k: v for k, v in read.items() if k != "os_type"} == {k: v for k, v in held.items() if k != "os_type"}
         except BakeryError as refused:
             ours = "refused"
             key = next(iter(props))
             assert str(refused).startswith(f"{key}=") and "\n" not in str(refused)
         assert ours == verdict, props
+
+
+def test_a_legacy_vmware_nic_name_is_explained_as_the_model_nova_boots():
+    nic = domain({**WINDOWS, "hw_vif_model": "VirtualE1000"}, "2026.2").find("devices/interface/model")
+    assert nic.get("type") == "e1000"
 
 
 @pytest.mark.parametrize("machine", ["", "q35\x1b[2J", "q35\u202e", "pc\nerror: forged"])

@@ -72,6 +72,14 @@ NOVA_ENUMS = {
     "os_secure_boot": ("required", "disabled", "optional"),
     "os_type": ("linux", "windows"),  # OSType compares lowercased: "Windows" passes (and gets no enlightenments)
 }
+VIF_LEGACY = {"virtuale1000": "e1000", "virtuale1000e": "e1000e", "virtualpcnet32": "pcnet", "virtualsriovethernetcard": "sriov",
+              "virtualvmxnet": "vmxnet", "virtualvmxnet3": "vmxnet3"}
+SCSI_LEGACY = {"lsilogicsas": "lsisas1068", "paravirtual": "vmpvscsi"}
+NOVA_COERCE = {
+    "os_type": str.lower,
+    "hw_vif_model": lambda value: VIF_LEGACY.get(value.lower(), value.lower()),
+    "hw_scsi_model": lambda value: SCSI_LEGACY.get(value.lower(), value.lower()),
+}
 
 
 @dataclass(frozen=True)
@@ -100,16 +108,26 @@ def nova_version(name: str) -> tuple[int, int, int]:
     return NEWEST_POINT.get(major, (major, 99, 99))
 
 
-def refuse_what_nova_refuses(props: dict) -> None:
-    """A property set Nova would not build a domain for has no domain to explain: say which value, once."""
+def as_nova_reads(props: dict) -> dict:
+    """The properties as Nova's ImageMetaProps holds them, or one line for the value it refuses (then there is no
+    domain to explain). Its OSType, VIFModel and SCSIModel lowercase first, and the last two map the VMware names
+    of old (nova/objects/fields.py): hw_vif_model=VirtualE1000 boots an e1000. os_type stays as written: the
+    enlightenments follow the instance's copy of the raw string, which nothing lowercases."""
+    read = dict(props)
     for key, allowed in NOVA_ENUMS.items():
         value = props.get(key)
-        if value is not None and (value.lower() if key == "os_type" else value) not in allowed:
+        if value is None:
+            continue
+        coerced = NOVA_COERCE[key](value) if key in NOVA_COERCE else value
+        if coerced not in allowed:
             raise BakeryError(f"{key}={value!r}: Nova refuses to boot this image (its ImageMetaProps accepts only "
                               f"{', '.join(allowed)})")
+        if key != "os_type":
+            read[key] = coerced
     machine = props.get("hw_machine_type")
     if machine is not None and (not machine or any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in machine)):
         raise BakeryError(f"hw_machine_type={machine!r}: libvirt refuses an empty machine type or one with a control character")
+    return read
 
 
 def release_number(name: str) -> int:
@@ -130,7 +148,7 @@ def hyperv_features(version: tuple[int, int, int]) -> list[tuple[str, dict]]:
 
 def explain(props: dict, *, nova: str = "master", virt_type: str = "kvm") -> Explanation:
     version = nova_version(nova)
-    refuse_what_nova_refuses(props)
+    props = as_nova_reads(props)
     number = version[0]
     windows = props.get("os_type") == "windows"  # the raw string, as Nova compares it
     autoselect = number >= AUTOSELECT_FROM
