@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pipeline.build.vm import Accelerator, VmSpec, is_q35
 from pipeline.common.errors import BakeryError
 from pipeline.common.sinks import machine_type
-from pipeline.properties.explain import explain
+from pipeline.properties.explain import NovaRefuses, explain
 
 NICS = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139", "ne2k_pci": "ne2k_pci",
         "pcnet": "pcnet"}
@@ -52,7 +52,10 @@ class Hardware:
 def derive(properties: dict[str, str], *, nova: str, accel: Accelerator, base: VmSpec, label: str) -> Hardware:
     """The VmSpec for `properties` as Nova (release `nova`) would build the guest; `base` carries the rest
     (limits, firmware overrides; the disk is the overlay the boot creates)."""
-    explanation = explain(properties, nova=nova, virt_type="kvm" if accel.name == "kvm" else "qemu")
+    try:
+        explanation = explain(properties, nova=nova, virt_type="kvm" if accel.name == "kvm" else "qemu")
+    except NovaRefuses as refused:
+        raise NovaRefuses(f"{label}: {refused}") from None
     domain = ET.fromstring(explanation.xml)
     os_el, devices = domain.find("os"), domain.find("devices")
     machine = machine_type(label, os_el.find("type").get("machine"))  # lands in -machine: whatever lint said, checked here

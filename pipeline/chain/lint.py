@@ -48,7 +48,10 @@ def lint_manifest(options: JobOptions, report: Report, *, enforce: bool = True) 
 def explain_manifest(options: JobOptions, report: Report, *, nova: str) -> explain_stage.Explanation:
     """The libvirt XML Nova would generate for a manifest's property set (even one that fails lint)."""
     lint_manifest(options, report, enforce=False)  # a bad set is exactly what explain must show
-    return explain_stage.explain_properties(report.details["properties"], report, nova=nova)
+    try:
+        return explain_stage.explain_properties(report.details["properties"], report, nova=nova)
+    except explain_stage.NovaRefuses as refused:  # ... unless Nova would build no domain from it at all
+        raise explain_stage.NovaRefuses(f"{options.manifest}: {refused}") from None
 
 
 def lint_glance(target: Target, image_id: str, report: Report, *, inspect: bool, workdir: Path) -> Report:

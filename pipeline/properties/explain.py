@@ -22,7 +22,6 @@ Each behaviour is modelled from the version that introduced or removed it, with 
 from __future__ import annotations
 
 import re
-import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from oslo_utils import strutils
 
 from pipeline.common.errors import BakeryError
 from pipeline.glance.images import custom_properties, fetch_image
+from pipeline.properties.nova_fields import NovaRefuses, as_nova_reads
 
 # (release name, ordinal) - the ordinal is Nova's major version.
 RELEASES = {
@@ -55,31 +55,6 @@ OVMF = "/usr/share/OVMF"
 RECOMMENDED_WINDOWS = {"os_type": "windows", "hw_machine_type": "q35", "hw_firmware_type": "uefi", "hw_disk_bus": "virtio",
                        "hw_vif_model": "virtio", "hw_video_model": "virtio", "hw_qemu_guest_agent": "yes"}
 VERSION = re.compile(r"(\d{2})\.(\d{1,2})\.(\d{1,2})")
-# Nova reads an image's properties into ImageMetaProps (nova/objects/image_meta.py) before it builds a domain; an
-# enum field with a value outside its list fails there ("Field value X is invalid") and the server is not created.
-# These are nova 34's lists for the fields explain reads (tests/test_explain.py compares them with the installed
-# nova); a value added in a later release is refused by older ones too, which is not modelled.
-NOVA_ENUMS = {
-    "hw_disk_bus": ("fdc", "ide", "sata", "scsi", "usb", "virtio", "xen", "lxc", "uml"),
-    "hw_firmware_type": ("uefi", "bios"),
-    "hw_input_bus": ("usb", "virtio"),
-    "hw_scsi_model": ("buslogic", "ibmvscsi", "lsilogic", "lsisas1068", "lsisas1078", "virtio-scsi", "vmpvscsi"),
-    "hw_tpm_model": ("tpm-tis", "tpm-crb"),
-    "hw_tpm_version": ("1.2", "2.0"),
-    "hw_video_model": ("cirrus", "qxl", "vga", "vmvga", "xen", "virtio", "gop", "none", "bochs"),
-    "hw_vif_model": ("virtio", "ne2k_pci", "pcnet", "rtl8139", "e1000", "e1000e", "netfront", "spapr-vlan", "lan9118", "sriov",
-                     "vmxnet", "vmxnet3", "igb"),
-    "os_secure_boot": ("required", "disabled", "optional"),
-    "os_type": ("linux", "windows"),  # OSType compares lowercased: "Windows" passes (and gets no enlightenments)
-}
-VIF_LEGACY = {"virtuale1000": "e1000", "virtuale1000e": "e1000e", "virtualpcnet32": "pcnet", "virtualsriovethernetcard": "sriov",
-              "virtualvmxnet": "vmxnet", "virtualvmxnet3": "vmxnet3"}
-SCSI_LEGACY = {"lsilogicsas": "lsisas1068", "paravirtual": "vmpvscsi"}
-NOVA_COERCE = {
-    "os_type": str.lower,
-    "hw_vif_model": lambda value: VIF_LEGACY.get(value.lower(), value.lower()),
-    "hw_scsi_model": lambda value: SCSI_LEGACY.get(value.lower(), value.lower()),
-}
 
 
 @dataclass(frozen=True)
@@ -106,28 +81,6 @@ def nova_version(name: str) -> tuple[int, int, int]:
                           f"{', '.join(list(RELEASES) + list(ALIASES))}")
     major = RELEASES[key]
     return NEWEST_POINT.get(major, (major, 99, 99))
-
-
-def as_nova_reads(props: dict) -> dict:
-    """The properties as Nova's ImageMetaProps holds them, or one line for the value it refuses (then there is no
-    domain to explain). Its OSType, VIFModel and SCSIModel lowercase first, and the last two map the VMware names
-    of old (nova/objects/fields.py): hw_vif_model=VirtualE1000 boots an e1000. os_type stays as written: the
-    enlightenments follow the instance's copy of the raw string, which nothing lowercases."""
-    read = dict(props)
-    for key, allowed in NOVA_ENUMS.items():
-        value = props.get(key)
-        if value is None:
-            continue
-        coerced = NOVA_COERCE[key](value) if key in NOVA_COERCE else value
-        if coerced not in allowed:
-            raise BakeryError(f"{key}={value!r}: Nova refuses to boot this image (its ImageMetaProps accepts only "
-                              f"{', '.join(allowed)})")
-        if key != "os_type":
-            read[key] = coerced
-    machine = props.get("hw_machine_type")
-    if machine is not None and (not machine or any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in machine)):
-        raise BakeryError(f"hw_machine_type={machine!r}: libvirt refuses an empty machine type or one with a control character")
-    return read
 
 
 def release_number(name: str) -> int:
@@ -266,7 +219,10 @@ def explain_properties(properties: dict, report, *, nova: str) -> Explanation:
 
 def explain_image(target, image_id: str, report, *, nova: str) -> Explanation:
     report.target = target.to_dict()
-    return record(report, explain(custom_properties(fetch_image(target, image_id)), nova=nova))
+    try:
+        return record(report, explain(custom_properties(fetch_image(target, image_id)), nova=nova))
+    except NovaRefuses as refused:
+        raise NovaRefuses(f"image {image_id}: {refused}") from None
 
 
 def record(report, explanation: Explanation) -> Explanation:
