@@ -26,9 +26,12 @@ APT_PACKAGES := python3-venv qemu-utils fdisk qemu-system-common fuse3 ntfs-3g p
 # Keystone and Glance on a private mariadbd (started by the tests, never as a system service); and the release
 # notes and family pages are rendered by a real browser (Debian's chromium, driven by Playwright) in the tests.
 CI_APT_PACKAGES := $(if $(CI),libguestfs-tools linux-image-amd64 mariadb-server chromium,)
-# The whole suite takes about 45 minutes on 2 cores: `make test` runs the fast tier (about 13 minutes) on a
-# developer's machine and everything where CI is set (.ci/run sets it); `make test-all` runs everything anywhere.
-PYTEST_ARGS ?= $(if $(CI),,-m "not slow")
+# The whole suite takes about 45 minutes on 2 cores: `make test` runs the fast tier on a developer's machine, in
+# FAST_WORKERS pytest workers, a test file each at a time (about 10 minutes on 2 cores), and everything where CI is
+# set (.ci/run sets it), one test at a time: the slow tier's TCG boots have timeouts that assume a core each.
+# `make test-all` runs everything anywhere.
+FAST_WORKERS ?= 2
+PYTEST_ARGS ?= $(if $(CI),,-m "not slow" -n $(FAST_WORKERS) --dist loadfile)
 
 # gitlab-ci-local runs the generated .gitlab-ci.yml in the tests. 4.65.1 is the newest release that runs on
 # Node.js 20 (later ones use Node 22's Set methods); Debian 12's own nodejs (18) and npm also do.
