@@ -20,7 +20,40 @@ from pipeline.glance.local import LocalGlance
 MiB = 1024 * 1024
 
 
+PORT_WINDOW = 1500  # ports per pytest worker, below the kernel's ephemeral range
+RESERVED_PORTS = {19292, 19293, 15000, 13306, 18774, 18776}  # the bakery's defaults: a developer's own may run there
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A port nothing listens on, never handed out twice in this process, and from this pytest worker's own window
+    (gw0, gw1 ... of pytest-xdist) below the kernel's ephemeral range: two workers asking at the same instant
+    cannot get the same port, and no outgoing connection is given it meanwhile."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = 20000 + (int(worker) if worker.isdigit() else 0) * PORT_WINDOW
+    if start + PORT_WINDOW > _ephemeral_start():
+        return _kernel_port()
+    for port in range(start, start + PORT_WINDOW):
+        if port in _handed_out or port in RESERVED_PORTS:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    return _kernel_port()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _kernel_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
