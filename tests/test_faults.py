@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from glanceclient import Client as GlanceClient
@@ -145,18 +149,23 @@ def test_ctrl_c_mid_upload_deletes_the_partial_image(glance_server, project, rel
 # -- the journal itself must not fail -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 64 KiB tmpfs, filled up: the journal's file system with no space left (needs root to mount)."""
-    import os
-    import subprocess
-
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real file system of `size` at `mount`, for as long as the block lasts (mounting needs root)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "full"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
     try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs, filled up: the journal's file system with no space left."""
+    with tmpfs(tmp_path / "full", "64k") as mount:
         (mount / "journal").mkdir()
         try:
             with open(mount / "filler", "wb") as filler:
@@ -166,8 +175,6 @@ def small_disk(tmp_path):
         except OSError:  # ENOSPC: full, as intended
             pass
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_stops_the_run_before_an_image_exists(glance_server, project, releases, small_disk, monkeypatch, isolated_state):
@@ -314,18 +321,9 @@ def test_a_sigkilled_idle_master_leaves_no_deaf_glance_behind(own_server):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 2 MiB tmpfs (needs root to mount): smaller than the image the test downloads."""
-    import subprocess
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
+    """A 2 MiB tmpfs: smaller than the image the test downloads."""
+    with tmpfs(tmp_path / "tiny", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_download_that_fills_the_disk_is_one_line_and_leaves_no_partial_copy(target, tiny_disk, tmp_path):
