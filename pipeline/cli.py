@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from pipeline.common.errors import BakeryError, bounded, for_terminal
+from pipeline.common.errors import BakeryError, bounded, disk_full, for_terminal
 from pipeline.common.paths import state_dir
 from pipeline.common.report import Report, print_summary
 from pipeline.common.secrets import redact
@@ -133,7 +132,7 @@ def _write_report(report: Report, json_path: str) -> bool:
 
 def _disk_full(exc: Exception) -> tuple[str, str] | None:
     """A file system that filled up (or a quota) is the machine's state, not a bug: say where, and what to change."""
-    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    if not disk_full(exc):
         return None
     where = f" writing {exc.filename}" if exc.filename else ""
     return (f"no space left on device{where} ({exc.strerror}; state directory {state_dir()})",

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.common.errors import BakeryError
+from pipeline.common.errors import BakeryError, disk_full
 from pipeline.common.progress import progress
 from pipeline.common.report import Report
 from pipeline.common.units import human_size
@@ -53,7 +52,7 @@ def downloaded(target: Target, image: dict, workdir: Path) -> Iterator[Path]:
                 download(target, image_id, local, on_read=advance)
             local.flush()
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if not disk_full(exc):
                 raise
             free = shutil.disk_usage(workdir).free + local.tell()
             raise BakeryError(f"{workdir}: no space left for image {safe_id}: it holds up to {human_size(size)} (runs of "

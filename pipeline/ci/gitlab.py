@@ -55,8 +55,7 @@ JOB_MINUTES_RANGE = (10, 43200)  # what GitLab accepts as a project's or runner'
 
 def job_minutes(value: object | None) -> int:
     """--max-job-minutes, as given on the command line."""
-    given = DEFAULT_MAX_JOB_MINUTES if value is None else value
-    return whole_number(given, "--max-job-minutes", low=JOB_MINUTES_RANGE[0], high=JOB_MINUTES_RANGE[1])
+    return whole_number(value, "--max-job-minutes", low=JOB_MINUTES_RANGE[0], high=JOB_MINUTES_RANGE[1], default=DEFAULT_MAX_JOB_MINUTES)
 
 
 @dataclass(frozen=True)

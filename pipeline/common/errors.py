@@ -33,6 +33,13 @@ def for_terminal(text: object, limit: int = OUTPUT_LINE) -> str:
     return bounded(redact(str(text)), limit)
 
 
+def disk_full(exc: BaseException) -> bool:
+    """A file system that filled up, or a quota: the machine's state, not a bug."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def bounded(text: str, limit: int = MAX_LINE) -> str:
     """At most `limit` characters, printable ones only (a bell or a right-to-left override is shown escaped)."""
     text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)

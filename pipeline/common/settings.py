@@ -14,8 +14,11 @@ from pathlib import Path
 from pipeline.common.errors import BakeryError
 
 
-def whole_number(value: object, name: str, *, low: int, high: int) -> int:
-    """A decimal integer from low to high. Only plain digits (with a sign): "0x50", "1e3" and "12.0" are refused."""
+def whole_number(value: object, name: str, *, low: int, high: int, default: int | None = None) -> int:
+    """A decimal integer from low to high (`default` when value is None). Only plain digits (with a sign): "0x50",
+    "1e3" and "12.0" are refused."""
+    if value is None and default is not None:
+        value = default
     text = str(value).strip()
     digits = text.removeprefix("-").removeprefix("+")
     if not (digits.isascii() and digits.isdigit() and len(digits) <= 18) or not low <= int(text) <= high:

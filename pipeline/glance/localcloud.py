@@ -47,8 +47,7 @@ GLANCE_WORKERS = 3  # processes, each with the local Glance's threads: a product
 
 def token_seconds(value: object | None) -> int:
     """--token-lifetime: seconds a Keystone token lives (a test cloud may want a few, to see tokens expire)."""
-    given = DEFAULT_TOKEN_LIFETIME if value is None else value
-    return whole_number(given, "--token-lifetime", low=1, high=MAX_TOKEN_LIFETIME)
+    return whole_number(value, "--token-lifetime", low=1, high=MAX_TOKEN_LIFETIME, default=DEFAULT_TOKEN_LIFETIME)
 
 
 def consumer_ports(nova: int | str | None = None, cinder: int | str | None = None) -> tuple[int, int]:

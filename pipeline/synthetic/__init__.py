@@ -28,7 +28,7 @@ def generate(report, *, windows: str, out: Path, fmt: str, size_gib: int | str |
         raise BakeryError(f"--virtio-win-version: expected one of {', '.join(virtio_iso.RELEASES)}, got {iso_version!r}")
     if fmt not in ("raw", "qcow2"):
         raise BakeryError(f"--format: expected raw or qcow2, got {fmt!r}")
-    size = whole_number(DEFAULT_SIZE_GIB if size_gib is None else size_gib, "--size-gib", low=1, high=DEFAULT_MAX_VIRTUAL_GIB)
+    size = whole_number(size_gib, "--size-gib", low=1, high=DEFAULT_MAX_VIRTUAL_GIB, default=DEFAULT_SIZE_GIB)
     windows_disk.generate(out, windows, size=size * GiB, fmt=fmt)
     report.details["disk"] = {"path": str(out), "windows": windows, "format": fmt, "sha256": sha256_file(out)}
     say(f"SYNTHETIC {windows} disk: {out} sha256 {report.details['disk']['sha256']}")
